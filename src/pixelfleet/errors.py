@@ -1,0 +1,89 @@
+"""Exceptions raised by pixelfleet.
+
+Every error derives from :class:`PixelfleetError`. Errors caused by what a user
+gave us also inherit the builtin a caller would naturally catch (``ValueError``,
+``FileNotFoundError``, ``LookupError``), so code that does not know pixelfleet
+still handles them sensibly.
+"""
+
+from __future__ import annotations
+
+
+class PixelfleetError(Exception):
+    """Root of every pixelfleet error."""
+
+
+class ConfigError(PixelfleetError, ValueError):
+    """A pipeline file, setting or command-line value is invalid."""
+
+
+class UnknownNameError(PixelfleetError, LookupError):
+    """A name (op, executor, storage scheme...) is not registered."""
+
+
+class MissingExtraError(PixelfleetError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+
+class StorageError(PixelfleetError, OSError):
+    """Object storage failed in a way that may succeed on retry."""
+
+
+class ObjectNotFoundError(PixelfleetError, FileNotFoundError):
+    """An object that was listed or asked for does not exist."""
+
+
+class UnsafeKeyError(PixelfleetError, ValueError):
+    """An object key would read or write outside its storage prefix."""
+
+
+class InputError(PixelfleetError, ValueError):
+    """A source object cannot be processed (corrupt, unsupported, too large).
+
+    Input errors are permanent: the task fails without further attempts.
+    """
+
+
+class UnsupportedFormatError(InputError):
+    """The source object is not in a format the step accepts."""
+
+
+class ImageTooLargeError(InputError):
+    """The image's declared size is over the configured limit (decompression bomb guard)."""
+
+
+class CorruptInputError(InputError):
+    """The source object is truncated or corrupt."""
+
+
+class WorkerLostError(PixelfleetError, RuntimeError):
+    """The process running a task died before it reported a result."""
+
+
+class TaskTimeoutError(PixelfleetError, TimeoutError):
+    """A task ran longer than the pipeline's ``run.timeout``."""
+
+
+class LedgerError(PixelfleetError, LookupError):
+    """A run or task asked for is not in the ledger."""
+
+
+def is_permanent(error_type: str) -> bool:
+    """Tell whether a task error of this class name should not be retried."""
+    return error_type in _PERMANENT
+
+
+_PERMANENT = {
+    cls.__name__
+    for cls in (
+        InputError,
+        UnsupportedFormatError,
+        ImageTooLargeError,
+        CorruptInputError,
+        UnsafeKeyError,
+        ConfigError,
+        UnknownNameError,
+        MissingExtraError,
+        ObjectNotFoundError,
+    )
+}

@@ -1,0 +1,46 @@
+"""Run every job in the calling thread: slow, but a debugger and tracebacks work."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pixelfleet.executors.base import Executor, Job
+from pixelfleet.models import TaskResult
+from pixelfleet.worker import execute
+
+
+class InlineExecutor(Executor):
+    """Jobs run one by one, in this process, when results are asked for."""
+
+    name = "inline"
+
+    def __init__(self, address: str = "", workers: int | None = None, threads: int = 1):
+        self._queue: deque[Job] = deque()
+        self._context = ""
+
+    def start(self, context: str, timeout: float) -> None:
+        self._context = context
+
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def results(self, wait: float) -> list[TaskResult]:
+        if not self._queue:
+            return []
+        job = self._queue.popleft()
+        return [TaskResult.from_dict(_loads(execute(self._context, job.payload)))]
+
+    def close(self) -> None:
+        self._queue.clear()
+
+    def capacity(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return "inline: 1 thread in this process"
+
+
+def _loads(text: str) -> dict:  # type: ignore[type-arg]
+    import json
+
+    return json.loads(text)  # type: ignore[no-any-return]

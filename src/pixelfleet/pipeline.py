@@ -1,0 +1,225 @@
+"""Pipeline files: TOML, validated on load into a :class:`Pipeline`.
+
+A bad file raises :class:`~pixelfleet.errors.ConfigError` whose message names the
+file, the field, the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pixelfleet.errors import ConfigError, UnknownNameError
+from pixelfleet.models import stable_hash
+from pixelfleet.ops import Op, OpConfig, ops
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Partition(_Strict):
+    """How source objects are grouped into tasks."""
+
+    by: Literal["object", "prefix", "count"] = "object"
+    depth: int = Field(2, ge=1, le=32, description="prefix depth, for by = 'prefix'")
+    size: int = Field(100, ge=1, le=1_000_000, description="objects per task, for by = 'count'")
+
+
+class Source(_Strict):
+    """Where the source objects are and which of them to take."""
+
+    url: str
+    include: list[str] = ["**/*"]
+    exclude: list[str] = []
+    ignore_case: bool = True
+    partition: Partition = Partition()
+
+
+class Output(_Strict):
+    """Where outputs go; keys mirror the source keys."""
+
+    url: str
+    public_url: str | None = None
+
+
+class Run(_Strict):
+    """How the work is executed."""
+
+    executor: str = "local"
+    workers: int | None = Field(None, ge=1, le=1024)
+    threads: int = Field(4, ge=1, le=64, description="tasks in flight per worker process")
+    attempts: int = Field(2, ge=1, le=20)
+    timeout: float = Field(600.0, gt=0, description="seconds one task may run")
+    ledger: str | None = None
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, value: str) -> str:
+        from pixelfleet.executors import executor_names
+
+        name = value.split("://", 1)[0]
+        if name not in executor_names():
+            raise ValueError(
+                f"unknown executor {value!r}; choose one of: "
+                f"{', '.join(executor_names())} (dask also as dask://host:port)"
+            )
+        return value
+
+
+class Pipeline(_Strict):
+    """A whole pipeline file."""
+
+    source: Source
+    output: Output
+    steps: list[OpConfig]
+    run: Run = Run()
+    path: str | None = None
+
+    def make_ops(self) -> list[Op]:
+        """Instantiate the pipeline's steps."""
+        return [ops.get(step.op)(step) for step in self.steps]
+
+    @property
+    def settings_hash(self) -> str:
+        """Hash of everything that changes outputs: the output location and every step's settings."""
+        return stable_hash(
+            {
+                "output": self.output.url,
+                "steps": [s.model_dump(mode="json") for s in self.steps],
+            }
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The pipeline as plain data, e.g. to store in the ledger or send to workers."""
+        data = self.model_dump(mode="json", exclude={"path", "steps"})
+        data["steps"] = [s.model_dump(mode="json") for s in self.steps]
+        data["path"] = self.path
+        return data
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _explain(exc: ValidationError, where: str, prefix: str = "") -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = _format_loc([*([prefix] if prefix else []), *err["loc"]])
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field {loc!r}; check the spelling (see docs/DESIGN.md for valid fields)"
+        elif err["type"] == "missing":
+            msg = f"{loc}: required field is missing"
+        else:
+            bad = err.get("input")
+            msg = f"{loc}: {err['msg'].removeprefix('Value error, ')} (got {bad!r})"
+        lines.append(msg)
+    return ConfigError(f"{where}: " + "; ".join(lines))
+
+
+def _parse_steps(raw_steps: Any, where: str) -> list[OpConfig]:
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ConfigError(
+            f"{where}: steps: at least one [[steps]] table is needed, e.g. op = \"thumbnail\""
+        )
+    parsed = []
+    for i, raw in enumerate(raw_steps):
+        if not isinstance(raw, dict) or "op" not in raw:
+            raise ConfigError(
+                f"{where}: steps[{i}].op is missing; choose one of: {', '.join(ops.names())}"
+            )
+        try:
+            op_cls = ops.get(raw["op"])
+        except UnknownNameError as exc:
+            raise ConfigError(f"{where}: steps[{i}].op: {exc}") from None
+        try:
+            parsed.append(op_cls.Config.model_validate(raw))
+        except ValidationError as exc:
+            raise _explain(exc, where, f"steps[{i}]") from None
+    return parsed
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.0.c`` in nested dicts/lists (used by ``--set``)."""
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            try:
+                index = int(part)
+                node[index]  # noqa: B018 - raises IndexError for a bad index
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {dotted}: {part!r} is not an index of a list") from None
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} is not a table")
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value as TOML (numbers, booleans, arrays), else keep it as text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def pipeline_from_dict(data: dict[str, Any], where: str = "pipeline") -> Pipeline:
+    """Validate already-parsed pipeline data."""
+    data = dict(data)
+    steps = _parse_steps(data.pop("steps", None), where)
+    data.pop("path", None)
+    allowed = {"source", "output", "run"}
+    for name in data:
+        if name not in allowed:
+            raise ConfigError(
+                f"{where}: unknown section [{name}]; valid sections: "
+                f"[source], [output], [[steps]], [run]"
+            )
+    try:
+        return Pipeline.model_validate({**data, "steps": steps, "path": where})
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
+    """Read and validate a pipeline file, applying ``key=value`` overrides first."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file {path!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must look like section.field=value")
+        set_dotted(data, key.strip(), parse_value(value.strip()))
+    # Relative local paths in a pipeline are relative to the file, not the shell's folder.
+    base = os.path.dirname(os.path.abspath(path))
+    for section in ("source", "output"):
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get("url"), str):
+            url = sec["url"]
+            if "://" not in url and not os.path.isabs(url):
+                sec["url"] = os.path.normpath(os.path.join(base, url))
+    return pipeline_from_dict(data, where=path)

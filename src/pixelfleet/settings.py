@@ -1,0 +1,112 @@
+"""Process-wide settings. This module is the only reader of environment variables.
+
+pixelfleet's own variables use the ``PIXELFLEET_`` prefix. S3 access also honours
+the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_REGION``...), so an
+existing AWS setup works unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pixelfleet.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r} is not a boolean; use 1/0, true/false")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3 or an S3-compatible service."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    requester_pays: bool = False
+    allow_http: bool = False
+    skip_signature: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings that hold for a whole process; see ``docs/DESIGN.md`` for each variable."""
+
+    ledger_url: str = "sqlite:///pixelfleet.db"
+    s3: S3Settings = field(default_factory=S3Settings)
+    max_image_pixels: int = 300_000_000
+    max_object_bytes: int = 2 * 1024**3
+    gdal_cache_mb: int = 64
+    debug: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        endpoint = env.get("PIXELFLEET_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get(
+            "AWS_ENDPOINT_URL"
+        )
+        s3 = S3Settings(
+            endpoint=endpoint or None,
+            region=env.get("PIXELFLEET_S3_REGION")
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or None,
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+            requester_pays=_flag(env, "PIXELFLEET_S3_REQUESTER_PAYS", False),
+            allow_http=_flag(
+                env, "PIXELFLEET_S3_ALLOW_HTTP", bool(endpoint and endpoint.startswith("http://"))
+            ),
+            skip_signature=_flag(env, "PIXELFLEET_S3_ANONYMOUS", False),
+        )
+        return cls(
+            ledger_url=env.get("PIXELFLEET_LEDGER") or "sqlite:///pixelfleet.db",
+            s3=s3,
+            max_image_pixels=_int(env, "PIXELFLEET_MAX_IMAGE_PIXELS", 300_000_000, 1),
+            max_object_bytes=_int(env, "PIXELFLEET_MAX_OBJECT_BYTES", 2 * 1024**3, 1),
+            gdal_cache_mb=_int(env, "PIXELFLEET_GDAL_CACHE_MB", 64, 8),
+            debug=_flag(env, "PIXELFLEET_DEBUG", False),
+            extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
+        )
+
+
+_current: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Return the settings of this process, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_env()
+    return _current

@@ -1,0 +1,196 @@
+"""The ``Storage`` interface: a flat namespace of immutable-once-written objects.
+
+A storage is rooted at a URL (``file:///data/out``, ``s3://bucket/prefix``,
+``memory://name``); every key is relative to that root and uses ``/``. Writes are
+atomic: a reader sees the old object or the whole new one, never a part.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from pixelfleet.errors import UnsafeKeyError
+from pixelfleet.models import Entry
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise :class:`UnsafeKeyError`.
+
+    Refused: empty keys, absolute keys, backslashes, ``.``/``..`` or empty segments,
+    drive letters and control characters. These are the keys that could make a write
+    land outside a storage's root.
+    """
+    if not key or not isinstance(key, str):
+        raise UnsafeKeyError(f"object key {key!r} is empty; keys are relative paths like 'a/b.tif'")
+    if key.startswith("/") or _DRIVE.match(key):
+        raise UnsafeKeyError(f"object key {key!r} is absolute; keys must be relative to the root")
+    if "\\" in key:
+        raise UnsafeKeyError(f"object key {key!r} contains a backslash; use '/' between parts")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise UnsafeKeyError(f"object key {key!r} contains a control character")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise UnsafeKeyError(
+                f"object key {key!r} has an empty, '.' or '..' part; it could escape the output root"
+            )
+    return key
+
+
+def join_key(prefix: str, key: str) -> str:
+    """Join a storage prefix and a checked key with one ``/``."""
+    check_key(key)
+    prefix = prefix.strip("/")
+    return f"{prefix}/{key}" if prefix else key
+
+
+class Storage(ABC):
+    """Read, list and atomically write objects under one root URL.
+
+    Implementations provide :meth:`scan`, :meth:`head`, :meth:`read` and :meth:`write`;
+    everything else is built on those.
+    """
+
+    #: The URL this storage was opened with.
+    url: str = ""
+
+    @abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[Entry]:
+        """Yield every object whose key starts with ``prefix``, in key order."""
+
+    @abstractmethod
+    def head(self, key: str) -> Entry | None:
+        """Return the object's entry (with its metadata), or None if it does not exist."""
+
+    @abstractmethod
+    def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """Return the bytes ``[start, end)`` of an object (all of it by default).
+
+        Raises :class:`~pixelfleet.errors.ObjectNotFoundError` if it does not exist.
+        """
+
+    @abstractmethod
+    def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
+        """Store ``data`` under ``key`` atomically, with string ``metadata``, and return its entry."""
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing a missing object is not an error."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete objects")
+
+    def local_path(self, key: str) -> str | None:
+        """A filesystem path GDAL can open directly, or None for remote storage."""
+        return None
+
+    def exists(self, key: str) -> bool:
+        """Tell whether an object exists."""
+        return self.head(key) is not None
+
+    def open(self, key: str, size: int | None = None, block_size: int = 256 * 1024) -> RangeFile:
+        """Open an object as a read-only, seekable file that fetches byte ranges on demand."""
+        if size is None:
+            entry = self.head(key)
+            if entry is None:
+                from pixelfleet.errors import ObjectNotFoundError
+
+                raise ObjectNotFoundError(f"object {key!r} not found in {self.url}")
+            size = entry.size
+        return RangeFile(self, key, size, block_size)
+
+    def describe(self, key: str) -> str:
+        """The object's full URL, for messages."""
+        return f"{self.url.rstrip('/')}/{key}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only file over an object that reads aligned blocks and keeps a few of them.
+
+    GDAL reads TIFF headers in many small pieces; fetching whole blocks turns those
+    into a handful of range requests.
+    """
+
+    def __init__(self, storage: Storage, key: str, size: int, block_size: int = 256 * 1024):
+        super().__init__()
+        self._storage = storage
+        self.name = key
+        self._size = size
+        self._block = block_size
+        self._pos = 0
+        self._cache: dict[int, bytes] = {}
+        self._order: list[int] = []
+        self._keep = 8
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._pos = offset
+        elif whence == io.SEEK_CUR:
+            self._pos += offset
+        elif whence == io.SEEK_END:
+            self._pos = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        self._pos = max(self._pos, 0)
+        return self._pos
+
+    def _get_block(self, index: int) -> bytes:
+        data = self._cache.get(index)
+        if data is None:
+            start = index * self._block
+            end = min(start + self._block, self._size)
+            data = self._storage.read(self.name, start, end)
+            self._cache[index] = data
+            self._order.append(index)
+            if len(self._order) > self._keep:
+                self._cache.pop(self._order.pop(0), None)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        end = min(self._pos + size, self._size)
+        if end <= self._pos:
+            return b""
+        # Big reads (image tiles) go straight to storage in one request.
+        if end - self._pos > 2 * self._block:
+            data = self._storage.read(self.name, self._pos, end)
+        else:
+            parts = []
+            pos = self._pos
+            while pos < end:
+                index, offset = divmod(pos, self._block)
+                block = self._get_block(index)
+                chunk = block[offset : offset + (end - pos)]
+                if not chunk:
+                    break
+                parts.append(chunk)
+                pos += len(chunk)
+            data = b"".join(parts)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+def parent_dir(key: str) -> str:
+    """The key's folder part (``'al/2013'`` for ``'al/2013/x.tif'``), ``''`` at the root."""
+    return posixpath.dirname(key)

@@ -1,0 +1,156 @@
+"""Storage in a local folder (``file:///path`` or a plain path).
+
+Writes go to a hidden temporary file in the destination folder and are renamed
+into place, so readers never see half an object. Object metadata is kept in
+extended attributes (``user.pixelfleet.*``) where the filesystem supports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from urllib.parse import unquote, urlparse
+
+from pixelfleet.errors import ObjectNotFoundError, StorageError, UnsafeKeyError
+from pixelfleet.models import Entry
+from pixelfleet.storage.base import Storage, check_key
+
+_TMP_MARK = ".pixelfleet-tmp-"
+_XATTR = "user.pixelfleet."
+
+
+def path_from_url(url: str) -> str:
+    """The folder a ``file://`` URL or plain path names, made absolute."""
+    if url.startswith("file://"):
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(
+                f"file URL {url!r} names host {parsed.netloc!r}; use file:///absolute/path"
+            )
+        path = unquote(parsed.path)
+    else:
+        path = url
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _etag(st: os.stat_result) -> str:
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+class LocalStorage(Storage):
+    """Objects as files below a root folder."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.root = path_from_url(url)
+        self._real_root = os.path.realpath(self.root)
+
+    def _path(self, key: str) -> str:
+        check_key(key)
+        path = os.path.join(self.root, *key.split("/"))
+        # A symlinked folder inside the root must not lead outside it.
+        real_parent = os.path.realpath(os.path.dirname(path))
+        if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
+            raise UnsafeKeyError(
+                f"object key {key!r} resolves outside {self.root} (through a symbolic link)"
+            )
+        return path
+
+    def local_path(self, key: str) -> str | None:
+        return self._path(key)
+
+    def scan(self, prefix: str = "") -> Iterator[Entry]:
+        if not os.path.isdir(self.root):
+            raise ObjectNotFoundError(
+                f"folder {self.root} does not exist; check the source url {self.url!r}"
+            )
+        yield from self._scan_dir(self.root, "", prefix)
+
+    def _scan_dir(self, folder: str, rel: str, prefix: str) -> Iterator[Entry]:
+        try:
+            with os.scandir(folder) as it:
+                items = sorted(it, key=lambda d: d.name)
+        except FileNotFoundError:
+            return
+        for item in items:
+            if _TMP_MARK in item.name:
+                continue
+            key = f"{rel}{item.name}"
+            if item.is_dir(follow_symlinks=False):
+                sub = key + "/"
+                if sub.startswith(prefix) or prefix.startswith(sub):
+                    yield from self._scan_dir(item.path, sub, prefix)
+            elif item.is_file(follow_symlinks=False) and key.startswith(prefix):
+                st = item.stat(follow_symlinks=False)
+                yield Entry(key, st.st_size, _etag(st), st.st_mtime)
+
+    def head(self, key: str) -> Entry | None:
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        if not os.path.isfile(path):
+            return None
+        return Entry(key, st.st_size, _etag(st), st.st_mtime, _read_xattrs(path))
+
+    def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                if start:
+                    f.seek(start)
+                if end is None:
+                    return f.read()
+                return f.read(max(0, end - (start or 0)))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"object {key!r} not found in {self.url}") from None
+
+    def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
+        path = self._path(key)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + _TMP_MARK, dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            _write_xattrs(tmp, metadata or {})
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        st = os.stat(path)
+        return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+
+def _write_xattrs(path: str, metadata: dict[str, str]) -> None:
+    for name, value in metadata.items():
+        try:
+            os.setxattr(path, _XATTR + name, value.encode())
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP):
+                return  # filesystem without user xattrs: the ledger still tells what is current
+            raise
+
+
+def _read_xattrs(path: str) -> dict[str, str]:
+    try:
+        names = os.listxattr(path)
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        if name.startswith(_XATTR):
+            with contextlib.suppress(OSError):
+                out[name[len(_XATTR) :]] = os.getxattr(path, name).decode(errors="replace")
+    return out

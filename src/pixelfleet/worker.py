@@ -1,0 +1,152 @@
+"""The code every executor runs for a task, wherever it runs.
+
+``execute(context, task)`` takes and returns JSON text. The context (the pipeline)
+is parsed once per process and cached, with its storages and ops, so thousands of
+small tasks do not pay for it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from pixelfleet.errors import PixelfleetError
+from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult, one_line
+from pixelfleet.ops import Op, OpContext
+from pixelfleet.settings import get_settings
+from pixelfleet.storage import open_storage
+
+
+@dataclass
+class _Prepared:
+    ops: list[Op]
+    ctx: OpContext
+
+
+_cache: dict[str, _Prepared] = {}
+_lock = threading.Lock()
+_gdal_ready = False
+
+
+def configure_gdal() -> None:
+    """Set the GDAL options every worker needs, once per process.
+
+    - never list a source's folder or look for sidecar files (each costs a request);
+    - never follow URLs or read files an input points at (VRT and friends are refused
+      anyway: only the drivers a step needs are allowed);
+    - cap the block cache, so a file without overviews cannot fill memory.
+    """
+    global _gdal_ready
+    if _gdal_ready:
+        return
+    settings = get_settings()
+    defaults = {
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        "GDAL_PAM_ENABLED": "NO",
+        "GDAL_CACHEMAX": str(settings.gdal_cache_mb),
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".none",
+        "GDAL_HTTP_MAX_RETRY": "0",
+        "GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "2",
+        "GTIFF_REPORT_COMPD_CS": "NO",
+        "CPL_LOG_ERRORS": "OFF",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    _gdal_ready = True
+
+
+def prepare(context: str) -> _Prepared:
+    """Parse a pipeline context once per process and keep it."""
+    prepared = _cache.get(context)
+    if prepared is not None:
+        return prepared
+    with _lock:
+        prepared = _cache.get(context)
+        if prepared is None:
+            from pixelfleet.pipeline import pipeline_from_dict
+
+            configure_gdal()
+            pipeline = pipeline_from_dict(json.loads(context), where="pipeline")
+            settings = get_settings()
+            ctx = OpContext(
+                source=open_storage(pipeline.source.url, settings),
+                output=open_storage(pipeline.output.url, settings),
+                settings=settings,
+            )
+            prepared = _Prepared(ops=pipeline.make_ops(), ctx=ctx)
+            _cache[context] = prepared
+    return prepared
+
+
+def process_entry(prepared: _Prepared, entry: Entry) -> EntryResult:
+    """Run every op on one entry; an exception fails this entry only."""
+    started = time.perf_counter()
+    outputs: list[OutputRecord] = []
+    state = "skipped"
+    try:
+        for op in prepared.ops:
+            keys = op.output_keys(entry)
+            existing = [prepared.ctx.output.head(k) for k in keys]
+            if keys and all(op.is_current(out, entry) for out in existing):
+                outputs.extend(
+                    OutputRecord(key=o.key, size=o.size, step=op.name)
+                    for o in existing
+                    if o is not None
+                )
+                continue
+            outputs.extend(op.run(prepared.ctx, entry))
+            state = "done"
+    except Exception as exc:  # noqa: BLE001 - a bad input fails its own entry, never the run
+        return EntryResult(
+            key=entry.key,
+            etag=entry.etag,
+            state="failed",
+            outputs=outputs,
+            error_type=type(exc).__name__,
+            error=one_line(str(exc)) or type(exc).__name__,
+            seconds=time.perf_counter() - started,
+        )
+    return EntryResult(
+        key=entry.key,
+        etag=entry.etag,
+        state=state,  # type: ignore[arg-type]
+        outputs=outputs,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, recorded with each result."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(context: str, task: Task) -> TaskResult:
+    """Run a task in this process and return its result."""
+    started = time.perf_counter()
+    try:
+        prepared = prepare(context)
+    except PixelfleetError as exc:
+        return TaskResult.crashed(task.id, exc, worker_name())
+    results = [process_entry(prepared, entry) for entry in task.entries]
+    failed = any(r.state == "failed" for r in results)
+    return TaskResult(
+        task_id=task.id,
+        state="failed" if failed else "done",
+        entries=results,
+        seconds=time.perf_counter() - started,
+        worker=worker_name(),
+    )
+
+
+def execute(context: str, task_json: str) -> str:
+    """The worker entry point every executor calls: JSON text in, JSON text out."""
+    task = Task.from_dict(json.loads(task_json))
+    try:
+        result = run_task(context, task)
+    except Exception as exc:  # noqa: BLE001 - report, never kill the worker
+        result = TaskResult.crashed(task.id, exc, worker_name())
+    return json.dumps(result.to_dict())
