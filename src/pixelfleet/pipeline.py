@@ -222,4 +222,10 @@ def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
             url = sec["url"]
             if "://" not in url and not os.path.isabs(url):
                 sec["url"] = os.path.normpath(os.path.join(base, url))
+    run = data.get("run")
+    if isinstance(run, dict) and isinstance(run.get("ledger"), str):
+        ledger = run["ledger"]
+        rel = ledger.removeprefix("sqlite:///")
+        if ledger.startswith("sqlite:///") and rel != ":memory:" and not rel.startswith("/"):
+            run["ledger"] = "sqlite:///" + os.path.normpath(os.path.join(base, rel))
     return pipeline_from_dict(data, where=path)

@@ -1,0 +1,1 @@
+"""The ``pixelfleet`` command: one module per subcommand, assembled in :mod:`.main`."""

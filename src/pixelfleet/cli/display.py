@@ -1,0 +1,112 @@
+"""How runs, tasks and sizes are shown in a terminal."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
+from pixelfleet.runner import DryRunReport, RunSummary
+from pixelfleet.storage.local import path_from_url
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KB'``."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PB"  # pragma: no cover
+
+
+def human_seconds(s: float) -> str:
+    """``75`` -> ``'1m15s'``."""
+    if s < 60:
+        return f"{s:.1f}s"
+    minutes, seconds = divmod(int(s), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def where(url: str) -> str:
+    """A URL as a user would open it: local paths as paths."""
+    return path_from_url(url) if "://" not in url or url.startswith("file://") else url
+
+
+def show_failures(failures: list[TaskRecord], limit: int = 10) -> None:
+    """List failed objects with their reasons, one line each."""
+    shown = 0
+    for task in failures:
+        rows = task.failures or [
+            {"key": task.group or task.task_id, "error_type": task.error_type or "", "error": task.error or ""}
+        ]
+        for row in rows:
+            if shown >= limit:
+                return
+            click.echo(f"    {row['key']}: {row['error_type']}: {row['error']}")
+            shown += 1
+
+
+def show_summary(summary: RunSummary) -> None:
+    """The end-of-run summary."""
+    c = summary.counts
+    colour = "green" if summary.state == "done" else "red"
+    click.secho(
+        f"run {summary.run_id} {summary.state} in {human_seconds(summary.seconds)}"
+        f" ({summary.executor})",
+        fg=colour,
+        bold=True,
+    )
+    click.echo(
+        f"  tasks:   {c.get('tasks_done', 0)} done, {c.get('tasks_failed', 0)} failed,"
+        f" {c.get('tasks_skipped', 0)} already done (skipped), {c.get('retries', 0)} retries"
+    )
+    click.echo(
+        f"  objects: {c.get('objects_written', 0)} written, {c.get('objects_current', 0)} already"
+        f" current, {c.get('objects_failed', 0)} failed, {c.get('objects_skipped', 0)} skipped"
+        f" with their task; {human_bytes(c.get('bytes', 0))} of sources processed"
+    )
+    click.echo(f"  outputs: {where(summary.output_url)}")
+    if summary.failures:
+        click.echo("  failures:")
+        show_failures(summary.failures)
+        click.echo(
+            f"  see all with: pixelfleet status {summary.run_id}; "
+            f"retry with: pixelfleet retry {summary.run_id} --failed"
+        )
+
+
+def show_dry_run(report: DryRunReport) -> None:
+    """What a run would do."""
+    todo = report.tasks - report.already_done
+    click.echo(
+        f"{report.tasks} tasks, {report.objects} objects, {human_bytes(report.bytes)};"
+        f" {report.already_done} tasks already done, {todo} to run. Nothing was written."
+    )
+    for task in report.sample:
+        click.echo(
+            f"  {task.id[:12]}  {task.group or '(root)'}: {len(task.entries)} objects,"
+            f" {human_bytes(task.size)}"
+        )
+    if todo > len(report.sample):
+        click.echo(f"  ... and {todo - len(report.sample)} more")
+
+
+def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
+    """One run's state counts and its failures."""
+    counts = ledger.state_counts(run.run_id)
+    took = (run.finished or time.time()) - run.created
+    click.secho(f"run {run.run_id}: {run.state}", bold=True)
+    click.echo(f"  pipeline: {run.pipeline_path or '(none)'}")
+    click.echo(f"  started:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}"
+               f" ({human_seconds(took)}{'' if run.finished else ' so far'})")
+    click.echo(f"  executor: {run.executor}")
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "running", "pending")]
+    skipped = run.counts.get("tasks_skipped", 0)
+    click.echo(f"  tasks:    {', '.join(parts)}, {skipped} already done (skipped)")
+    failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
+    if failed:
+        click.echo("  failures:")
+        show_failures(failed, limit)
+        click.echo(f"  retry with: pixelfleet retry {run.run_id} --failed")

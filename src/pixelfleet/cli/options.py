@@ -1,0 +1,38 @@
+"""Options several commands share."""
+
+from __future__ import annotations
+
+import click
+
+from pixelfleet.ledger import Ledger, open_ledger
+from pixelfleet.pipeline import Pipeline
+from pixelfleet.settings import get_settings
+
+ledger_option = click.option(
+    "--ledger",
+    "ledger_url",
+    metavar="URL",
+    default=None,
+    help="Ledger to use (default: the pipeline's run.ledger, else $PIXELFLEET_LEDGER, "
+    "else sqlite:///pixelfleet.db).",
+)
+executor_option = click.option(
+    "--executor",
+    "-e",
+    metavar="NAME",
+    default=None,
+    help="inline | local | dask | dask://host:port (overrides the pipeline's run.executor).",
+)
+workers_option = click.option(
+    "--workers", "-w", type=click.IntRange(1, 1024), default=None, help="Worker processes."
+)
+progress_option = click.option(
+    "--progress/--no-progress", default=None, help="Progress bar (default: on in a terminal)."
+)
+
+
+def resolve_ledger(url: str | None, pipeline: Pipeline | None = None) -> Ledger:
+    """Open the ledger named on the command line, by the pipeline, or by the settings."""
+    if url is None and pipeline is not None:
+        url = pipeline.run.ledger
+    return open_ledger(url or get_settings().ledger_url)

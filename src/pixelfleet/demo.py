@@ -1,0 +1,75 @@
+"""``make demo``: thumbnails for the bundled sample bucket, then a rerun that skips everything.
+
+Run from the repository root: ``python -m pixelfleet.demo``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pixelfleet.cli.display import show_summary
+from pixelfleet.errors import PixelfleetError
+from pixelfleet.ledger import open_ledger
+from pixelfleet.pipeline import load_pipeline
+from pixelfleet.runner import Runner
+from pixelfleet.settings import get_settings
+from pixelfleet.storage.local import path_from_url
+
+PIPELINE = Path("examples/demo.toml")
+
+
+def contact_sheet(output_dir: Path) -> Path:
+    """Write ``index.html`` beside the thumbnails, showing each with its key."""
+    thumbs = sorted(p for p in output_dir.rglob("*.thumb.*") if p.is_file())
+    cells = "\n".join(
+        f'<figure><img src="{html.escape(p.relative_to(output_dir).as_posix())}" loading="lazy">'
+        f"<figcaption>{html.escape(p.relative_to(output_dir).as_posix())}</figcaption></figure>"
+        for p in thumbs
+    )
+    page = output_dir / "index.html"
+    page.write_text(
+        "<!doctype html><meta charset=utf-8><title>pixelfleet demo thumbnails</title>"
+        "<style>body{font-family:sans-serif;background:#222;color:#ddd}"
+        "main{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;width:260px}"
+        "img{max-width:256px;max-height:256px;background:#444}"
+        "figcaption{font-size:12px;word-break:break-all}</style>"
+        f"<h1>pixelfleet demo: {len(thumbs)} thumbnails</h1><main>{cells}</main>\n"
+    )
+    return page
+
+
+def main() -> int:
+    """Run the demo pipeline twice and say where to look."""
+    if not PIPELINE.exists():
+        click.echo(f"error: run the demo from the repository root ({PIPELINE} not found)", err=True)
+        return 1
+    try:
+        pipeline = load_pipeline(str(PIPELINE))
+        with open_ledger(get_settings().ledger_url) as ledger:
+            click.secho(f"== pixelfleet run {PIPELINE}", bold=True)
+            first = Runner(pipeline, ledger).run()
+            show_summary(first)
+            click.secho(f"\n== pixelfleet run {PIPELINE}   (again: nothing to redo)", bold=True)
+            second = Runner(pipeline, ledger, progress=False).run()
+            show_summary(second)
+    except PixelfleetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    out = Path(path_from_url(pipeline.output.url))
+    page = contact_sheet(out)
+    rel = os.path.relpath(out)
+    click.secho("\nWhere to look:", bold=True)
+    click.echo(f"  thumbnails:     {rel}/ (keys mirror demo/bucket/, e.g. va/2016/*.thumb.jpg)")
+    click.echo(f"  contact sheet:  file://{page.resolve()}")
+    click.echo("  run status:     .venv/bin/pixelfleet status")
+    click.echo(f"  what it would do: .venv/bin/pixelfleet run {PIPELINE} --dry-run")
+    return 1 if first.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Which source objects a pipeline takes: listing a storage through include/exclude globs.
+
+Glob rules (matched against the whole key): ``*`` and ``?`` stay within one folder,
+``**`` spans folders (``**/*.tif`` also matches ``x.tif`` at the root), ``[abc]`` is
+a character class. Matching ignores case unless ``ignore_case = false``, because
+archives mix ``.tif`` and ``.TIF``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+from pixelfleet.errors import ConfigError
+from pixelfleet.models import Entry
+from pixelfleet.storage.base import Storage
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def glob_to_regex(pattern: str) -> str:
+    """Translate one glob into a regular expression matching whole keys."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern.startswith("[!", i) else i + 1)
+            if end == -1:
+                raise ConfigError(f"glob {pattern!r} has an unclosed '['; close it or escape it")
+            body = pattern[i + 1 : end]
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
+            i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+def compile_globs(patterns: Sequence[str], ignore_case: bool = True) -> Callable[[str], bool]:
+    """A function telling whether a key matches any of ``patterns``."""
+    if not patterns:
+        return lambda key: False
+    flags = re.IGNORECASE if ignore_case else 0
+    regex = re.compile("|".join(f"(?:{glob_to_regex(p.lstrip('/'))})" for p in patterns), flags)
+    return lambda key: regex.fullmatch(key) is not None
+
+
+def literal_prefix(patterns: Sequence[str], ignore_case: bool = True) -> str:
+    """The folder prefix every include pattern shares before its first wildcard.
+
+    Listing only below it saves listing a whole bucket to find one state's files.
+    """
+    if not patterns:
+        return ""
+    prefixes = []
+    for p in patterns:
+        p = p.lstrip("/")
+        m = _MAGIC.search(p)
+        head = p if m is None else p[: m.start()]
+        folder = head[: head.rfind("/") + 1]
+        if ignore_case and folder.lower() != folder.upper():
+            return ""  # a cased literal may match other spellings: list everything
+        prefixes.append(folder)
+    common = prefixes[0]
+    for p in prefixes[1:]:
+        while not p.startswith(common):
+            common = common[: common.rstrip("/").rfind("/") + 1]
+    return common
+
+
+def select(
+    storage: Storage,
+    include: Sequence[str],
+    exclude: Sequence[str] = (),
+    ignore_case: bool = True,
+) -> Iterator[Entry]:
+    """Yield the storage's objects that match ``include`` and not ``exclude``, in key order."""
+    wanted = compile_globs(include, ignore_case)
+    unwanted = compile_globs(exclude, ignore_case)
+    for entry in storage.scan(literal_prefix(include, ignore_case)):
+        if wanted(entry.key) and not unwanted(entry.key):
+            yield entry

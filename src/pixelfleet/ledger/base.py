@@ -1,0 +1,148 @@
+"""The ``Ledger`` interface: what runs happened and what became of every task.
+
+The runner is the only writer: workers report results to it and it records them in
+batches. Readers (``pixelfleet status``, ``retry``, the web UI) query it at any time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixelfleet.errors import LedgerError
+from pixelfleet.models import Task, TaskResult
+
+#: Task states, in the order a task passes through them.
+TASK_STATES = ("pending", "running", "done", "failed")
+
+
+@dataclass
+class RunRecord:
+    """One execution of a pipeline (and its retries)."""
+
+    run_id: str
+    pipeline_path: str
+    pipeline: dict[str, Any]
+    executor: str
+    created: float
+    state: str = "running"
+    finished: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class TaskRecord:
+    """A task as the ledger holds it: its entries, state, attempts and outcome."""
+
+    task_id: str
+    group: str
+    entries: list[dict[str, Any]]
+    state: str = "pending"
+    attempts: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+    n_done: int = 0
+    n_skipped: int = 0
+    n_failed: int = 0
+    outputs: list[str] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    updated: float = 0.0
+
+    @classmethod
+    def pending(cls, task: Task) -> TaskRecord:
+        """A new task, not yet run."""
+        return cls(task.id, task.group, [e.to_dict() for e in task.entries])
+
+    def to_task(self) -> Task:
+        """The task, to run it again."""
+        return Task.from_dict({"id": self.task_id, "group": self.group, "entries": self.entries})
+
+    def apply(self, result: TaskResult, attempts: int, state: str, now: float) -> None:
+        """Fold a worker's result into this record."""
+        self.state = state
+        self.attempts = attempts
+        self.seconds = result.seconds
+        self.worker = result.worker
+        self.updated = now
+        self.n_done = sum(1 for e in result.entries if e.state == "done")
+        self.n_skipped = sum(1 for e in result.entries if e.state == "skipped")
+        self.n_failed = sum(1 for e in result.entries if e.state == "failed")
+        self.outputs = [o.key for e in result.entries for o in e.outputs]
+        self.failures = [
+            {"key": e.key, "error_type": e.error_type or "", "error": e.error or ""}
+            for e in result.entries
+            if e.state == "failed"
+        ]
+        if result.error_type:
+            self.error_type, self.error = result.error_type, result.error
+        elif self.failures:
+            first = self.failures[0]
+            self.error_type = first["error_type"]
+            self.error = f"{first['key']}: {first['error']}"
+            if len(self.failures) > 1:
+                self.error += f" (and {len(self.failures) - 1} more objects)"
+        else:
+            self.error_type = self.error = None
+
+
+class Ledger(ABC):
+    """Runs and task states, kept by one runner and read by anyone.
+
+    Implementations store and find records; the conveniences below build on that.
+    """
+
+    @abstractmethod
+    def save_run(self, run: RunRecord) -> None:
+        """Insert or update a run."""
+
+    @abstractmethod
+    def save_tasks(self, run_id: str, tasks: Sequence[TaskRecord]) -> None:
+        """Insert or update a run's tasks, all in one transaction."""
+
+    @abstractmethod
+    def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Runs whose id starts with ``prefix`` (all for None), newest first."""
+
+    @abstractmethod
+    def find_tasks(
+        self, run_id: str, states: Sequence[str] | None = None, limit: int | None = None
+    ) -> list[TaskRecord]:
+        """A run's tasks in ``states`` (all for None), failed ones first."""
+
+    @abstractmethod
+    def done_ids(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of ``task_ids`` any run has finished successfully."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def get_run(self, run_id: str | None = None) -> RunRecord:
+        """A run by id or unique id prefix; the latest run for None."""
+        found = self.find_runs(run_id, limit=2)
+        if not found:
+            if run_id is None:
+                raise LedgerError("the ledger has no runs yet; start one with: pixelfleet run FILE")
+            raise LedgerError(f"no run {run_id!r} in the ledger; list runs with: pixelfleet status")
+        if len(found) > 1 and run_id is not None and found[0].run_id != run_id:
+            raise LedgerError(
+                f"run id prefix {run_id!r} is ambiguous ({found[0].run_id}, {found[1].run_id}, ...);"
+                " give more characters"
+            )
+        return found[0]
+
+    def state_counts(self, run_id: str) -> dict[str, int]:
+        """Number of tasks per state in a run."""
+        counts: dict[str, int] = {}
+        for task in self.find_tasks(run_id):
+            counts[task.state] = counts.get(task.state, 0) + 1
+        return counts
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
