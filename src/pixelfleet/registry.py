@@ -2,7 +2,8 @@
 
 Each registry maps an explicit name to a ``"package.module:Name"`` reference that is
 imported only when used, so heavy optional backends cost nothing until chosen.
-Third parties add names through the entry-point group given to the registry.
+Third parties add names through the entry-point group given to the registry, or use
+a ``"package.module:Name"`` reference directly where a name is expected.
 """
 
 from __future__ import annotations
@@ -65,11 +66,16 @@ class Registry:
     def get(self, name: str) -> Any:
         """Load the implementation registered under ``name``.
 
-        An unknown name raises :class:`UnknownNameError` listing the valid names; a
-        missing optional dependency raises :class:`MissingExtraError` naming the extra.
+        A name that is not registered but looks like ``package.module:Name`` is loaded
+        by reference, so a plug-in works without an entry point (it must be importable
+        wherever it runs, workers included). An unknown name raises
+        :class:`UnknownNameError` listing the valid names; a missing optional
+        dependency raises :class:`MissingExtraError` naming the extra.
         """
         self._load_entry_points()
         ref = self._refs.get(name)
+        if ref is None and ":" in name:
+            ref = name
         if ref is None:
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"

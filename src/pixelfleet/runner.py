@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pixelfleet.errors import ConfigError
+from pixelfleet.errors import ConfigError, PixelfleetError
 from pixelfleet.executors import Executor, Job, open_executor
 from pixelfleet.inventory import select
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
@@ -192,6 +192,7 @@ class Runner:
             0,
         )
         by_id = {r.task_id: r for r in known or []}
+        lost: list[TaskRecord] = []  # tasks whose worker died: they may have left partial writes
         inflight: dict[str, TaskRecord] = {}
         retry_queue: deque[Job] = deque()
         unsaved: list[TaskRecord] = []
@@ -248,6 +249,8 @@ class Runner:
                 if exhausted and not inflight:
                     break
                 for result in executor.results(wait=0.25):
+                    if result.error_type in ("WorkerLostError", "TaskTimeoutError"):
+                        lost.extend(r for r in [inflight.get(result.task_id)] if r is not None)
                     self._settle(result, inflight, retry_queue, attempts_allowed, counts, unsaved)
                     if bar is not None and result.task_id not in inflight:
                         bar.update(1)
@@ -271,6 +274,7 @@ class Runner:
             if bar is not None:
                 bar.close()
         flush(force=True)
+        self._remove_partial(lost)
         record.finished = time.time()
         record.counts = counts
         record.state = "failed" if counts["tasks_failed"] else "done"
@@ -285,6 +289,21 @@ class Runner:
             counts=counts,
             failures=failures,
         )
+
+    def _remove_partial(self, lost: list[TaskRecord]) -> None:
+        """Clean what writers killed mid-write left in the output (hidden temp files)."""
+        if not lost:
+            return
+        output = open_storage(self.pipeline.output.url, get_settings())
+        ops = self.pipeline.make_ops()
+        keys = {
+            key
+            for rec in lost
+            for entry in rec.to_task().entries
+            for op in ops
+            for key in _output_keys(op, entry)
+        }
+        output.remove_partial(keys)
 
     @staticmethod
     def _settle(
@@ -319,6 +338,13 @@ class Runner:
             counts["objects_failed"] += rec.n_failed
         else:
             counts["objects_failed"] += len(rec.entries)
+
+
+def _output_keys(op: Any, entry: Any) -> list[str]:
+    try:
+        return list(op.output_keys(entry))
+    except PixelfleetError:  # an unsafe key has no output to clean
+        return []
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

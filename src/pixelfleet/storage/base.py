@@ -11,7 +11,7 @@ import io
 import posixpath
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pixelfleet.errors import UnsafeKeyError
 from pixelfleet.models import Entry
@@ -82,6 +82,13 @@ class Storage(ABC):
         """Remove an object; removing a missing object is not an error."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete objects")
 
+    def remove_partial(self, keys: Iterable[str]) -> int:
+        """Remove what killed writers of ``keys`` may have left; returns how many were removed.
+
+        Only storages whose writes go through visible temporary objects need this.
+        """
+        return 0
+
     def local_path(self, key: str) -> str | None:
         """A filesystem path GDAL can open directly, or None for remote storage."""
         return None
@@ -148,17 +155,33 @@ class RangeFile(io.RawIOBase):
         self._pos = max(self._pos, 0)
         return self._pos
 
-    def _get_block(self, index: int) -> bytes:
-        data = self._cache.get(index)
-        if data is None:
+    def _fetch(self, first: int, last: int) -> None:
+        """Make sure blocks ``first..last`` are cached, fetching each missing run in one request.
+
+        On a remote store every request costs a round trip, so a read that straddles a
+        block boundary must not cost two.
+        """
+        index = first
+        while index <= last:
+            if index in self._cache:
+                index += 1
+                continue
+            run_end = index
+            while run_end + 1 <= last and run_end + 1 not in self._cache:
+                run_end += 1
             start = index * self._block
-            end = min(start + self._block, self._size)
+            end = min((run_end + 1) * self._block, self._size)
             data = self._storage.read(self.name, start, end)
-            self._cache[index] = data
-            self._order.append(index)
-            if len(self._order) > self._keep:
-                self._cache.pop(self._order.pop(0), None)
-        return data
+            for i in range(index, run_end + 1):
+                offset = (i - index) * self._block
+                self._remember(i, data[offset : offset + self._block])
+            index = run_end + 1
+
+    def _remember(self, index: int, data: bytes) -> None:
+        self._cache[index] = data
+        self._order.append(index)
+        if len(self._order) > self._keep:
+            self._cache.pop(self._order.pop(0), None)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -170,11 +193,15 @@ class RangeFile(io.RawIOBase):
         if end - self._pos > 2 * self._block:
             data = self._storage.read(self.name, self._pos, end)
         else:
+            self._fetch(self._pos // self._block, (end - 1) // self._block)
             parts = []
             pos = self._pos
             while pos < end:
                 index, offset = divmod(pos, self._block)
-                block = self._get_block(index)
+                block = self._cache.get(index)
+                if block is None:  # pushed out of a cache smaller than this read
+                    self._fetch(index, index)
+                    block = self._cache[index]
                 chunk = block[offset : offset + (end - pos)]
                 if not chunk:
                     break

@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
 from pixelfleet.errors import ObjectNotFoundError, StorageError, UnsafeKeyError
@@ -131,6 +131,23 @@ class LocalStorage(Storage):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))
+
+    def remove_partial(self, keys: Iterable[str]) -> int:
+        """Delete the hidden temp files that killed writers of these keys left behind."""
+        by_folder: dict[str, set[str]] = {}
+        for key in keys:
+            path = self._path(key)
+            by_folder.setdefault(os.path.dirname(path), set()).add(os.path.basename(path))
+        removed = 0
+        for folder, names in by_folder.items():
+            marks = tuple("." + name + _TMP_MARK for name in names)
+            with contextlib.suppress(OSError), os.scandir(folder) as it:
+                for item in it:
+                    if item.name.startswith(marks):
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+                            removed += 1
+        return removed
 
 
 def _write_xattrs(path: str, metadata: dict[str, str]) -> None:

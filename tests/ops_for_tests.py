@@ -1,0 +1,85 @@
+"""An op for executor tests: no images, and behaviour chosen by the source object's text.
+
+Pipelines name it by reference, ``ops_for_tests:ProbeOp``, so spawned worker processes
+(which see the test process's ``sys.path``) load it without any registration.
+
+Source text: words obeyed in order, then the output is written; other words are ignored.
+
+- ``SLEEP <seconds>``: sleep;
+- ``STALL <seconds>``: sleep, but only the first time this key runs (``<key>.stalled``);
+- ``STARTED``: leave the marker ``<key>.started`` in ``marks_dir``;
+- ``AWAIT <key>``: wait (10 s at most) until another job has left its ``STARTED`` marker;
+- ``KILL``: SIGKILL the worker process; with ``marks_dir`` set, only the first time
+  this key runs (the marker ``<key>.killed`` remembers it).
+
+So ``x`` is written at once, and ``SLEEP 0.5 KILL`` dies half a second in.
+
+The output ``{stem}.out`` is JSON saying which process ran the entry and when, so
+tests can check what ran beside what.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from pixelfleet.models import Entry, OutputRecord
+from pixelfleet.ops import Op, OpConfig, OpContext, render_key
+
+PROBE_OP = "ops_for_tests:ProbeOp"
+
+
+class ProbeConfig(OpConfig):
+    """Settings of :class:`ProbeOp`."""
+
+    marks_dir: str | None = None
+
+
+class ProbeOp(Op):
+    """Sleep, crash or do nothing, as the source object asks; record pid and times."""
+
+    name = "test-probe"
+    Config = ProbeConfig
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        """One output per source object: ``{stem}.out``."""
+        return [render_key("{stem}.out", entry.key)]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        """Obey the words in the source object, then record what ran where and when."""
+        started = time.time()
+        words = ctx.source.read(entry.key).decode().split()
+        for i, word in enumerate(words):
+            if word == "SLEEP" or word == "STALL" and self._mark(entry.key, "stalled"):
+                time.sleep(float(words[i + 1]))
+            elif word == "STARTED":
+                self._mark(entry.key, "started")
+            elif word == "AWAIT":
+                deadline = time.monotonic() + 10
+                while not os.path.exists(self._marker(words[i + 1], "started")):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{words[i + 1]} never started")
+                    time.sleep(0.01)
+            elif word == "KILL" and self._mark(entry.key, "killed"):
+                os.kill(os.getpid(), signal.SIGKILL)
+        record = {"pid": os.getpid(), "start": started, "end": time.time()}
+        key = self.output_keys(entry)[0]
+        return [ctx.write(self, entry, key, json.dumps(record).encode())]
+
+    def _marker(self, key: str, what: str) -> str:
+        folder = self.config.marks_dir  # type: ignore[attr-defined]
+        if folder is None:
+            raise ValueError("this probe needs marks_dir in the step's settings")
+        return os.path.join(folder, f"{key.replace('/', '__')}.{what}")
+
+    def _mark(self, key: str, what: str) -> bool:
+        """Leave a marker; True if it was not there yet (or there is nowhere to leave it)."""
+        if self.config.marks_dir is None:  # type: ignore[attr-defined]
+            return True
+        try:
+            os.close(os.open(self._marker(key, what), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
