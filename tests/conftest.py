@@ -22,3 +22,43 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIXELFLEET_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
     monkeypatch.setattr(settings_mod, "_current", None)
+
+
+# -- S3: a moto server on 127.0.0.1 ------------------------------------------------------
+# (Imports here rather than at the top because this block was appended to a shared file.)
+from collections.abc import Iterator  # noqa: E402
+
+from s3_server import S3Env, new_bucket, start_s3_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint URL of a moto S3 server on 127.0.0.1, shared by the whole session."""
+    endpoint, stop = start_s3_server()
+    try:
+        yield endpoint
+    finally:
+        stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
+    """Point pixelfleet's settings at the moto server, with test credentials and a fresh bucket.
+
+    Yields an object with ``.endpoint``, ``.bucket``, ``.url`` (``s3://bucket``) and a
+    boto3 ``.client``.
+    """
+    import pixelfleet.settings as settings_mod
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIXELFLEET_S3_ENDPOINT", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(settings_mod, "_current", None)
+    env = new_bucket(s3_server)
+    try:
+        yield env
+    finally:
+        env.client.close()

@@ -99,7 +99,7 @@ def test_changed_settings_redo(bucket: Path, tmp_path: Path) -> None:
             {
                 "source": {"url": str(bucket), "include": ["**/*.txt"]},
                 "output": {"url": f"file://{out}"},
-                "steps": [{"op": PROBE_OP, "crash_once_dir": str(tmp_path)}],
+                "steps": [{"op": PROBE_OP, "marks_dir": str(tmp_path)}],
                 "run": {"executor": "inline"},
             }
         )
