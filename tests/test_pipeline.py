@@ -46,14 +46,29 @@ def test_good_pipeline_resolves_relative_paths_against_the_file(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD.replace('by = "prefix"', 'by = "state"'), r"source\.partition\.by: .*'object', 'prefix' or 'count'.*got 'state'"),
-        (GOOD.replace('executor = "inline"', 'executor = "spark"'), r"unknown executor 'spark'; choose one of: dask, inline, local"),
+        (
+            GOOD.replace('by = "prefix"', 'by = "state"'),
+            r"source\.partition\.by: .*'object', 'prefix' or 'count'.*got 'state'",
+        ),
+        (
+            GOOD.replace('executor = "inline"', 'executor = "spark"'),
+            r"unknown executor 'spark'; choose one of: dask, inline, local",
+        ),
         (GOOD.replace("[run]", "[run]\nattemps = 3"), r"unknown field 'run\.attemps'"),
         (GOOD.replace("[run]", "[runn]"), r"unknown section \[runn\]"),
         (GOOD.replace('url = "out"', ""), r"output\.url: required field is missing"),
-        (GOOD.replace(f'op = "{PROBE_OP}"', 'op = "thumbnale"'), r"steps\[0\]\.op: unknown op 'thumbnale'; choose one of: .*thumbnail"),
-        (GOOD.replace(f'op = "{PROBE_OP}"', f'op = "{PROBE_OP}"\nsize = 3'), r"unknown field 'steps\[0\]\.size'"),
-        (GOOD.replace("[run]", "[run]\nattempts = 0"), r"run\.attempts: Input should be greater than or equal to 1 \(got 0\)"),
+        (
+            GOOD.replace(f'op = "{PROBE_OP}"', 'op = "thumbnale"'),
+            r"steps\[0\]\.op: unknown op 'thumbnale'; choose one of: .*thumbnail",
+        ),
+        (
+            GOOD.replace(f'op = "{PROBE_OP}"', f'op = "{PROBE_OP}"\nsize = 3'),
+            r"unknown field 'steps\[0\]\.size'",
+        ),
+        (
+            GOOD.replace("[run]", "[run]\nattempts = 0"),
+            r"run\.attempts: Input should be greater than or equal to 1 \(got 0\)",
+        ),
         ("[source\nurl=1", r"not valid TOML"),
     ],
 )
@@ -84,7 +99,9 @@ def test_set_overrides(tmp_path: Path) -> None:
 
 def test_settings_hash_changes_with_steps_not_with_run(tmp_path: Path) -> None:
     base = load_pipeline(write(tmp_path, GOOD))
-    assert load_pipeline(write(tmp_path, GOOD), ["run.attempts=9"]).settings_hash == base.settings_hash
+    assert (
+        load_pipeline(write(tmp_path, GOOD), ["run.attempts=9"]).settings_hash == base.settings_hash
+    )
     assert (
         load_pipeline(write(tmp_path, GOOD), ["output.url=elsewhere"]).settings_hash
         != base.settings_hash

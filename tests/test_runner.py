@@ -53,9 +53,7 @@ def test_run_then_rerun_skips_everything(bucket: Path, tmp_path: Path) -> None:
         assert first.counts["tasks_done"] == 6
         assert first.counts["objects_written"] == 6
         before = mtimes(out)
-        assert sorted(before) == sorted(
-            [f"al/2013/{i}.out" for i in range(5)] + ["ca/2014/x.out"]
-        )
+        assert sorted(before) == sorted([f"al/2013/{i}.out" for i in range(5)] + ["ca/2014/x.out"])
         second = Runner(pipeline, ledger).run()
         assert second.counts["tasks_skipped"] == 6
         assert second.counts["tasks_done"] == 0
@@ -150,13 +148,16 @@ def test_memory_storage_needs_inline(tmp_path: Path) -> None:
             "run": {"executor": "local"},
         }
     )
-    with open_ledger("sqlite:///:memory:") as ledger, pytest.raises(
-        ConfigError, match="memory:// storage, which lives inside one process"
+    with (
+        open_ledger("sqlite:///:memory:") as ledger,
+        pytest.raises(ConfigError, match="memory:// storage, which lives inside one process"),
     ):
         Runner(pipeline, ledger)
 
 
-def test_interrupted_run_resumes(bucket: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes(
+    bucket: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     pipeline = make_pipeline(bucket, out)
     import pixelfleet.executors.inline as inline

@@ -86,7 +86,7 @@ class Pipeline(_Strict):
 
     @property
     def settings_hash(self) -> str:
-        """Hash of everything that changes outputs: the output location and every step's settings."""
+        """Hash of what changes outputs: the output location and every step's settings."""
         return stable_hash(
             {
                 "output": self.output.url,
@@ -130,7 +130,7 @@ def _explain(exc: ValidationError, where: str, prefix: str = "") -> ConfigError:
 def _parse_steps(raw_steps: Any, where: str) -> list[OpConfig]:
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ConfigError(
-            f"{where}: steps: at least one [[steps]] table is needed, e.g. op = \"thumbnail\""
+            f'{where}: steps: at least one [[steps]] table is needed, e.g. op = "thumbnail"'
         )
     parsed = []
     for i, raw in enumerate(raw_steps):

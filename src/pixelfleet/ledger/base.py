@@ -117,7 +117,7 @@ class Ledger(ABC):
     def done_ids(self, task_ids: Sequence[str]) -> set[str]:
         """Which of ``task_ids`` any run has finished successfully."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most ledgers hold a connection
         """Release connections."""
 
     def get_run(self, run_id: str | None = None) -> RunRecord:
@@ -129,7 +129,8 @@ class Ledger(ABC):
             raise LedgerError(f"no run {run_id!r} in the ledger; list runs with: pixelfleet status")
         if len(found) > 1 and run_id is not None and found[0].run_id != run_id:
             raise LedgerError(
-                f"run id prefix {run_id!r} is ambiguous ({found[0].run_id}, {found[1].run_id}, ...);"
+                f"run id prefix {run_id!r} is ambiguous "
+                f"({found[0].run_id}, {found[1].run_id}, ...);"
                 " give more characters"
             )
         return found[0]

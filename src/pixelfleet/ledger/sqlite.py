@@ -211,7 +211,8 @@ class SqliteLedger(Ledger):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
                 rows = self._db.execute(
-                    f"SELECT DISTINCT task_id FROM tasks WHERE state = 'done' AND task_id IN ({marks})",
+                    "SELECT DISTINCT task_id FROM tasks"
+                    f" WHERE state = 'done' AND task_id IN ({marks})",
                     chunk,
                 ).fetchall()
                 found.update(r[0] for r in rows)

@@ -37,7 +37,8 @@ def check_key(key: str) -> str:
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise UnsafeKeyError(
-                f"object key {key!r} has an empty, '.' or '..' part; it could escape the output root"
+                f"object key {key!r} has an empty, '.' or '..' part; "
+                "it could escape the output root"
             )
     return key
 
@@ -76,7 +77,7 @@ class Storage(ABC):
 
     @abstractmethod
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
-        """Store ``data`` under ``key`` atomically, with string ``metadata``, and return its entry."""
+        """Store ``data`` under ``key`` atomically, with string ``metadata``; return its entry."""
 
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing object is not an error."""

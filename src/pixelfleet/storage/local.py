@@ -72,7 +72,8 @@ class LocalStorage(Storage):
     def _scan_dir(self, folder: str, rel: str, prefix: str) -> Iterator[Entry]:
         try:
             with os.scandir(folder) as it:
-                items = sorted(it, key=lambda d: d.name)
+                # Key order: a folder "a" sorts as "a/", so "a.tif" comes before "a/x.tif".
+                items = sorted(it, key=lambda d: d.name + "/" if d.is_dir() else d.name)
         except FileNotFoundError:
             return
         for item in items:

@@ -72,9 +72,7 @@ class MemoryStorage(Storage):
 
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
         check_key(key)
-        obj = _Object(
-            bytes(data), hashlib.md5(data).hexdigest(), time.time(), dict(metadata or {})
-        )
+        obj = _Object(bytes(data), hashlib.md5(data).hexdigest(), time.time(), dict(metadata or {}))
         with _LOCK:
             self._objects[self._full(key)] = obj
         return Entry(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))

@@ -1,0 +1,223 @@
+"""End to end: real thumbnails on local disk, S3 (moto) and Dask; crashes and bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from PIL import Image
+
+from pixelfleet.ledger import open_ledger
+from pixelfleet.pipeline import pipeline_from_dict
+from pixelfleet.runner import Runner
+from pixelfleet.storage import open_storage
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "demo" / "bucket"
+BAD = REPO / "tests" / "data" / "bad"
+
+#: Bad samples that must fail (the others in bad/ are mis-named but valid images).
+MUST_FAIL = {
+    "crash-0e16d3bfb83be87356d026d66919deaefca44dac.tif",
+    "crash-2020-10-test.tif",
+    "seek_too_large.tif",
+    "truncated_jpeg.jpg",
+    "truncated_image.png",
+    "broken_data_stream.png",
+    "decompression_bomb.gif",
+    "reallybig.bmp",
+    "png_decompression_dos.png",
+}
+
+
+def pipeline(src: str, out: str, executor: str = "local", **run: Any) -> Any:
+    return pipeline_from_dict(
+        {
+            "source": {
+                "url": src,
+                "include": ["**/*"],
+                "partition": {"by": "object"},
+            },
+            "output": {"url": out},
+            "steps": [{"op": "thumbnail", "size": 128, "key": "{stem}.thumb.jpg"}],
+            "run": {"executor": executor, "workers": 2, **run},
+        }
+    )
+
+
+def thumbs(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.thumb.jpg"))
+
+
+def expected_thumbs(src: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(src).with_name(p.stem + ".thumb.jpg"))
+        for p in src.rglob("*")
+        if p.is_file()
+    )
+
+
+def test_local_run_makes_one_thumbnail_per_object_and_rerun_rewrites_nothing(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    p = pipeline(str(DEMO), str(out))
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        summary = Runner(p, ledger).run()
+        assert summary.state == "done", summary.failures
+        assert thumbs(out) == expected_thumbs(DEMO)
+        for rel in thumbs(out):
+            with Image.open(out / rel) as im:
+                assert im.format == "JPEG"
+                # Never upscaled: the 13 x 12 float raster stays that size.
+                assert max(im.size) == 128 or "float_raster_with_nodata" in rel
+        before = {rel: (out / rel).stat().st_mtime_ns for rel in thumbs(out)}
+        again = Runner(p, ledger).run()
+        assert again.counts["tasks_skipped"] == len(before)
+        assert {rel: (out / rel).stat().st_mtime_ns for rel in thumbs(out)} == before
+
+
+def test_bad_files_fail_alone_and_the_run_finishes(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(BAD, src / "bad")
+    shutil.copy(DEMO / "photos" / "flower.jpg", src / "flower.jpg")
+    out = tmp_path / "out"
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        summary = Runner(pipeline(str(src), str(out)), ledger).run()
+        assert summary.state == "failed"
+        failures = {
+            f["key"]: f for t in ledger.find_tasks(summary.run_id, ["failed"]) for f in t.failures
+        }
+        tasks = ledger.find_tasks(summary.run_id)
+    assert {Path(k).name for k in failures} >= MUST_FAIL
+    for failure in failures.values():
+        assert failure["error"] and "\n" not in failure["error"]
+        assert failure["error_type"].endswith("Error")
+    # Bad input is permanent: one attempt each, no retries.
+    assert all(t.attempts == 1 for t in tasks)
+    assert (out / "flower.thumb.jpg").exists()
+    # Every object is accounted for: a thumbnail or a failure.
+    done = {Path(k).name for t in tasks if t.state == "done" for k in [t.entries[0]["key"]]}
+    assert len(done) + len(failures) == len(list(src.rglob("*.*")))
+
+
+def test_hostile_keys_never_write_outside_the_output(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(DEMO / "photos" / "flower.jpg", src / "ok.jpg")
+    shutil.copy(DEMO / "photos" / "flower.jpg", src / "..\\..\\evil.jpg")
+    out = tmp_path / "deep" / "out"
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        summary = Runner(pipeline(str(src), str(out), executor="inline"), ledger).run()
+        [failed] = ledger.find_tasks(summary.run_id, ["failed"])
+    assert failed.error_type == "UnsafeKeyError"
+    assert "backslash" in (failed.error or "")
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert [w for w in written if not w.startswith(("src", "l.db"))] == ["deep/out/ok.thumb.jpg"]
+
+
+def _kill_a_worker_when_output_appears(out: Path, killed: list[int]) -> None:
+    me = psutil.Process()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out.exists() and any(out.rglob("*.thumb.jpg")):
+            for child in me.children(recursive=True):
+                try:
+                    # Workers are spawned processes; skip multiprocessing's resource tracker.
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        os.kill(child.pid, signal.SIGKILL)
+                        killed.append(child.pid)
+                        return
+                except psutil.Error:
+                    continue
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_sigkill_a_local_worker_mid_run(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(12):
+        for f in (DEMO / "photos").iterdir():
+            dest = src / f"p{i:02d}" / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, dest)
+    out = tmp_path / "out"
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_when_output_appears, args=(out, killed))
+    killer.start()
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        summary = Runner(pipeline(str(src), str(out), attempts=3, threads=2), ledger).run()
+        killer.join()
+        assert killed, "the test did not manage to kill a worker"
+        assert summary.state == "done", summary.failures
+        tasks = ledger.find_tasks(summary.run_id)
+    # Every object has exactly one thumbnail, and no partial file is left behind.
+    assert thumbs(out) == expected_thumbs(src)
+    assert not [p for p in out.rglob("*") if ".pixelfleet-tmp-" in p.name]
+    # The ledger agrees: every task done, each exactly once.
+    assert len(tasks) == len(expected_thumbs(src))
+    assert all(t.state == "done" for t in tasks)
+    assert summary.counts["retries"] >= 1
+
+
+@pytest.mark.s3
+def test_s3_to_s3(s3_env: Any, tmp_path: Path) -> None:
+    client = s3_env.client
+    names = ["va/2016/m_3607824_se_17_1_20160620_sub.tif", "al/2013/cogeo.tif", "photos/rocket.jpg"]
+    for key in names:
+        client.put_object(Bucket=s3_env.bucket, Key=f"src/{key}", Body=(DEMO / key).read_bytes())
+    client.put_object(
+        Bucket=s3_env.bucket, Key="src/../evil.jpg", Body=(DEMO / names[2]).read_bytes()
+    )
+    p = pipeline(f"{s3_env.url}/src", f"{s3_env.url}/thumbs", threads=4)
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        summary = Runner(p, ledger).run()
+        failed = ledger.find_tasks(summary.run_id, ["failed"])
+        listed = client.list_objects_v2(Bucket=s3_env.bucket, Prefix="thumbs/")
+        keys = sorted(o["Key"] for o in listed.get("Contents", []))
+        assert keys == sorted(f"thumbs/{k.rsplit('.', 1)[0]}.thumb.jpg" for k in names)
+        head = client.head_object(Bucket=s3_env.bucket, Key=keys[0])
+        assert head["Metadata"]["op"] == "thumbnail"
+        assert head["Metadata"]["source-etag"]
+        # Everything outside thumbs/ is what the test put there.
+        everything = client.list_objects_v2(Bucket=s3_env.bucket)["Contents"]
+        assert {o["Key"] for o in everything} - set(keys) == {f"src/{k}" for k in names} | {
+            "src/../evil.jpg"
+        }
+        assert [t.error_type for t in failed] == ["UnsafeKeyError"]
+        etags = {k: client.head_object(Bucket=s3_env.bucket, Key=k)["ETag"] for k in keys}
+        # A rerun with a fresh ledger finds every output current and writes nothing.
+        with open_ledger(f"sqlite:///{tmp_path / 'fresh.db'}") as fresh:
+            again = Runner(p, fresh).run()
+        assert again.counts["objects_current"] == len(names)
+        assert again.counts["objects_written"] == 0
+        storage = open_storage(f"{s3_env.url}/thumbs")
+        assert {k: f'"{storage.head(k.removeprefix("thumbs/")).etag}"' for k in keys} == etags
+
+
+@pytest.mark.dask
+def test_dask_cluster_with_two_workers(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "out"
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        address = cluster.scheduler_address.removeprefix("tcp://")
+        p = pipeline(str(DEMO), str(out), executor=f"dask://{address}")
+        with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+            summary = Runner(p, ledger).run()
+            workers = {t.worker for t in ledger.find_tasks(summary.run_id)}
+    assert summary.state == "done", summary.failures
+    assert thumbs(out) == expected_thumbs(DEMO)
+    assert len(workers) == 2
