@@ -50,7 +50,9 @@ def test_tasks_results_and_done_ids(ledger) -> None:  # type: ignore[no-untyped-
         "failed",
         entries=[
             EntryResult("al/2013/a.tif", "e", "done"),
-            EntryResult("al/2013/b.tif", "e", "failed", error_type="CorruptInputError", error="bad"),
+            EntryResult(
+                "al/2013/b.tif", "e", "failed", error_type="CorruptInputError", error="bad"
+            ),
         ],
     )
     rec.apply(result, 2, "failed", time.time())

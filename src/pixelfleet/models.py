@@ -123,9 +123,7 @@ class TaskResult:
     def from_dict(cls, data: dict[str, Any]) -> TaskResult:
         """Build a result from :meth:`to_dict` output."""
         entries = [
-            EntryResult(
-                **{**e, "outputs": [OutputRecord(**o) for o in e.get("outputs", [])]}
-            )
+            EntryResult(**{**e, "outputs": [OutputRecord(**o) for o in e.get("outputs", [])]})
             for e in data.get("entries", [])
         ]
         return cls(**{**data, "entries": entries})

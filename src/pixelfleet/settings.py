@@ -72,8 +72,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``environ`` (default: ``os.environ``)."""
         env = os.environ if environ is None else environ
-        endpoint = env.get("PIXELFLEET_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get(
-            "AWS_ENDPOINT_URL"
+        endpoint = (
+            env.get("PIXELFLEET_S3_ENDPOINT")
+            or env.get("AWS_ENDPOINT_URL_S3")
+            or env.get("AWS_ENDPOINT_URL")
         )
         s3 = S3Settings(
             endpoint=endpoint or None,

@@ -39,7 +39,11 @@ def show_failures(failures: list[TaskRecord], limit: int = 10) -> None:
     shown = 0
     for task in failures:
         rows = task.failures or [
-            {"key": task.group or task.task_id, "error_type": task.error_type or "", "error": task.error or ""}
+            {
+                "key": task.group or task.task_id,
+                "error_type": task.error_type or "",
+                "error": task.error or "",
+            }
         ]
         for row in rows:
             if shown >= limit:
@@ -99,8 +103,10 @@ def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
     took = (run.finished or time.time()) - run.created
     click.secho(f"run {run.run_id}: {run.state}", bold=True)
     click.echo(f"  pipeline: {run.pipeline_path or '(none)'}")
-    click.echo(f"  started:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}"
-               f" ({human_seconds(took)}{'' if run.finished else ' so far'})")
+    click.echo(
+        f"  started:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}"
+        f" ({human_seconds(took)}{'' if run.finished else ' so far'})"
+    )
     click.echo(f"  executor: {run.executor}")
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "running", "pending")]
     skipped = run.counts.get("tasks_skipped", 0)

@@ -19,9 +19,13 @@ from pixelfleet.runner import Runner, pipeline_of
 
 @click.command()
 @click.argument("run_id", metavar="RUN")
-@click.option("--failed", "failed", is_flag=True, default=True, help="Retry failed tasks (default).")
 @click.option(
-    "--unfinished", is_flag=True, help="Also run tasks left pending or running by an interrupted run."
+    "--failed", "failed", is_flag=True, default=True, help="Retry failed tasks (default)."
+)
+@click.option(
+    "--unfinished",
+    is_flag=True,
+    help="Also run tasks left pending or running by an interrupted run.",
 )
 @executor_option
 @workers_option

@@ -33,8 +33,13 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                         "tasks": ledger.state_counts(run.run_id),
                         "counts": run.counts,
                         "failures": [
-                            {"task_id": t.task_id, "group": t.group, "error_type": t.error_type,
-                             "error": t.error, "objects": t.failures}
+                            {
+                                "task_id": t.task_id,
+                                "group": t.group,
+                                "error_type": t.error_type,
+                                "error": t.error,
+                                "objects": t.failures,
+                            }
                             for t in failed
                         ],
                     },
