@@ -1,0 +1,136 @@
+"""The ``thumbnail`` step: one small JPEG, PNG or WebP per source image.
+
+The rendering itself lives in :mod:`pixelfleet.imaging` (usable without a
+pipeline); this module holds the step's settings and wires them to storage.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Literal, cast
+
+from PIL import ImageColor
+from pydantic import Field, field_validator, model_validator
+
+from pixelfleet.imaging import CONTENT_TYPES, render_object
+from pixelfleet.models import Entry, OutputRecord
+from pixelfleet.ops.base import Op, OpConfig, OpContext, render_key
+
+#: File extensions that name an output format, for ``format`` inference.
+EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
+
+Resampling = Literal["auto", "nearest", "bilinear", "cubic", "lanczos", "average"]
+
+
+class ThumbnailConfig(OpConfig):
+    """Settings of the ``thumbnail`` step.
+
+    - ``size``: length of the thumbnail's longest side in pixels (images are never
+      enlarged).
+    - ``key``: output key template (see :func:`~pixelfleet.ops.base.render_key`).
+    - ``format``: ``jpeg``, ``png`` or ``webp``; by default taken from the key's
+      extension. PNG and WebP keep transparency; JPEG lays it on ``background``.
+    - ``quality``: JPEG/WebP quality, 1-100.
+    - ``bands``: 1-based raster bands to show, one (grey) or three (red, green, blue).
+      By default: the red/green/blue bands by colour interpretation, else bands
+      1, 2, 3 skipping alpha; a single band is grey, or coloured by its palette.
+    - ``percentiles``: ``[low, high]`` percentiles of the valid pixels that become
+      black and white when data is not 8-bit (stretched per band).
+    - ``resampling``: ``auto`` is bicubic for photos; for rasters it averages an
+      overview near the thumbnail's size, and where there is none (4x or more larger)
+      it averages 4 x 4 nearest samples per pixel (1 x 4 on striped files, so that only
+      the rows it samples are decoded). Other names are used as they are. Palette
+      rasters always use nearest.
+    - ``background``: colour behind transparent pixels in JPEGs (CSS name or ``#rrggbb``).
+    """
+
+    op: Literal["thumbnail"] = "thumbnail"
+    size: int = Field(512, ge=8, le=4096)
+    key: str = "{stem}.thumb.jpg"
+    format: Literal["jpeg", "png", "webp"] | None = None
+    quality: int = Field(85, ge=1, le=100)
+    bands: tuple[int, ...] | None = None
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    resampling: Resampling = "auto"
+    background: str = "white"
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if len(value) not in (1, 3):
+            raise ValueError(
+                f"bands {list(value)} must list 1 band (grey) or 3 bands (red, green, blue)"
+            )
+        if any(b < 1 for b in value):
+            raise ValueError(f"bands {list(value)} must be 1-based indexes (1 is the first band)")
+        return value
+
+    @field_validator("percentiles")
+    @classmethod
+    def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                f"percentiles {list(value)} must be [low, high] with 0 <= low < high <= 100, "
+                "such as [2, 98]"
+            )
+        return value
+
+    @field_validator("background")
+    @classmethod
+    def _check_background(cls, value: str) -> str:
+        try:
+            ImageColor.getrgb(value)
+        except ValueError:
+            raise ValueError(
+                f"background {value!r} is not a colour; use a CSS name such as 'white' or '#rrggbb'"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_format(self) -> ThumbnailConfig:
+        ext = posixpath.splitext(self.key)[1].lower()
+        implied = EXTENSIONS.get(ext)
+        if self.format is None and implied is None:
+            raise ValueError(
+                f"cannot tell the output format from key {self.key!r}; end it with one of "
+                f"{', '.join(EXTENSIONS)} or set format to jpeg, png or webp"
+            )
+        if self.format is not None and implied is not None and implied != self.format:
+            raise ValueError(
+                f"format {self.format!r} does not match the key's extension {ext!r}; "
+                "change one of them"
+            )
+        return self
+
+    @property
+    def output_format(self) -> str:
+        """The output format: ``format`` if set, else the one the key's extension names."""
+        if self.format is not None:
+            return self.format
+        return EXTENSIONS[posixpath.splitext(self.key)[1].lower()]
+
+
+class ThumbnailOp(Op):
+    """Render one thumbnail per source image (GeoTIFF/COG or photo)."""
+
+    name = "thumbnail"
+    Config = ThumbnailConfig
+
+    @property
+    def options(self) -> ThumbnailConfig:
+        """The step's settings, typed."""
+        return cast(ThumbnailConfig, self.config)
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        """The one thumbnail key for ``entry``."""
+        return [render_key(self.options.key, entry.key)]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        """Render ``entry``'s thumbnail and write it; bad input raises an ``InputError``."""
+        (key,) = self.output_keys(entry)
+        data = render_object(ctx.source, entry, self.options, ctx.settings)
+        content_type = CONTENT_TYPES[self.options.output_format]
+        return [ctx.write(self, entry, key, data, content_type)]
