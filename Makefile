@@ -1,6 +1,9 @@
 # The two commands a new user needs: `make demo` and `make test`.
 # Both create or update .venv first.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,15 +13,16 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@echo "installing pixelfleet and its test tools into $(VENV) ..."
-	@$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	@# (pip's notes about this machine's unused package folders are filtered out)
+	@$(BIN)/python -m pip install --quiet -e '.[all,dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	@$(BIN)/python -m pixelfleet.demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -52,7 +52,13 @@ class Run(_Strict):
 
     executor: str = "local"
     workers: int | None = Field(None, ge=1, le=1024)
-    threads: int = Field(4, ge=1, le=64, description="tasks in flight per worker process")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="tasks in flight per worker process (default: 4 for local sources,"
+        " 8 for remote ones, to overlap request latency)",
+    )
     attempts: int = Field(2, ge=1, le=20)
     timeout: float = Field(600.0, gt=0, description="seconds one task may run")
     ledger: str | None = None
@@ -79,6 +85,15 @@ class Pipeline(_Strict):
     steps: list[OpConfig]
     run: Run = Run()
     path: str | None = None
+
+    @property
+    def threads(self) -> int:
+        """Tasks in flight per worker: as set, else more for remote sources (latency)."""
+        if self.run.threads is not None:
+            return self.run.threads
+        return (
+            4 if self.source.url.startswith(("file://", "/")) or "://" not in self.source.url else 8
+        )
 
     def make_ops(self) -> list[Op]:
         """Instantiate the pipeline's steps."""

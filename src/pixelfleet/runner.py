@@ -154,11 +154,11 @@ class Runner:
             record, (r.to_task() for r in records), skip_done=False, known=records
         )
         # The run's totals are its first execution's, corrected by what this retry settled.
-        states = self.ledger.state_counts(record.run_id)
+        by_state = self.ledger.state_counts(record.run_id)
         record.counts = {
             **previous,
-            "tasks_done": states.get("done", 0),
-            "tasks_failed": states.get("failed", 0),
+            "tasks_done": by_state.get("done", 0),
+            "tasks_failed": by_state.get("failed", 0),
             "retries": previous.get("retries", 0) + summary.counts["retries"],
         }
         record.state = "failed" if record.counts["tasks_failed"] else "done"
@@ -202,7 +202,7 @@ class Runner:
         exhausted = False
         bar = _progress_bar(self.progress)
         executor: Executor = open_executor(
-            self.executor_spec, workers=self.workers, threads=pipeline.run.threads
+            self.executor_spec, workers=self.workers, threads=pipeline.threads
         )
         record.executor = executor.describe()
         self.ledger.save_run(record)

@@ -31,4 +31,4 @@ def open_executor(spec: str, workers: int | None = None, threads: int = 4) -> Ex
     """
     name, _, address = spec.partition("://")
     cls = executors.get(name)
-    return cls(address, workers=workers, threads=threads)  # type: ignore[no-any-return]
+    return cls(address, workers=workers, threads=threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 
 from pixelfleet.executors.base import Executor, Job
@@ -28,7 +29,7 @@ class InlineExecutor(Executor):
         if not self._queue:
             return []
         job = self._queue.popleft()
-        return [TaskResult.from_dict(_loads(execute(self._context, job.payload)))]
+        return [TaskResult.from_dict(json.loads(execute(self._context, job.payload)))]
 
     def close(self) -> None:
         self._queue.clear()
@@ -38,9 +39,3 @@ class InlineExecutor(Executor):
 
     def describe(self) -> str:
         return "inline: 1 thread in this process"
-
-
-def _loads(text: str) -> dict:  # type: ignore[type-arg]
-    import json
-
-    return json.loads(text)  # type: ignore[no-any-return]

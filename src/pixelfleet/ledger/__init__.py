@@ -18,4 +18,4 @@ ledgers = Registry(
 def open_ledger(url: str) -> Ledger:
     """Open the ledger a URL names."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    return ledgers.get(scheme)(url)  # type: ignore[no-any-return]
+    return ledgers.get(scheme)(url)

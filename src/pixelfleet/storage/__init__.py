@@ -31,5 +31,5 @@ def open_storage(url: str, settings: Settings | None = None) -> Storage:
     """Open the storage a URL names."""
     cls = storages.get(scheme_of(url))
     if scheme_of(url) == "s3":
-        return cls(url, settings or get_settings())  # type: ignore[no-any-return]
-    return cls(url)  # type: ignore[no-any-return]
+        return cls(url, settings or get_settings())
+    return cls(url)
