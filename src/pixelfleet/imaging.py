@@ -25,7 +25,7 @@ from PIL import Image
 from pixelfleet.errors import ImageTooLargeError, InputError, UnsupportedFormatError
 from pixelfleet.models import Entry
 from pixelfleet.settings import Settings, get_settings
-from pixelfleet.storage.base import Storage
+from pixelfleet.storage.base import SeekableReader, Storage
 
 if TYPE_CHECKING:
     from pixelfleet.ops.thumbnail import ThumbnailConfig
@@ -276,7 +276,7 @@ def _opener_for(source: BinaryIO) -> tuple[str, Callable[..., Any], list[Excepti
     return fake_path, opener, failures
 
 
-class _Cursor(io.RawIOBase):
+class _Cursor(SeekableReader):
     """A read-only view of a shared seekable file with a position of its own.
 
     GDAL may open a file more than once and expects each handle to seek on its own;
@@ -291,27 +291,6 @@ class _Cursor(io.RawIOBase):
         self._pos = 0
         self._size = shared.seek(0, io.SEEK_END)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}; use 0, 1 or 2")
-        self._pos = max(0, pos)
-        return self._pos
-
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             size = self._size - self._pos
@@ -325,8 +304,3 @@ class _Cursor(io.RawIOBase):
             return b""
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)

@@ -8,10 +8,10 @@ atomic: a reader sees the old object or the whole new one, never a part.
 from __future__ import annotations
 
 import io
-import posixpath
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pixelfleet.errors import UnsafeKeyError
 from pixelfleet.models import Entry
@@ -117,7 +117,43 @@ class Storage(ABC):
         return f"{type(self).__name__}({self.url!r})"
 
 
-class RangeFile(io.RawIOBase):
+class SeekableReader(io.RawIOBase):
+    """A read-only binary file of known size: subclasses implement ``read`` from ``_pos``.
+
+    Seeking only moves the position; reads never go past ``_size``.
+    """
+
+    _pos: int = 0
+    _size: int = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}; use 0, 1 or 2")
+        self._pos = max(0, pos)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class RangeFile(SeekableReader):
     """A read-only file over an object that reads aligned blocks and keeps a few of them.
 
     GDAL reads TIFF headers in many small pieces; fetching whole blocks turns those
@@ -134,27 +170,6 @@ class RangeFile(io.RawIOBase):
         self._cache: dict[int, bytes] = {}
         self._order: list[int] = []
         self._keep = 8
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._pos = offset
-        elif whence == io.SEEK_CUR:
-            self._pos += offset
-        elif whence == io.SEEK_END:
-            self._pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        self._pos = max(self._pos, 0)
-        return self._pos
 
     def _fetch(self, first: int, last: int) -> None:
         """Make sure blocks ``first..last`` are cached, fetching each missing run in one request.
@@ -211,14 +226,3 @@ class RangeFile(io.RawIOBase):
             data = b"".join(parts)
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n
-
-
-def parent_dir(key: str) -> str:
-    """The key's folder part (``'al/2013'`` for ``'al/2013/x.tif'``), ``''`` at the root."""
-    return posixpath.dirname(key)
