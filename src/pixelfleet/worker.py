@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 from pixelfleet.errors import PixelfleetError
@@ -58,6 +59,10 @@ def configure_gdal() -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # Thumbnails need no georeferencing; photos-as-TIFF and bare scans are fine without it.
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     _gdal_ready = True
 
 

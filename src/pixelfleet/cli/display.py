@@ -20,6 +20,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PB"  # pragma: no cover
 
 
+def plural(n: int, noun: str) -> str:
+    """``plural(2, 'object')`` -> ``'2 objects'``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def human_seconds(s: float) -> str:
     """``75`` -> ``'1m15s'``."""
     if s < 60:
@@ -90,7 +95,7 @@ def show_dry_run(report: DryRunReport) -> None:
     )
     for task in report.sample:
         click.echo(
-            f"  {task.id[:12]}  {task.group or '(root)'}: {len(task.entries)} objects,"
+            f"  {task.id[:12]}  {task.group or '(root)'}: {plural(len(task.entries), 'object')},"
             f" {human_bytes(task.size)}"
         )
     if todo > len(report.sample):
