@@ -21,6 +21,14 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("PIXELFLEET_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("PIXELFLEET_LEDGER", f"sqlite:///{tmp_path / 'ledger.db'}")
+    # The AWS SDK's credential chain must find nothing by itself and never ask the
+    # instance metadata service (no network but loopback here).
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setattr(settings_mod, "_current", None)
 
 

@@ -593,7 +593,7 @@ def test_s3_listing_is_signed_like_botocore_signs(monkeypatch: pytest.MonkeyPatc
         endpoint="http://127.0.0.1:9000",
         bucket="my-bucket",
         region="eu-west-3",
-        credentials=("AKIDEXAMPLE", "secret/key+example", "session-token"),
+        credentials=lambda: ("AKIDEXAMPLE", "secret/key+example", "session-token"),
         requester_pays=True,
     )
     query = {"list-type": "2", "prefix": "pre/a b+c/ü~", "continuation-token": "x/y=="}
@@ -623,6 +623,21 @@ def test_s3_needs_credentials_or_anonymous_access() -> None:
         open_storage("s3://bucket", _s3_settings(access_key_id=None))
     anonymous = open_storage("s3://bucket", _s3_settings(access_key_id=None, skip_signature=True))
     assert anonymous.url == "s3://bucket"
+
+
+@pytest.mark.s3
+def test_s3_without_keys_uses_the_sdk_credential_chain(
+    s3_env: S3Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A profile file stands in for what a role gives on EC2, ECS or AWS Batch.
+    profile = tmp_path / "credentials"
+    profile.write_text("[default]\naws_access_key_id = fromprofile\naws_secret_access_key = x\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(profile))
+    settings = _s3_settings(endpoint=s3_env.endpoint, access_key_id=None, secret_access_key=None)
+    storage = open_storage(f"{s3_env.url}/via-profile", settings)
+    storage.write("a.txt", b"hello")
+    assert [e.key for e in storage.scan()] == ["a.txt"]
+    assert storage.read("a.txt") == b"hello"
 
 
 def test_s3_passes_every_setting_explicitly() -> None:

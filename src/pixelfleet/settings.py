@@ -66,6 +66,9 @@ class Settings:
     max_object_bytes: int = 2 * 1024**3
     gdal_cache_mb: int = 64
     debug: bool = False
+    #: With no AWS keys set, look for credentials the way the AWS SDK does (roles,
+    #: profiles, SSO). Off only where nothing may try the instance metadata service.
+    s3_sdk_credentials: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -99,6 +102,7 @@ class Settings:
             max_object_bytes=_int(env, "PIXELFLEET_MAX_OBJECT_BYTES", 2 * 1024**3, 1),
             gdal_cache_mb=_int(env, "PIXELFLEET_GDAL_CACHE_MB", 64, 8),
             debug=_flag(env, "PIXELFLEET_DEBUG", False),
+            s3_sdk_credentials=_flag(env, "PIXELFLEET_S3_SDK_CREDENTIALS", True),
             extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
         )
 

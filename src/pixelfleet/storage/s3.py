@@ -34,7 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,20 @@ class S3Storage(Storage):
         self.bucket, self.prefix = parse_s3_url(url)
         self._obs = _obstore()
         s3 = settings.s3
+        self._provider: _StaticCredentials | _SdkCredentials | None = None
+        if not s3.skip_signature:
+            if s3.access_key_id and s3.secret_access_key:
+                self._provider = _StaticCredentials(
+                    s3.access_key_id, s3.secret_access_key, s3.session_token
+                )
+            elif settings.s3_sdk_credentials:
+                self._provider = _SdkCredentials(url)
+            else:
+                raise ConfigError(
+                    f"no credentials for {self.url}: set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), "
+                    "or PIXELFLEET_S3_ANONYMOUS=1 for a public bucket"
+                )
         region = s3.region or "us-east-1"
         # AWS's regional endpoint is spelled out so that no AWS_ENDPOINT in the
         # environment can redirect requests.
@@ -121,9 +135,7 @@ class S3Storage(Storage):
             endpoint=endpoint,
             bucket=self.bucket,
             region=region,
-            credentials=None
-            if s3.skip_signature
-            else (s3.access_key_id or "", s3.secret_access_key or "", s3.session_token),
+            credentials=None if self._provider is None else self._provider.keys,
             requester_pays=s3.requester_pays,
         )
 
@@ -140,15 +152,7 @@ class S3Storage(Storage):
             "request_payer": s3.requester_pays,
             "s3_express": False,
         }
-        provider = None
-        if not s3.skip_signature:
-            if not (s3.access_key_id and s3.secret_access_key):
-                raise ConfigError(
-                    f"no credentials for {self.url}: set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), "
-                    "or PIXELFLEET_S3_ANONYMOUS=1 for a public bucket"
-                )
-            provider = _StaticCredentials(s3.access_key_id, s3.secret_access_key, s3.session_token)
+        provider = self._provider
         try:
             return S3Store(
                 self.bucket,
@@ -268,8 +272,57 @@ class _StaticCredentials:
     def __call__(self) -> S3Credential:
         return self._credential
 
+    def keys(self) -> tuple[str, str, str | None]:
+        """Access key, secret key and session token, for the lister's signatures."""
+        c = self._credential
+        return c["access_key_id"], c["secret_access_key"], c["token"]
+
     def __repr__(self) -> str:
         return "_StaticCredentials(***)"
+
+
+class _SdkCredentials:
+    """Credentials from the AWS SDK's default chain, for machines with roles, not keys.
+
+    Used when the settings carry no keys: EC2 instance roles, ECS and AWS Batch task
+    roles, web identity (EKS), SSO and shared-config profiles all work as they do for the
+    AWS CLI. Temporary credentials are refreshed by botocore; obstore is told to ask again
+    every few minutes.
+    """
+
+    _REASK = timedelta(minutes=5)
+
+    def __init__(self, url: str):
+        try:
+            import botocore.session
+        except ModuleNotFoundError:
+            raise MissingExtraError(
+                f"no AWS keys are set for {url}, and finding a role needs botocore: {_INSTALL}"
+            ) from None
+        self._source = botocore.session.get_session().get_credentials()
+        if self._source is None:
+            raise ConfigError(
+                f"no credentials for {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "configure an AWS profile or role, or set PIXELFLEET_S3_ANONYMOUS=1 for a "
+                "public bucket"
+            )
+
+    def keys(self) -> tuple[str, str, str | None]:
+        """Current access key, secret key and session token (refreshed when they expire)."""
+        frozen = self._source.get_frozen_credentials()
+        return frozen.access_key, frozen.secret_key, frozen.token
+
+    def __call__(self) -> S3Credential:
+        access_key, secret_key, token = self.keys()
+        return {
+            "access_key_id": access_key,
+            "secret_access_key": secret_key,
+            "token": token,
+            "expires_at": datetime.now(UTC) + self._REASK,
+        }
+
+    def __repr__(self) -> str:
+        return "_SdkCredentials(***)"
 
 
 def _entry(key: str, meta: Any, metadata: dict[str, str] | None = None) -> Entry:
@@ -326,7 +379,7 @@ class BucketLister:
         endpoint: str,
         bucket: str,
         region: str,
-        credentials: tuple[str, str, str | None] | None,
+        credentials: Callable[[], tuple[str, str, str | None]] | None,
         requester_pays: bool = False,
     ):
         self.url = url
@@ -378,7 +431,7 @@ class BucketLister:
         if self.requester_pays:
             headers["x-amz-request-payer"] = "requester"
         if self.credentials is not None:
-            access_key, secret_key, token = self.credentials
+            access_key, secret_key, token = self.credentials()
             now = now or datetime.now(UTC)
             stamp = now.strftime("%Y%m%dT%H%M%SZ")
             headers["x-amz-date"] = stamp
