@@ -39,6 +39,7 @@ def test_run_status_and_rerun(tmp_path: Path) -> None:
     pipeline = setup_pipeline(tmp_path)
     dry = runner.invoke(cli, ["run", pipeline, "--dry-run"])
     assert dry.exit_code == 0, dry.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket", "p.toml"]  # nothing written
     assert (
         "2 tasks, 3 objects, 6 B; 0 tasks already done, 2 to run. Nothing was written."
         in dry.output

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from pixelfleet.ledger import Ledger, open_ledger
+from pixelfleet.ledger.sqlite import sqlite_path
 from pixelfleet.pipeline import Pipeline
 from pixelfleet.settings import get_settings
 
@@ -31,8 +34,17 @@ progress_option = click.option(
 )
 
 
-def resolve_ledger(url: str | None, pipeline: Pipeline | None = None) -> Ledger:
-    """Open the ledger named on the command line, by the pipeline, or by the settings."""
+def resolve_ledger(
+    url: str | None, pipeline: Pipeline | None = None, read_only: bool = False
+) -> Ledger:
+    """Open the ledger named on the command line, by the pipeline, or by the settings.
+
+    ``read_only``: a ledger file that does not exist yet is not created (an empty
+    in-memory ledger stands in), so a dry run writes nothing at all.
+    """
     if url is None and pipeline is not None:
         url = pipeline.run.ledger
-    return open_ledger(url or get_settings().ledger_url)
+    url = url or get_settings().ledger_url
+    if read_only and url.startswith("sqlite:///") and not os.path.exists(sqlite_path(url)):
+        url = "sqlite:///:memory:"
+    return open_ledger(url)

@@ -49,7 +49,7 @@ def run(
     Exits 1 if any task failed; `pixelfleet status` lists the failures.
     """
     pipeline = load_pipeline(pipeline_file, overrides)
-    with resolve_ledger(ledger_url, pipeline) as ledger:
+    with resolve_ledger(ledger_url, pipeline, read_only=dry_run) as ledger:
         runner = Runner(
             pipeline,
             ledger,
