@@ -227,12 +227,7 @@ class Runner:
                     executor.submit(retry_queue.popleft())
                 while not exhausted and len(inflight) < capacity:
                     chunk = list(itertools.islice(plan_iter, _CHUNK))
-                    if not chunk:
-                        exhausted = True
-                        if bar is not None:
-                            bar.total = counts["tasks_planned"] - counts["tasks_skipped"]
-                            bar.refresh()
-                        break
+                    exhausted = len(chunk) < _CHUNK
                     done = self.ledger.done_ids([t.id for t in chunk]) if skip_done else set()
                     for task in chunk:
                         counts["tasks_planned"] += 1
@@ -246,6 +241,11 @@ class Runner:
                         unsaved.append(rec)
                         counts["bytes"] += task.size
                         executor.submit(Job(task.id, json.dumps(task.to_dict())))
+                    if bar is not None:  # the total grows while the source is still listed
+                        if exhausted:
+                            bar.set_description("pixelfleet", refresh=False)
+                        bar.total = counts["tasks_planned"] - counts["tasks_skipped"]
+                        bar.refresh()
                 if exhausted and not inflight:
                     break
                 for result in executor.results(wait=0.25):
@@ -361,7 +361,7 @@ def _progress_bar(enabled: bool) -> Any:
     return tqdm(
         total=None,
         unit="task",
-        desc="pixelfleet",
+        desc="pixelfleet (listing)",
         file=sys.stderr,
         mininterval=0.5,
         dynamic_ncols=True,
