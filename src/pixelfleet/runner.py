@@ -187,6 +187,7 @@ class Runner:
                 "objects_current",
                 "objects_failed",
                 "objects_skipped",
+                "objects_missing",
                 "bytes",
             ),
             0,
@@ -336,6 +337,7 @@ class Runner:
             counts["objects_written"] += rec.n_done
             counts["objects_current"] += rec.n_skipped
             counts["objects_failed"] += rec.n_failed
+            counts["objects_missing"] += rec.n_missing
         else:
             counts["objects_failed"] += len(rec.entries)
 
