@@ -38,6 +38,10 @@ class Source(_Strict):
     exclude: list[str] = []
     ignore_case: bool = True
     partition: Partition = Partition()
+    #: An S3 Inventory ``manifest.json`` URL to take the objects from instead of a listing.
+    inventory: str | None = None
+    #: Only objects of these MIME types (judged from the extension), e.g. ["image/jpeg"].
+    content_types: list[str] = []
 
 
 class Output(_Strict):

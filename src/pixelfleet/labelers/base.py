@@ -128,7 +128,7 @@ class ImageRef:
 
 
 class LabelerConfig(BaseModel):
-    """Base of a labeller's own settings (the step's ``options`` table); unknown fields are errors."""
+    """Base of a labeller's own settings (a step's ``options``); unknown fields are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -152,7 +152,9 @@ class Labeler(ABC):
         """Raise :class:`~pixelfleet.errors.MissingExtraError` if a dependency is missing.
 
         Called when a pipeline is loaded, so a missing extra stops the run before it starts.
+        Most labellers need nothing beyond pixelfleet itself.
         """
+        return None
 
     @classmethod
     def version_for(cls, config: LabelerConfig) -> str:

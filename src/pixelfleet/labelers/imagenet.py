@@ -58,7 +58,9 @@ def load_classes() -> list[ImagenetClass]:
         _, name, aliases, parents = line.split("\t")
         classes.append(
             ImagenetClass(
-                name, tuple(a for a in aliases.split("|") if a), tuple(p for p in parents.split("|") if p)
+                name,
+                tuple(a for a in aliases.split("|") if a),
+                tuple(p for p in parents.split("|") if p),
             )
         )
     if len(classes) != 1000:

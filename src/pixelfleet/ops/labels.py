@@ -86,7 +86,9 @@ class LabelsConfig(OpConfig):
         labeler_cls.check_available()
         options = data.get("options") or {}
         if not isinstance(options, dict):
-            raise ValueError(f"options must be a table of the labeller's settings (got {options!r})")
+            raise ValueError(
+                f"options must be a table of the labeller's settings (got {options!r})"
+            )
         try:
             parsed = labeler_cls.Config.model_validate(options)
         except ValueError as exc:
@@ -211,7 +213,9 @@ class LabelsOp(Op):
         ready: list[tuple[Entry, Any]] = []
         for entry in entries:
             try:
-                ready.append((entry, self.labeler.prepare(ImageRef(ctx.source, entry, ctx.settings))))
+                ready.append(
+                    (entry, self.labeler.prepare(ImageRef(ctx.source, entry, ctx.settings)))
+                )
             except Exception as exc:  # noqa: BLE001 - this image fails alone
                 out[(entry.key, entry.etag)] = exc
         for start in range(0, len(ready), self.batch_size):
