@@ -28,7 +28,9 @@ def make_bucket(root: Path, names: list[str]) -> Path:
     return root
 
 
-def pipeline(src: Path, out: Path, step: dict[str, Any], executor: str = "inline", **kw: Any) -> Any:
+def pipeline(
+    src: Path, out: Path, step: dict[str, Any], executor: str = "inline", **kw: Any
+) -> Any:
     return pipeline_from_dict(
         {
             "source": {"url": str(src), "partition": kw.pop("partition", {"by": "object"})},
@@ -86,7 +88,9 @@ def test_static_labels_sidecar_properties_and_skip(tmp_path: Path) -> None:
     assert doc["labeler"] == {"name": "static", "version": "1"}
     assert doc["source"]["key"] == "naip/a.tif" and doc["source"]["etag"]
     assert [lab["name"] for lab in doc["labels"]] == ["image", "aerial"]  # faint is dropped
-    assert [lab["name"] for lab in json.loads((out / "photos/b.labels.json").read_text())["labels"]] == ["image"]
+    assert [
+        lab["name"] for lab in json.loads((out / "photos/b.labels.json").read_text())["labels"]
+    ] == ["image"]
 
     # Changing nothing: tasks are skipped; a lost ledger still rewrites nothing.
     again = run(p, tmp_path / "other-ledger")
@@ -198,7 +202,11 @@ def test_thread_and_file_limiters_share_the_same_rules(tmp_path: Path) -> None:
         spans: list[tuple[float, float]] = []
         lock = threading.Lock()
 
-        def work(limiter: Any = limiter, spans: list[tuple[float, float]] = spans) -> None:
+        def work(
+            limiter: Any = limiter,
+            spans: list[tuple[float, float]] = spans,
+            lock: threading.Lock = lock,
+        ) -> None:
             for _ in range(3):
                 with limiter.call():
                     start = time.monotonic()
@@ -217,7 +225,9 @@ def test_thread_and_file_limiters_share_the_same_rules(tmp_path: Path) -> None:
         assert peak <= 3
 
 
-def test_file_limiter_throttle_pause_is_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_limiter_throttle_pause_is_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(limits_mod, "FIRST_PAUSE", 0.3)
     limits = Limits("p", max_concurrency=1)
     one, two = FileLimiter(limits, str(tmp_path)), FileLimiter(limits, str(tmp_path))
