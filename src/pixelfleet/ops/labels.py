@@ -29,7 +29,7 @@ from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
-from pixelfleet.errors import ConfigError, InputError, ThrottledError, UnknownNameError
+from pixelfleet.errors import InputError, ThrottledError, UnknownNameError
 from pixelfleet.labelers import ImageRef, Label, Labeler, labelers
 from pixelfleet.labelers.limits import Limiter, Limits, open_limiter
 from pixelfleet.models import Entry, OutputRecord
@@ -290,8 +290,3 @@ class LabelsOp(Op):
             found.append(other)
         return found
 
-
-def check_labels_step(config: OpConfig) -> None:
-    """Raise :class:`ConfigError` when a step is not a ``labels`` step (for tools)."""
-    if not isinstance(config, LabelsConfig):
-        raise ConfigError(f"step {config.op!r} is not a labels step")
