@@ -289,4 +289,3 @@ class LabelsOp(Op):
                 continue
             found.append(other)
         return found
-
