@@ -20,6 +20,15 @@ from pixelfleet.runner import Runner
 SLOW = "labelers_for_tests:SlowLabeler"
 
 
+@pytest.fixture(autouse=True)
+def _limits_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rate-limit files in the test's folder (worker processes inherit the variable)."""
+    import pixelfleet.settings as settings_mod
+
+    monkeypatch.setenv("PIXELFLEET_LIMITS_DIR", str(tmp_path / "limits"))
+    monkeypatch.setattr(settings_mod, "_current", None)
+
+
 def make_bucket(root: Path, names: list[str]) -> Path:
     for name in names:
         path = root / name
@@ -169,7 +178,10 @@ def starts_and_overlap(log: Path) -> tuple[list[float], int, set[str]]:
 
 
 def max_in_window(starts: list[float], seconds: float = 1.0) -> int:
-    return max(sum(1 for t in starts if s <= t < s + seconds) for s in starts)
+    """Most starts in any window of ``seconds`` (less 50 ms for the jitter between the
+    limiter letting a call go and the call noting its start under a loaded machine)."""
+    window = seconds - 0.05
+    return max(sum(1 for t in starts if s <= t < s + window) for s in starts)
 
 
 def test_limits_hold_across_two_worker_processes(tmp_path: Path) -> None:

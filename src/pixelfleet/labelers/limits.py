@@ -48,6 +48,9 @@ from pixelfleet.settings import Settings, get_settings
 MAX_PAUSE = 30.0
 #: The first pause after a throttled call, doubled for each one after it.
 FIRST_PAUSE = 0.5
+#: Added to the rate window, so that a call's start as the service sees it (a little after
+#: the limiter let it go) still keeps within the limit.
+MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ class Limits:
         if rate is None:
             return 0, 0.0
         if rate >= 1:
-            return int(math.floor(rate)), 1.0
-        return 1, 1.0 / rate
+            return int(math.floor(rate)), 1.0 + MARGIN
+        return 1, 1.0 / rate + MARGIN
 
 
 def pause_for(failures: int) -> float:
