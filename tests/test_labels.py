@@ -257,3 +257,34 @@ def test_example_pipelines_load() -> None:
     for name in ("label-photos.toml", "label-landcover.toml", "label-inventory.toml"):
         p = load_pipeline(str(repo / "examples" / name))
         assert any(s.op == "labels" for s in p.steps)
+
+
+@pytest.mark.dask
+def test_limits_hold_across_dask_workers(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    src = make_bucket(tmp_path / "src", [f"img{i:02d}.jpg" for i in range(12)])
+    log = tmp_path / "calls.log"
+    step = {
+        "labeler": SLOW,
+        "options": {"log": str(log), "seconds": 0.2},
+        "max_concurrency": 2,
+        "max_calls_per_second": 5,
+        "limit_group": f"dask-{tmp_path.name}",
+    }
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=4,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    ) as cluster:
+        address = cluster.scheduler_address.removeprefix("tcp://")
+        p = pipeline(src, tmp_path / "out", step, executor=f"dask://{address}")
+        summary = run(p, tmp_path)
+    assert summary.state == "done" and summary.counts["objects_written"] == 12
+    starts, peak, pids = starts_and_overlap(log)
+    assert len(starts) == 12 and len(pids) == 2
+    assert peak <= 2 and max_in_window(starts) <= 5
+    # The cluster-wide limiter was used, not the machine's files.
+    assert not (tmp_path / "limits").exists()

@@ -45,6 +45,8 @@ from pixelfleet.labelers.base import ImageRef, Label, Labeler, LabelerConfig
 from pixelfleet.models import one_line
 
 Role = Literal["blue", "green", "red", "nir", "swir1", "swir2"]
+#: The bands the rules use.
+NEEDED = ("green", "red", "nir", "swir1")
 ROLES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 
@@ -264,18 +266,31 @@ def _read(src: Any, config: SpectralConfig, label: str, max_pixels: int) -> Refl
     width = max(1, round(src.width / factor))
     if width * height * len(usable) > 4 * max_pixels:
         raise InputError(f"{label}: {width}x{height} pixels to read is over the pixel limit")
-    roles = sorted(usable)
+    # Only the bands the rules use (blue and swir2 are mapped but never needed).
+    roles = sorted(r for r in usable if r in NEEDED)
     indexes = [usable[r] for r in roles]
-    from rasterio.enums import Resampling
+    from rasterio.enums import MaskFlags, Resampling
 
-    data = src.read(
-        indexes, out_shape=(len(indexes), height, width), masked=True, resampling=Resampling.nearest
-    )
-    mask = np.ma.getmaskarray(data).any(axis=0)
-    raw = np.ma.getdata(data).astype(np.float32)
-    valid = ~mask & np.isfinite(raw).all(axis=0) & (raw != 0).any(axis=0)
-    bands = {
-        role: raw[i] * np.float32(layout.scale) + np.float32(layout.offset)
-        for i, role in enumerate(roles)
-    }
+    shape = (len(indexes), height, width)
+    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        raw = src.read(indexes, out_shape=shape, resampling=Resampling.nearest)
+        mask = None
+    else:
+        data = src.read(indexes, out_shape=shape, masked=True, resampling=Resampling.nearest)
+        mask = np.ma.getmaskarray(data).any(axis=0)
+        raw = np.ma.getdata(data)
+    valid = (raw != 0).any(axis=0)
+    if mask is not None:
+        valid &= ~mask
+    if raw.dtype.kind == "f":
+        valid &= np.isfinite(raw).all(axis=0)
+    scale, offset = np.float32(layout.scale), np.float32(layout.offset)
+    bands = {}
+    for i, role in enumerate(roles):
+        band = raw[i].astype(np.float32)
+        band *= scale
+        if offset:
+            band += offset
+        bands[role] = band
     return Reflectance(bands, valid)
