@@ -43,6 +43,10 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad like TensorFlow's ``SAME``, then convolve."""
+        if self.stride == (1, 1):
+            # Odd kernels, stride 1: SAME padding is symmetric, and conv2d pads without a copy.
+            pad = (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+            return F.conv2d(x, self.weight, None, 1, pad, self.dilation, self.groups)
         pads = []
         for size, k, s in zip(
             reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride), strict=True

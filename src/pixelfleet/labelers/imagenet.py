@@ -98,7 +98,7 @@ class ImagenetLabeler(Labeler):
         """Decode, resize and crop one image: float32 (3, 224, 224), ready for the network."""
         from pixelfleet.labelers.pixels import load_picture
 
-        picture = load_picture(image, 2 * RESIZE)
+        picture = load_picture(image, 2 * RESIZE, short_side=RESIZE)
         return preprocess(picture)
 
     def label(self, batch: Sequence[Any]) -> list[list[Label]]:
@@ -111,9 +111,12 @@ class ImagenetLabeler(Labeler):
 def preprocess(picture: Image.Image) -> np.ndarray:
     """An RGB picture as the network's input: shorter side 256, centre 224 x 224, scaled."""
     width, height = picture.size
-    scale = RESIZE / min(width, height)
-    size = (max(CROP, round(width * scale)), max(CROP, round(height * scale)))
-    resized = picture.resize(size, Image.Resampling.BICUBIC)
+    if min(width, height) == RESIZE:
+        resized, size = picture, picture.size  # load_picture already made it so
+    else:
+        scale = RESIZE / min(width, height)
+        size = (max(CROP, round(width * scale)), max(CROP, round(height * scale)))
+        resized = picture.resize(size, Image.Resampling.BICUBIC)
     left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
     crop = np.asarray(resized.crop((left, top, left + CROP, top + CROP)), dtype=np.float32)
     return np.ascontiguousarray(((crop - 127.0) / 128.0).transpose(2, 0, 1))

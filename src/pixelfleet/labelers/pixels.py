@@ -8,7 +8,9 @@ JPEG DCT-domain shrinking).
 from __future__ import annotations
 
 import io
+import math
 import os
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -20,9 +22,11 @@ from pixelfleet.ops.thumbnail import ThumbnailConfig
 _SNIFF = 64
 
 
-def load_picture(image: ImageRef, size: int) -> Image.Image:
+def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> Image.Image:
     """The image as RGB, its longest side at most ``size`` (never enlarged).
 
+    With ``short_side``, photos are instead resized once so that their shorter side is
+    that long (when they are larger): what classifiers want, without a second resize.
     Transparent pixels are laid on white. Raises an
     :class:`~pixelfleet.errors.InputError` for unsupported, corrupt or too-large input.
     """
@@ -40,6 +44,8 @@ def load_picture(image: ImageRef, size: int) -> Image.Image:
         else:
             _check_size(os.path.getsize(path), image)
             with open(path, "rb") as f:
+                if short_side:
+                    config = _short_side_config(f, fmt, short_side, image, config)
                 picture = render_photo(f, fmt, config, image.settings, label)
     else:
         storage, entry = image.storage, image.entry
@@ -59,8 +65,26 @@ def load_picture(image: ImageRef, size: int) -> Image.Image:
             else:
                 _check_size(entry.size, image)
                 data = storage.read(entry.key)
+                if short_side:
+                    config = _short_side_config(io.BytesIO(data), fmt, short_side, image, config)
                 picture = render_photo(io.BytesIO(data), fmt, config, image.settings, label)
     return to_rgb(picture)
+
+
+def _short_side_config(
+    fp: BinaryIO, fmt: str, short_side: int, image: ImageRef, config: ThumbnailConfig
+) -> ThumbnailConfig:
+    """A config whose longest side makes the photo's shorter side ``short_side`` long."""
+    from pixelfleet.photos import open_photo
+
+    # Header only: no pixel is decoded. (Not closed: that would close ``fp``, which
+    # render_photo reads next.)
+    width, height = open_photo(fp, fmt, image.label, image.settings).size
+    fp.seek(0)
+    if min(width, height) <= short_side:
+        return config
+    longest = math.ceil(short_side * max(width, height) / min(width, height))
+    return config.model_copy(update={"size": min(longest, 4096)})
 
 
 def to_rgb(picture: Image.Image) -> Image.Image:
