@@ -172,6 +172,7 @@ class LabelsOp(Op):
     def start_task(self, ctx: OpContext, entries: Sequence[Entry]) -> None:
         """Remember the task's entries, so that :meth:`run` can label them in batches."""
         self._local.entries = list(entries)
+        self._local.position = {(e.key, e.etag): i for i, e in enumerate(entries)}
         self._local.done = {}
 
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
@@ -275,10 +276,11 @@ class LabelsOp(Op):
     def _lookahead(self, ctx: OpContext, entry: Entry) -> list[Entry]:
         """The entries after ``entry`` in its task that need labels, to fill a batch."""
         entries: list[Entry] = getattr(self._local, "entries", [])
-        if self.batch_size <= 1 or entry not in entries:
+        position = getattr(self._local, "position", {}).get((entry.key, entry.etag))
+        if self.batch_size <= 1 or position is None:
             return []
         found: list[Entry] = []
-        for other in entries[entries.index(entry) + 1 :]:
+        for other in entries[position + 1 :]:
             if len(found) >= self.batch_size - 1:
                 break
             try:
