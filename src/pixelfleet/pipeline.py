@@ -242,9 +242,10 @@ def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
             if "://" not in url and not os.path.isabs(url):
                 sec["url"] = os.path.normpath(os.path.join(base, url))
     source = data.get("source")
-    inventory = source.get("inventory") if isinstance(source, dict) else None
-    if isinstance(inventory, str) and "://" not in inventory and not os.path.isabs(inventory):
-        source["inventory"] = os.path.normpath(os.path.join(base, inventory))
+    if isinstance(source, dict):
+        inventory = source.get("inventory")
+        if isinstance(inventory, str) and "://" not in inventory and not os.path.isabs(inventory):
+            source["inventory"] = os.path.normpath(os.path.join(base, inventory))
     run = data.get("run")
     if isinstance(run, dict) and isinstance(run.get("ledger"), str):
         ledger = run["ledger"]
