@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@echo "installing pixelfleet and its test tools into $(VENV) ..."
+	@# torch first, pinned: the CPU build (the [ml] extra pins the same version)
+	@$(BIN)/python -m pip install --quiet 'torch==2.13.0' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@# (pip's notes about this machine's unused package folders are filtered out)
 	@$(BIN)/python -m pip install --quiet -e '.[all,dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
@@ -32,6 +34,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/thumbnails.py
+	$(BIN)/python benchmarks/labels.py
 
 clean:
 	rm -rf $(VENV) demo-output pixelfleet.db build *.egg-info

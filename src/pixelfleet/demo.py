@@ -9,6 +9,7 @@ import html
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,7 +29,8 @@ def contact_sheet(output_dir: Path) -> Path:
     thumbs = sorted(p for p in output_dir.rglob("*.thumb.*") if p.is_file())
     cells = "\n".join(
         f'<figure><img src="{html.escape(p.relative_to(output_dir).as_posix())}" loading="lazy">'
-        f"<figcaption>{html.escape(p.relative_to(output_dir).as_posix())}</figcaption></figure>"
+        f"<figcaption>{html.escape(p.relative_to(output_dir).as_posix())}"
+        f"{_labels_caption(p)}</figcaption></figure>"
         for p in thumbs
     )
     page = output_dir / "index.html"
@@ -41,6 +43,20 @@ def contact_sheet(output_dir: Path) -> Path:
         f"<h1>pixelfleet demo: {len(thumbs)} thumbnails</h1><main>{cells}</main>\n"
     )
     return page
+
+
+def _labels_caption(thumb: Path) -> str:
+    """The top labels of the image a thumbnail shows, if the labels step ran on it."""
+    import json
+
+    sidecar = thumb.with_name(thumb.name.split(".thumb.")[0] + ".labels.json")
+    if not sidecar.is_file():
+        return ""
+    try:
+        text = top_labels(json.loads(sidecar.read_text()))
+    except (ValueError, KeyError):
+        return ""
+    return f"<br><b>{html.escape(text)}</b>" if text else ""
 
 
 def main() -> int:
@@ -61,14 +77,64 @@ def main() -> int:
         click.echo(f"error: {exc}", err=True)
         return 1
     out = Path(path_from_url(pipeline.output.url))
+    labelled = label_demo()
     page = contact_sheet(out)
     rel = os.path.relpath(out)
     click.secho("\nWhere to look:", bold=True)
     click.echo(f"  thumbnails:     {rel}/ (keys mirror demo/bucket/, e.g. va/2016/*.thumb.jpg)")
     click.echo(f"  contact sheet:  file://{page.resolve()}")
+    if labelled:
+        click.echo(f"  labels:         {rel}/**/*.labels.json (next to each thumbnail)")
     click.echo("  run status:     .venv/bin/pixelfleet status")
     click.echo(f"  what it would do: .venv/bin/pixelfleet run {PIPELINE} --dry-run")
     return 1 if first.failed else 0
+
+
+#: The labelling pipelines ``make demo`` runs after the thumbnails.
+LABEL_PIPELINES = (
+    Path("examples/label-photos.toml"),
+    Path("examples/label-landcover.toml"),
+    Path("examples/label-landsat.toml"),
+)
+
+
+def label_demo() -> bool:
+    """Label the sample photos and rasters, then print the top labels of each image.
+
+    Returns False (after saying why) when the labellers cannot run here.
+    """
+    import json
+
+    from pixelfleet.errors import MissingExtraError
+
+    done = []
+    try:
+        with open_ledger(get_settings().ledger_url) as ledger:
+            for path in LABEL_PIPELINES:
+                click.secho(f"\n== pixelfleet run {path}", bold=True)
+                try:
+                    labels = load_pipeline(str(path))
+                except MissingExtraError as exc:
+                    click.echo(f"  skipped: {exc}")
+                    continue
+                show_summary(Runner(labels, ledger).run())
+                done.append(labels)
+    except PixelfleetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return False
+    if not done:
+        return False
+    click.secho("\nTop labels:", bold=True)
+    for out in sorted({Path(path_from_url(p.output.url)) for p in done}):
+        for sidecar in sorted(out.rglob("*.labels.json")):
+            doc = json.loads(sidecar.read_text())
+            click.echo(f"  {doc['source']['key']}: {top_labels(doc) or '(none above threshold)'}")
+    return True
+
+
+def top_labels(doc: dict[str, Any], count: int = 3) -> str:
+    """``"tabby cat 71%, tiger cat 12%"``: the first labels of a labels sidecar."""
+    return ", ".join(f"{lab['name']} {lab['confidence']:.0f}%" for lab in doc["labels"][:count])
 
 
 if __name__ == "__main__":

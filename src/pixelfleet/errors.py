@@ -68,6 +68,14 @@ class LedgerError(PixelfleetError, LookupError):
     """A run or task asked for is not in the ledger."""
 
 
+class ThrottledError(PixelfleetError, RuntimeError):
+    """A labelling service refused a call because of its rate limits; it may succeed later."""
+
+
+class InventoryError(PixelfleetError, ValueError):
+    """An S3 Inventory report is malformed, incomplete or fails its checksum."""
+
+
 def is_permanent(error_type: str) -> bool:
     """Tell whether a task error of this class name should not be retried."""
     return error_type in _PERMANENT

@@ -11,7 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-EntryState = Literal["done", "skipped", "failed"]
+#: ``skipped-missing``: the object was listed (e.g. in an S3 Inventory) but was gone when read.
+EntryState = Literal["done", "skipped", "failed", "skipped-missing"]
 TaskState = Literal["pending", "running", "done", "failed"]
 
 
@@ -78,6 +79,9 @@ class OutputRecord:
     key: str
     size: int
     step: str
+    #: Catalog properties the step found for the source object, such as
+    #: ``{"pixelfleet:labels": [...]}``; merged into :attr:`EntryResult.properties`.
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +95,9 @@ class EntryResult:
     error_type: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    #: Catalog properties of the source object from every step that ran on it (e.g. labels),
+    #: for the catalog to put on the object's STAC item. Empty for skipped objects.
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -38,6 +38,10 @@ class Source(_Strict):
     exclude: list[str] = []
     ignore_case: bool = True
     partition: Partition = Partition()
+    #: An S3 Inventory ``manifest.json`` URL to take the objects from instead of a listing.
+    inventory: str | None = None
+    #: Only objects of these MIME types (judged from the extension), e.g. ["image/jpeg"].
+    content_types: list[str] = []
 
 
 class Output(_Strict):
@@ -237,6 +241,11 @@ def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
             url = sec["url"]
             if "://" not in url and not os.path.isabs(url):
                 sec["url"] = os.path.normpath(os.path.join(base, url))
+    source = data.get("source")
+    if isinstance(source, dict):
+        inventory = source.get("inventory")
+        if isinstance(inventory, str) and "://" not in inventory and not os.path.isabs(inventory):
+            source["inventory"] = os.path.normpath(os.path.join(base, inventory))
     run = data.get("run")
     if isinstance(run, dict) and isinstance(run.get("ledger"), str):
         ledger = run["ledger"]

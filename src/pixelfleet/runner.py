@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import secrets
 import sys
 import time
@@ -21,8 +22,8 @@ from pixelfleet.errors import ConfigError, PixelfleetError
 from pixelfleet.executors import Executor, Job, open_executor
 from pixelfleet.inventory import select
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
-from pixelfleet.models import Task, TaskResult
-from pixelfleet.pipeline import Pipeline, pipeline_from_dict
+from pixelfleet.models import Entry, Task, TaskResult
+from pixelfleet.pipeline import Pipeline, Source, pipeline_from_dict
 from pixelfleet.plan import in_shard, plan
 from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage, scheme_of
@@ -105,9 +106,8 @@ class Runner:
 
     def planned_tasks(self) -> Iterator[Task]:
         """The pipeline's tasks, lazily, in key order (only this shard's, if sharded)."""
-        source = open_storage(self.pipeline.source.url, get_settings())
         src = self.pipeline.source
-        entries = select(source, src.include, src.exclude, src.ignore_case)
+        entries = source_entries(src)
         tasks = plan(entries, src.partition, self.pipeline.settings_hash)
         if self.shard is not None:
             index, count = self.shard
@@ -187,6 +187,7 @@ class Runner:
                 "objects_current",
                 "objects_failed",
                 "objects_skipped",
+                "objects_missing",
                 "bytes",
             ),
             0,
@@ -336,8 +337,29 @@ class Runner:
             counts["objects_written"] += rec.n_done
             counts["objects_current"] += rec.n_skipped
             counts["objects_failed"] += rec.n_failed
+            counts["objects_missing"] += rec.n_missing
         else:
             counts["objects_failed"] += len(rec.entries)
+
+
+def source_entries(src: Source) -> Iterator[Entry]:
+    """The source's objects: from its S3 Inventory report if it names one, else a listing;
+    through the include/exclude globs and content types either way."""
+    settings = get_settings()
+    if src.inventory:
+        from pixelfleet.s3inventory import inventory_entries, read_manifest
+
+        manifest, root = read_manifest(src.inventory, settings)
+        return inventory_entries(
+            manifest, root, src.url, src.include, src.exclude, src.ignore_case, src.content_types
+        )
+    entries = select(open_storage(src.url, settings), src.include, src.exclude, src.ignore_case)
+    if not src.content_types:
+        return entries
+    from pixelfleet.s3inventory import extensions_for
+
+    extensions = extensions_for(src.content_types)
+    return (e for e in entries if os.path.splitext(e.key)[1].lower() in extensions)
 
 
 def _output_keys(op: Any, entry: Any) -> list[str]:

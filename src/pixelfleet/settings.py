@@ -70,6 +70,13 @@ class Settings:
     #: profiles, SSO). Off only where nothing may try the instance metadata service.
     s3_sdk_credentials: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: Folder of the files that share labellers' rate limits between processes.
+    limits_dir: str = field(default_factory=lambda: default_limits_dir())
+    #: Threads torch uses per worker process (the local executor runs a process per core).
+    torch_threads: int = 1
+    #: Region and endpoint of the AWS Rekognition API (the ``rekognition`` labeller).
+    rekognition_region: str | None = None
+    rekognition_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -104,7 +111,22 @@ class Settings:
             debug=_flag(env, "PIXELFLEET_DEBUG", False),
             s3_sdk_credentials=_flag(env, "PIXELFLEET_S3_SDK_CREDENTIALS", True),
             extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
+            limits_dir=env.get("PIXELFLEET_LIMITS_DIR") or default_limits_dir(),
+            torch_threads=_int(env, "PIXELFLEET_TORCH_THREADS", 1, 1),
+            rekognition_region=env.get("PIXELFLEET_REKOGNITION_REGION")
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or None,
+            rekognition_endpoint=env.get("PIXELFLEET_REKOGNITION_ENDPOINT") or None,
         )
+
+
+def default_limits_dir() -> str:
+    """``$TMPDIR/pixelfleet-limits-<uid>``: one per user, shared by every run on the machine."""
+    import tempfile
+
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"pixelfleet-limits-{uid}")
 
 
 _current: Settings | None = None

@@ -14,6 +14,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from pixelfleet.errors import PixelfleetError
 from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult, one_line
@@ -108,6 +109,17 @@ def process_entry(prepared: _Prepared, entry: Entry) -> EntryResult:
             outputs.extend(op.run(prepared.ctx, entry))
             state = "done"
     except Exception as exc:  # noqa: BLE001 - a bad input fails its own entry, never the run
+        if source_gone(prepared, entry):
+            # Listed (e.g. by an S3 Inventory report) but deleted since: not a failure.
+            return EntryResult(
+                key=entry.key,
+                etag=entry.etag,
+                state="skipped-missing",
+                outputs=outputs,
+                error_type=type(exc).__name__,
+                error=one_line(str(exc)) or type(exc).__name__,
+                seconds=time.perf_counter() - started,
+            )
         return EntryResult(
             key=entry.key,
             etag=entry.etag,
@@ -123,7 +135,28 @@ def process_entry(prepared: _Prepared, entry: Entry) -> EntryResult:
         state=state,  # type: ignore[arg-type]
         outputs=outputs,
         seconds=time.perf_counter() - started,
+        properties=merge_properties(outputs),
     )
+
+
+def source_gone(prepared: _Prepared, entry: Entry) -> bool:
+    """Tell whether a source object that failed to process no longer exists."""
+    try:
+        return prepared.ctx.source.head(entry.key) is None
+    except Exception:  # noqa: BLE001 - cannot tell: it stays a failure
+        return False
+
+
+def merge_properties(outputs: list[OutputRecord]) -> dict[str, Any]:
+    """The catalog properties of every output of an entry; lists under one name are joined."""
+    merged: dict[str, Any] = {}
+    for out in outputs:
+        for name, value in out.properties.items():
+            if isinstance(value, list) and isinstance(merged.get(name), list):
+                merged[name] = merged[name] + value
+            else:
+                merged[name] = value
+    return merged
 
 
 def worker_name() -> str:
@@ -138,6 +171,8 @@ def run_task(context: str, task: Task) -> TaskResult:
         prepared = prepare(context)
     except PixelfleetError as exc:
         return TaskResult.crashed(task.id, exc, worker_name())
+    for op in prepared.ops:
+        op.start_task(prepared.ctx, task.entries)
     results = [process_entry(prepared, entry) for entry in task.entries]
     failed = any(r.state == "failed" for r in results)
     return TaskResult(

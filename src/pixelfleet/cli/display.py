@@ -76,6 +76,11 @@ def show_summary(summary: RunSummary) -> None:
         f" current, {c.get('objects_failed', 0)} failed, {c.get('objects_skipped', 0)} skipped"
         f" with their task; {human_bytes(c.get('bytes', 0))} of sources processed"
     )
+    if c.get("objects_missing"):
+        click.echo(
+            f"  missing: {plural(c['objects_missing'], 'object')} skipped-missing"
+            " (listed, but gone when read: not a failure)"
+        )
     click.echo(f"  outputs: {where(summary.output_url)}")
     if summary.failures:
         click.echo("  failures:")
@@ -116,6 +121,8 @@ def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "running", "pending")]
     skipped = run.counts.get("tasks_skipped", 0)
     click.echo(f"  tasks:    {', '.join(parts)}, {skipped} already done (skipped)")
+    if run.counts.get("objects_missing"):
+        click.echo(f"  objects:  {run.counts['objects_missing']} skipped-missing (gone when read)")
     failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
     if failed:
         click.echo("  failures:")

@@ -32,6 +32,12 @@ from pixelfleet.runner import Runner
     help="Override a pipeline field, e.g. --set steps.0.size=256 (repeatable).",
 )
 @click.option("--shard", default=None, metavar="i/N", help="Run only shard i of N (by task group).")
+@click.option(
+    "--inventory",
+    default=None,
+    metavar="URL",
+    help="Take the source objects from this S3 Inventory manifest.json instead of a listing.",
+)
 @ledger_option
 @progress_option
 def run(
@@ -41,6 +47,7 @@ def run(
     workers: int | None,
     overrides: tuple[str, ...],
     shard: str | None,
+    inventory: str | None,
     ledger_url: str | None,
     progress: bool | None,
 ) -> None:
@@ -48,6 +55,8 @@ def run(
 
     Exits 1 if any task failed; `pixelfleet status` lists the failures.
     """
+    if inventory:
+        overrides = (*overrides, f"source.inventory={inventory}")
     pipeline = load_pipeline(pipeline_file, overrides)
     with resolve_ledger(ledger_url, pipeline, read_only=dry_run) as ledger:
         runner = Runner(

@@ -383,6 +383,13 @@ def _serve(conn: Connection, context: str, threads: int, title: str) -> None:
             text = json.dumps(TaskResult.crashed(task_id, exc).to_dict())
         send(("done", seq, text))
 
+    # Parse the pipeline (imports, GDAL set-up, ops) before saying ready, so that this
+    # one-off cost never counts against the first job's timeout. A pipeline that fails
+    # here fails again inside each job, which reports it.
+    with contextlib.suppress(Exception):
+        from pixelfleet.worker import prepare
+
+        prepare(context)
     send(("ready", os.getpid()))
     pool = ThreadPoolExecutor(threads, thread_name_prefix=title)
     try:

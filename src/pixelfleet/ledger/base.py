@@ -51,6 +51,8 @@ class TaskRecord:
     outputs: list[str] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     updated: float = 0.0
+    #: Objects listed but gone when read (``skipped-missing``): neither done nor failed.
+    n_missing: int = 0
 
     @classmethod
     def pending(cls, task: Task) -> TaskRecord:
@@ -71,6 +73,7 @@ class TaskRecord:
         self.n_done = sum(1 for e in result.entries if e.state == "done")
         self.n_skipped = sum(1 for e in result.entries if e.state == "skipped")
         self.n_failed = sum(1 for e in result.entries if e.state == "failed")
+        self.n_missing = sum(1 for e in result.entries if e.state == "skipped-missing")
         self.outputs = [o.key for e in result.entries for o in e.outputs]
         self.failures = [
             {"key": e.key, "error_type": e.error_type or "", "error": e.error or ""}

@@ -49,8 +49,11 @@ CREATE INDEX IF NOT EXISTS tasks_done ON tasks(task_id) WHERE state = 'done';
 
 _TASK_COLUMNS = (
     "task_id, grp, entries, state, attempts, error_type, error, seconds, worker, "
-    "n_done, n_skipped, n_failed, outputs, failures, updated"
+    "n_done, n_skipped, n_failed, outputs, failures, updated, n_missing"
 )
+
+# Columns added after the first schema, with their definitions: added to older files on open.
+_ADDED_TASK_COLUMNS = {"n_missing": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def sqlite_path(url: str) -> str:
@@ -83,6 +86,10 @@ class SqliteLedger(Ledger):
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)")}
+            for name, definition in _ADDED_TASK_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
             self._db.commit()
 
     def close(self) -> None:
@@ -129,13 +136,14 @@ class SqliteLedger(Ledger):
                 json.dumps(t.outputs),
                 json.dumps(t.failures),
                 t.updated,
+                t.n_missing,
             )
             for t in tasks
         ]
         with self._lock, self._db:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO tasks (run_id, {_TASK_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -199,6 +207,7 @@ class SqliteLedger(Ledger):
                 outputs=json.loads(r["outputs"]),
                 failures=json.loads(r["failures"]),
                 updated=r["updated"],
+                n_missing=r["n_missing"],
             )
             for r in rows
         ]

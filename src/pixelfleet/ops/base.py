@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import urllib.parse
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -94,6 +95,13 @@ class Op(ABC):
     @abstractmethod
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
         """Process one entry and write its outputs; raise an ``InputError`` for bad input."""
+
+    def start_task(self, ctx: OpContext, entries: Sequence[Entry]) -> None:  # noqa: B027
+        """Called once per task, before its entries are processed one by one.
+
+        Ops that work on several objects at once (batching, as the ``labels`` step
+        does) override it to see what is coming; the default does nothing.
+        """
 
     def provenance(self, entry: Entry) -> dict[str, str]:
         """Metadata stored with every output: what made it, from which version of the source."""
