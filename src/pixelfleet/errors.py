@@ -68,6 +68,22 @@ class LedgerError(PixelfleetError, LookupError):
     """A run or task asked for is not in the ledger."""
 
 
+class CatalogError(PixelfleetError, OSError):
+    """The catalog's database failed or could not be reached."""
+
+
+class BadQueryError(PixelfleetError, ValueError):
+    """A search query is invalid (bad bbox, datetime, limit, filter...); the message says why."""
+
+
+class ItemNotFoundError(PixelfleetError, LookupError):
+    """A STAC item or collection asked for is not in the catalog."""
+
+
+class AuthError(PixelfleetError, PermissionError):
+    """A request that changes data came without the right API token."""
+
+
 def is_permanent(error_type: str) -> bool:
     """Tell whether a task error of this class name should not be retried."""
     return error_type in _PERMANENT

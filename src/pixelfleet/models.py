@@ -73,11 +73,22 @@ class Task:
 
 @dataclass
 class OutputRecord:
-    """One object written (or found current) by a step."""
+    """One object written (or found current) by a step.
+
+    The optional fields describe the output as an asset of the source's STAC item
+    (see ``docs/DESIGN.md``, "Catalog"): ``asset`` is its key in the item's assets
+    (default: the step's name, numbered when a step writes several), ``roles`` its
+    STAC roles (``["thumbnail"]``, ``["overview"]``, ``["data"]``...), ``media_type``
+    its MIME type and ``title`` a human title.
+    """
 
     key: str
     size: int
     step: str
+    media_type: str | None = None
+    roles: list[str] | None = None
+    title: str | None = None
+    asset: str | None = None
 
 
 @dataclass
@@ -91,6 +102,8 @@ class EntryResult:
     error_type: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    #: The entry's STAC item (a JSON dict), when the pipeline has a ``[catalog]``.
+    item: dict[str, Any] | None = None
 
 
 @dataclass

@@ -67,6 +67,10 @@ class Settings:
     gdal_cache_mb: int = 64
     debug: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: The catalog ``search``/``serve``/``index`` use when nothing else names one.
+    catalog_url: str = "sqlite:///pixelfleet.db"
+    #: Bearer token that unlocks the server's write endpoints (None: writes refused).
+    api_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +104,8 @@ class Settings:
             gdal_cache_mb=_int(env, "PIXELFLEET_GDAL_CACHE_MB", 64, 8),
             debug=_flag(env, "PIXELFLEET_DEBUG", False),
             extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
+            catalog_url=env.get("PIXELFLEET_CATALOG") or "sqlite:///pixelfleet.db",
+            api_token=env.get("PIXELFLEET_API_TOKEN") or None,
         )
 
 
