@@ -30,6 +30,8 @@ MAX_TEXT = 500
 MAX_TERMS = 32
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Words that are query syntax in some engines (pgstac); they are never searched for.
+_OPERATOR_WORDS = {"and", "or", "not"}
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -244,7 +246,7 @@ def parse_q(value: str | Sequence[Any] | None) -> list[str] | None:
         raise BadQueryError(f"q is longer than {MAX_TEXT} characters; search for fewer words")
     if len(terms) > MAX_TERMS:
         raise BadQueryError(f"q has {len(terms)} alternatives; at most {MAX_TERMS} allowed")
-    cleaned = [" ".join(text_words(t)) for t in terms]
+    cleaned = [" ".join(w for w in text_words(t) if w not in _OPERATOR_WORDS) for t in terms]
     return [t for t in cleaned if t] or [""]
 
 
