@@ -174,14 +174,17 @@ def build_item(
     }
     for key, value in extra_properties.items():
         properties[key] = value
+    # Free-text search in pgstac looks at title, description and keywords, and its parser
+    # keeps "flower.jpg" whole: the key's words and the labels' names go in keywords.
+    keywords = [k for k in properties.get("keywords") or [] if isinstance(k, str)]
+    keywords += re.findall(r"[^\W_]+", entry.key.lower())
     labels = properties.get("labels")
     if isinstance(labels, list):
         names = [str(x["name"]) for x in labels if isinstance(x, dict) and x.get("name")]
         if names:
-            # Free-text search in pgstac looks at title, description and keywords.
-            keywords = [k for k in properties.get("keywords") or [] if isinstance(k, str)]
-            properties["keywords"] = sorted(set(keywords) | set(names))
+            keywords += names
             properties["description"] += " — labels: " + ", ".join(names)
+    properties["keywords"] = sorted(set(keywords))
     item = pystac.Item(
         id=entry.key,
         geometry=facts.geometry,

@@ -118,7 +118,7 @@ class PgstacCatalog(Catalog):
                 f"collection {sorted(missing)[0]!r} does not exist in the catalog; create it first"
             )
         # The same item twice in one load would conflict with itself: the last one wins.
-        unique = {(i["collection"], i["id"]): i for i in items}
+        unique = {(i["collection"], i["id"]): _storable(i) for i in items}
         try:
             self._loader().load_items(iter(list(unique.values())), Methods.upsert)
         except Exception as exc:
@@ -171,10 +171,30 @@ class PgstacCatalog(Catalog):
                 body = link.get("body") or {}
                 token = body.get("token") or str(link.get("href", "")).partition("token=")[2]
         return SearchPage(
-            items=list(data.get("features") or []),
+            items=[_readable(i) for i in data.get("features") or []],
             matched=data.get("numberMatched"),
             next_token=token or None,
         )
+
+
+#: pgstac needs a geometry; items without one (photos) get an empty one, which no
+#: spatial search matches, and get ``null`` back when read.
+_NO_GEOMETRY = {"type": "GeometryCollection", "geometries": []}
+
+
+def _storable(item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("geometry") is not None:
+        return item
+    return {**item, "geometry": _NO_GEOMETRY}
+
+
+def _readable(item: dict[str, Any]) -> dict[str, Any]:
+    geometry = item.get("geometry")
+    if isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection":
+        if not geometry.get("geometries"):
+            item["geometry"] = None
+            item.pop("bbox", None)
+    return item
 
 
 def _jsonb(value: Any) -> Any:
