@@ -77,6 +77,8 @@ def show_summary(summary: RunSummary) -> None:
         f" with their task; {human_bytes(c.get('bytes', 0))} of sources processed"
     )
     click.echo(f"  outputs: {where(summary.output_url)}")
+    if c.get("items_indexed"):
+        click.echo(f"  catalog: {c['items_indexed']} STAC items indexed")
     if summary.failures:
         click.echo("  failures:")
         show_failures(summary.failures)

@@ -88,6 +88,6 @@ def search(
             click.echo(f"{'':<10}  {'':<12} thumbnail: {thumb}")
     shown = len(page.items)
     total = "more than 10000" if page.matched is None else str(page.matched)
-    click.echo(f"{shown} of {total} items", err=True)
+    click.echo(f"{shown} of {total} items")
     if page.next_token:
-        click.echo(f"next page: --token {page.next_token}", err=True)
+        click.echo(f"next page: --token {page.next_token}")

@@ -72,6 +72,8 @@ def when_of(item: dict[str, Any]) -> str:
     if props.get("datetime"):
         return str(props["datetime"])[:10]
     start, end = str(props.get("start_datetime", ""))[:10], str(props.get("end_datetime", ""))[:10]
+    if start[:4] == end[:4] and start[5:] == "01-01" and end[5:] == "12-31":
+        return start[:4]
     return start if start == end else f"{start} – {end}"
 
 
