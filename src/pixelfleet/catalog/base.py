@@ -82,7 +82,7 @@ def check_item(item: Any) -> dict[str, Any]:
     if bbox is not None and (
         not isinstance(bbox, list)
         or len(bbox) not in (4, 6)
-        or not all(isinstance(v, int | float) for v in bbox)
+        or not all(type(v) in (float, int) for v in bbox)
     ):
         raise BadQueryError(f"item {ident!r} has a bbox that is not 4 or 6 numbers")
     return item

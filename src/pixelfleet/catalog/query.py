@@ -122,6 +122,11 @@ def to_epoch(text: str, end: bool = False, what: str = "datetime") -> float:
     A bare date is its whole day: its start, or with ``end`` its last instant.
     A timestamp without a zone is taken as UTC.
     """
+    if isinstance(text, str) and len(text) == 20 and text[10] == "T" and text[19] == "Z":
+        try:  # the common shape, 2013-06-20T00:00:00Z: no cleaning needed
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            pass
     if not isinstance(text, str) or not text.strip() or len(text) > 64:
         raise BadQueryError(f"{what} {text!r} is not an RFC 3339 timestamp, e.g. 2013-06-20T00:00Z")
     value = text.strip()
@@ -341,12 +346,14 @@ def parse_query(
 def item_interval(item: dict[str, Any]) -> tuple[float, float, float]:
     """``(sort datetime, start, end)`` of an item in epoch seconds."""
     props = item.get("properties") or {}
-    start_text = props.get("start_datetime") or props.get("datetime")
-    end_text = props.get("end_datetime") or props.get("datetime")
-    start = to_epoch(str(start_text), what="item datetime")
-    end = to_epoch(str(end_text), what="item datetime")
-    main = to_epoch(props["datetime"], what="item datetime") if props.get("datetime") else start
-    return main, start, end
+    when = props.get("datetime")
+    main = to_epoch(str(when), what="item datetime") if when else None
+    first, last = props.get("start_datetime"), props.get("end_datetime")
+    start = to_epoch(str(first), what="item datetime") if first else main
+    end = to_epoch(str(last), what="item datetime") if last else main
+    if start is None or end is None:
+        raise BadQueryError(f"item {item.get('id')!r} needs a datetime or start/end_datetime")
+    return (start if main is None else main), start, end
 
 
 def item_bbox(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
