@@ -18,6 +18,7 @@ Usage: python benchmarks/catalog.py [--items 1000000] [--pg-items 100000] [--que
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import random
@@ -59,8 +60,12 @@ VOCAB = [word(i) for i in range(VOCAB_SIZE)]
 WEIGHTS = [1.0 / (k + 10) for k in range(VOCAB_SIZE)]
 
 
-def iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+def iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def epoch(text: str) -> float:
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def items(n: int, seed: int = 1) -> Iterator[list[dict[str, Any]]]:
@@ -108,20 +113,23 @@ def items(n: int, seed: int = 1) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def load(url: str, n: int) -> float:
-    """Upsert N items; return items per second (upsert time only)."""
+def load(url: str, n: int) -> tuple[float, float]:
+    """Upsert N items; return items per second of wall time and of this process's CPU time
+    (upserts only; the CPU figure is steadier on a shared machine)."""
     spent = 0.0
+    cpu = 0.0
     with open_catalog(url) as catalog:
         catalog.save_collection(new_collection(COLLECTION))
         done = 0
         for batch in items(n):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             catalog.upsert(batch)
             spent += time.perf_counter() - t
+            cpu += time.process_time() - c
             done += len(batch)
             if done % 200_000 == 0:
                 print(f"    {done:,} items, {done / spent:,.0f} items/s so far", flush=True)
-    return n / spent
+    return n / spent, n / cpu
 
 
 def queries(count: int, seed: int = 7) -> dict[str, list[dict[str, str]]]:
@@ -215,8 +223,7 @@ def plain_scan(path: str, qs: dict[str, list[dict[str, str]]]) -> dict[str, tupl
             if "datetime" in p:
                 a, b = p["datetime"].split("/")
                 conds.append("dt_start <= ? AND dt_end >= ?")
-                args += [time.mktime(time.strptime(b, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone,
-                         time.mktime(time.strptime(a, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone]  # fmt: skip
+                args += [epoch(b), epoch(a)]
             sql = (
                 "SELECT content FROM items NOT INDEXED WHERE "
                 + " AND ".join(conds)
@@ -247,14 +254,21 @@ def pg_url() -> str | None:
     return f"postgresql://root@127.0.0.1:5432/{name}"
 
 
-def report(name: str, n: int, rate: float, http: dict[str, Any], scan: dict[str, Any]) -> None:
-    print(f"\n{name}: {n:,} items, bulk insert {rate:,.0f} items/s")
+def report(
+    name: str, n: int, rates: tuple[float, float], http: dict[str, Any], scan: dict[str, Any]
+) -> None:
+    print(
+        f"\n{name}: {n:,} items, bulk insert {rates[0]:,.0f} items/s wall,"
+        f" {rates[1]:,.0f} items/s of this process's CPU time"
+    )
     print(f"  {'query':<10} {'p50 ms':>8} {'p95 ms':>8}   {'scan p50':>9} {'scan p95':>9}  "
           f"{'p95 vs scan':>11}  target p95 <= 50 ms")  # fmt: skip
     for kind, (p50, p95) in http.items():
         s50, s95 = scan[kind]
         ok = "ok" if p95 <= 50 else "MISSED"
-        print(f"  {kind:<10} {p50:8.1f} {p95:8.1f}   {s50:9.1f} {s95:9.1f}  {s95 / p95:10.1f}x  {ok}")
+        print(
+            f"  {kind:<10} {p50:8.1f} {p95:8.1f}   {s50:9.1f} {s95:9.1f}  {s95 / p95:10.1f}x  {ok}"
+        )
 
 
 def main() -> int:
@@ -284,7 +298,7 @@ def main() -> int:
             proc.wait(10)
         scan = plain_scan(str(path), qs)
         report("sqlite", args.items, rate, http, scan)
-        print("  insert target >= 20,000 items/s:", "ok" if rate >= 20_000 else "MISSED")
+        print("  insert target >= 20,000 items/s:", "ok" if rate[0] >= 20_000 else "MISSED")
 
         pg = pg_url() if args.pg_items else None
         if pg is None:

@@ -39,9 +39,7 @@ def make_item(n: int, collection: str = "test", **props: Any) -> dict[str, Any]:
         "bbox": [lon, lat, lon + 1, lat + 1],
         "properties": properties,
         "links": [],
-        "assets": {
-            "thumbnail": {"href": f"https://example.test/{n}.jpg", "roles": ["thumbnail"]}
-        },
+        "assets": {"thumbnail": {"href": f"https://example.test/{n}.jpg", "roles": ["thumbnail"]}},
     }
 
 

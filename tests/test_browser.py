@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from catalog_helpers import chromium_path
-from server_helpers import fill_demo_catalog, live_server
 
+from catalog_helpers import chromium_path
 from pixelfleet.server import create_app
 from pixelfleet.settings import Settings
+from server_helpers import fill_demo_catalog, live_server
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +55,7 @@ def loaded_images(page: Any) -> tuple[int, int]:
     """(images shown, images broken) among result thumbnails."""
     return tuple(
         page.evaluate(
-        """() => {
+            """() => {
           const imgs = [...document.querySelectorAll('.thumb img, .big img')];
           return [imgs.filter(i => i.complete && i.naturalWidth > 0).length,
                   imgs.filter(i => i.complete && i.naturalWidth === 0).length];

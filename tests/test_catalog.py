@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from catalog_helpers import make_item
 
+from catalog_helpers import make_item
 from pixelfleet.catalog import Catalog, new_collection, open_catalog, parse_query
 from pixelfleet.catalog.memory import MemoryCatalog
 from pixelfleet.catalog.sqlite import fts_query

@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_helpers import fill_demo_catalog, live_server
 
 from pixelfleet.server import create_app
 from pixelfleet.settings import Settings
+from server_helpers import fill_demo_catalog, live_server
 
 NAIP = "va/2016/m_3607824_se_17_1_20160620_sub.tif"
 TOKEN = "s3cret-token"
@@ -41,9 +41,10 @@ def test_landing_conformance_and_collections(client: TestClient) -> None:
     assert landing["type"] == "Catalog" and landing["stac_version"] == "1.1.0"
     rels = {(link["rel"], link.get("method")) for link in landing["links"]}
     assert {("search", "GET"), ("search", "POST"), ("conformance", None), ("data", None)} <= rels
-    assert "https://api.stacspec.org/v1.0.0/item-search" in client.get("/stac/conformance").json()[
-        "conformsTo"
-    ]
+    assert (
+        "https://api.stacspec.org/v1.0.0/item-search"
+        in client.get("/stac/conformance").json()["conformsTo"]
+    )
     collections = client.get("/stac/collections").json()["collections"]
     assert [c["id"] for c in collections] == ["demo"]
     assert collections[0]["extent"]["spatial"]["bbox"][0][0] < -100
@@ -160,7 +161,9 @@ def test_pages_render(client: TestClient) -> None:
     assert page.status_code == 200 and "chelsea.png" in page.text and "<img" in page.text
     page = client.get("/", params={"bbox": "1,2"})
     assert page.status_code == 400 and "bbox" in page.text
-    page = client.get("/", params={"collection": "demo", "start": "2016-01-01", "end": "2016-12-31"})
+    page = client.get(
+        "/", params={"collection": "demo", "start": "2016-01-01", "end": "2016-12-31"}
+    )
     assert NAIP in page.text
     item = client.get(f"/items/demo/{NAIP}")
     assert item.status_code == 200 and "<polygon" in item.text and "EPSG:26917" in item.text
@@ -174,8 +177,9 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 param_names = st.sampled_from(

@@ -143,4 +143,3 @@ def gps_point(exif: Any) -> tuple[float, float] | None:
 def _degrees(value: Any) -> float:
     d, m, s = (float(v) for v in value)
     return d + m / 60 + s / 3600
-

@@ -155,7 +155,10 @@ def build_item(
     elif year is not None:
         # A year folder says "some time that year": an interval, not an instant.
         when, origin = None, "key"
-        span = {"start_datetime": f"{year}-01-01T00:00:00Z", "end_datetime": f"{year}-12-31T23:59:59Z"}
+        span = {
+            "start_datetime": f"{year}-01-01T00:00:00Z",
+            "end_datetime": f"{year}-12-31T23:59:59Z",
+        }
     else:
         when, origin = datetime.fromtimestamp(entry.mtime or 0, UTC), "mtime"
     name = posixpath.basename(entry.key)

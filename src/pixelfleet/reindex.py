@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pixelfleet.catalog import Catalog, open_catalog
 from pixelfleet.errors import ConfigError
@@ -94,7 +95,7 @@ def _bounded_map(
     """``pool.map`` that keeps at most ``window`` entries in flight (listings can be huge)."""
     from collections import deque
 
-    futures: deque = deque()  # type: ignore[type-arg]
+    futures: deque[Any] = deque()
     for item in items:
         futures.append(pool.submit(fn, item))  # type: ignore[arg-type]
         if len(futures) >= window:

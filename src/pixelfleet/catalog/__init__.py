@@ -51,4 +51,5 @@ def check_catalog_url(url: str) -> str:
 def open_catalog(url: str) -> Catalog:
     """Open the catalog a URL names."""
     check_catalog_url(url)
-    return catalogs.get(scheme(url))(url)  # type: ignore[no-any-return]
+    catalog: Catalog = catalogs.get(scheme(url))(url)
+    return catalog

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pixelfleet.errors import BadQueryError, ConfigError, ItemNotFoundError
 from pixelfleet.catalog.query import SearchQuery
+from pixelfleet.errors import BadQueryError, ConfigError, ItemNotFoundError
 
 _COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

@@ -55,7 +55,9 @@ def _check(node: Any, depth: int, counter: list[int], boolean: bool = False) -> 
         raise BadQueryError(f"filter nests deeper than {MAX_DEPTH} levels; simplify it")
     if boolean:
         if not isinstance(node, dict) or "op" not in node:
-            raise BadQueryError(f"filter: expected an operation {{'op': ..., 'args': [...]}}, got {_short(node)}")
+            raise BadQueryError(
+                f"filter: expected an operation {{'op': ..., 'args': [...]}}, got {_short(node)}"
+            )
         op, args = node.get("op"), node.get("args")
         if op not in OPERATORS:
             raise BadQueryError(
@@ -125,7 +127,9 @@ def _check_literal(value: Any) -> None:
     if isinstance(value, dict) and ("timestamp" in value or "date" in value):
         timestamp(value)
         return
-    raise BadQueryError(f"filter: value {_short(value)} is not a string, number, boolean or timestamp")
+    raise BadQueryError(
+        f"filter: value {_short(value)} is not a string, number, boolean or timestamp"
+    )
 
 
 def _prop(node: Any) -> str:
@@ -320,8 +324,9 @@ def _eval(node: dict[str, Any], item: dict[str, Any]) -> bool | None:
         return None if any(r is None for r in results) else False
     if op == "between":
         value = _value(args[0], item)
-        low, high = _compare(">=", value, _value(args[1], item)), _compare(
-            "<=", value, _value(args[2], item)
+        low, high = (
+            _compare(">=", value, _value(args[1], item)),
+            _compare("<=", value, _value(args[2], item)),
         )
         if low is False or high is False:
             return False
@@ -340,8 +345,8 @@ def _eval(node: dict[str, Any], item: dict[str, Any]) -> bool | None:
         from pixelfleet.catalog.query import item_interval
 
         _, start, end = item_interval(item)
-        low, high = temporal_interval(args[1])
-        return start <= high and end >= low
+        first, last = temporal_interval(args[1])
+        return start <= last and end >= first
     raise BadQueryError(f"filter: operator {op!r} is not supported")  # pragma: no cover
 
 
@@ -380,8 +385,8 @@ def to_sqlite(expr: dict[str, Any], params: list[Any]) -> str:
         params.extend([e, w, n, s])
         return "(items.minx <= ? AND items.maxx >= ? AND items.miny <= ? AND items.maxy >= ?)"
     if op in TEMPORAL:
-        low, high = temporal_interval(args[1])
-        params.extend([_finite(high), _finite(low)])
+        first, last = temporal_interval(args[1])
+        params.extend([_finite(last), _finite(first)])
         return "(items.dt_start <= ? AND items.dt_end >= ?)"
     raise BadQueryError(f"filter: operator {op!r} is not supported")  # pragma: no cover
 

@@ -17,10 +17,10 @@ from pixelfleet.catalog.query import (
     SearchQuery,
     decode_token,
     encode_token,
+    iso,
     item_bbox,
     item_interval,
     item_text,
-    iso,
     text_words,
 )
 from pixelfleet.errors import ItemNotFoundError
@@ -123,8 +123,12 @@ class MemoryCatalog(Catalog):
         after = decode_token(query)
         with self._lock:
             found = [i for i in self._items.values() if matches(query, i)]
-        cmp = functools.cmp_to_key(lambda a, b: compare(a[0], b[0], keys))
-        ranked = sorted(((sort_values(i, keys), i) for i in found), key=cmp)
+        def by_keys(a: tuple[list[Any], Any], b: tuple[list[Any], Any]) -> int:
+            return compare(a[0], b[0], keys)
+
+        cmp = functools.cmp_to_key(by_keys)
+        pairs: list[tuple[list[Any], dict[str, Any]]] = [(sort_values(i, keys), i) for i in found]
+        ranked = sorted(pairs, key=cmp)
         if after is not None:
             ranked = [r for r in ranked if compare(r[0], after, keys) > 0]
         page = ranked[: query.limit]

@@ -24,8 +24,10 @@ def pgstac_filter(node: Any) -> Any:
     """Our CQL2-JSON as pgstac takes it: ``{"bbox": [...]}`` operands become polygons."""
     if isinstance(node, dict):
         if set(node) == {"bbox"}:
-            w, s, e, n = node["bbox"][:4] if len(node["bbox"]) == 4 else (
-                node["bbox"][0], node["bbox"][1], node["bbox"][3], node["bbox"][4]
+            w, s, e, n = (
+                node["bbox"][:4]
+                if len(node["bbox"]) == 4
+                else (node["bbox"][0], node["bbox"][1], node["bbox"][3], node["bbox"][4])
             )
             ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
             return {"type": "Polygon", "coordinates": [ring]}
@@ -48,7 +50,9 @@ def search_body(query: SearchQuery) -> dict[str, Any]:
         body["bbox"] = list(query.bbox)
     if query.datetime is not None:
         low, high = query.datetime
-        body["datetime"] = f"{'..' if low is None else iso(low)}/{'..' if high is None else iso(high)}"
+        body["datetime"] = (
+            f"{'..' if low is None else iso(low)}/{'..' if high is None else iso(high)}"
+        )
     if query.q is not None:
         # Words of a term must all match (pgstac would read bare spaces as "adjacent").
         body["q"] = [" AND ".join(t.split()) for t in query.q if t]
@@ -70,7 +74,8 @@ class PgstacCatalog(Catalog):
             from pypgstac.db import PgstacDB
         except ModuleNotFoundError as exc:
             raise MissingExtraError(
-                "a postgresql:// catalog needs optional dependencies: pip install 'pixelfleet[pgstac]'"
+                "a postgresql:// catalog needs optional dependencies:"
+                " pip install 'pixelfleet[pgstac]'"
             ) from exc
         self.url = url
         self._db = PgstacDB(dsn=url)
@@ -102,7 +107,9 @@ class PgstacCatalog(Catalog):
         try:
             self._loader().load_collections(iter([collection]), Methods.upsert)
         except Exception as exc:
-            raise CatalogError(f"pgstac refused collection {collection.get('id')!r}: {exc}") from exc
+            raise CatalogError(
+                f"pgstac refused collection {collection.get('id')!r}: {exc}"
+            ) from exc
 
     def upsert(self, items: Sequence[dict[str, Any]]) -> int:
         from pypgstac.load import Methods
@@ -157,14 +164,16 @@ class PgstacCatalog(Catalog):
         if query.q is not None and not any(query.q):
             return SearchPage(items=[], matched=0)
         try:
-            (result,) = self._db.query_one("SELECT search(%s::jsonb)", [_jsonb(search_body(query))]),
+            (result,) = (
+                self._db.query_one("SELECT search(%s::jsonb)", [_jsonb(search_body(query))]),
+            )
         except psycopg.errors.RaiseException as exc:
             raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
         except psycopg.errors.DataError as exc:
             raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
         except psycopg.Error as exc:
             raise CatalogError(f"pgstac search failed: {exc}") from exc
-        data = result if isinstance(result, dict) else {}
+        data: dict[str, Any] = result if isinstance(result, dict) else {}
         token = None
         for link in data.get("links") or []:
             if link.get("rel") == "next":
@@ -190,10 +199,10 @@ def _storable(item: dict[str, Any]) -> dict[str, Any]:
 
 def _readable(item: dict[str, Any]) -> dict[str, Any]:
     geometry = item.get("geometry")
-    if isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection":
-        if not geometry.get("geometries"):
-            item["geometry"] = None
-            item.pop("bbox", None)
+    empty = isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection"
+    if empty and not geometry.get("geometries"):  # type: ignore[union-attr]
+        item["geometry"] = None
+        item.pop("bbox", None)
     return item
 
 

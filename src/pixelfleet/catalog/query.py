@@ -215,7 +215,9 @@ def parse_limit(value: Any) -> int:
         if isinstance(value, float | str) and float(value) != number:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        raise BadQueryError(f"limit {value!r} must be a whole number from 1 to {MAX_LIMIT}") from None
+        raise BadQueryError(
+            f"limit {value!r} must be a whole number from 1 to {MAX_LIMIT}"
+        ) from None
     if not 1 <= number <= MAX_LIMIT:
         raise BadQueryError(f"limit {value!r} must be from 1 to {MAX_LIMIT}")
     return number
@@ -274,7 +276,8 @@ def parse_sortby(value: str | Sequence[Any] | None) -> list[tuple[str, str]]:
         for rule in value:
             if not isinstance(rule, dict) or not isinstance(rule.get("field"), str):
                 raise BadQueryError(
-                    f"sortby {value!r} must be a list of {{'field': ..., 'direction': 'asc'|'desc'}}"
+                    f"sortby {value!r} must be a list of"
+                    " {'field': ..., 'direction': 'asc'|'desc'}"
                 )
             direction = str(rule.get("direction", "asc")).lower()
             if direction not in ("asc", "desc"):
@@ -282,11 +285,13 @@ def parse_sortby(value: str | Sequence[Any] | None) -> list[tuple[str, str]]:
             out.append((rule["field"], direction))
     else:
         raise BadQueryError(f"sortby {value!r} must be a string like -datetime or a list")
-    fields = []
+    fields: list[tuple[str, str]] = []
     for name, direction in out:
         name = name.removeprefix("properties.")
         if name not in SORT_FIELDS:
-            raise BadQueryError(f"cannot sort by {name!r}; sort by one of: {', '.join(SORT_FIELDS)}")
+            raise BadQueryError(
+                f"cannot sort by {name!r}; sort by one of: {', '.join(SORT_FIELDS)}"
+            )
         if name in (f for f, _ in fields):
             raise BadQueryError(f"sortby names {name!r} twice")
         fields.append((name, direction))

@@ -23,10 +23,10 @@ from pixelfleet.catalog.query import (
     SearchQuery,
     decode_token,
     encode_token,
+    iso,
     item_bbox,
     item_interval,
     item_text,
-    iso,
 )
 from pixelfleet.errors import CatalogError, ItemNotFoundError
 from pixelfleet.ledger.sqlite import sqlite_path
@@ -158,7 +158,9 @@ class SqliteCatalog(Catalog):
                     db.executemany("DELETE FROM items_rtree WHERE id = ?", old)
                 next_id = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM items").fetchone()[0]
                 assigned: dict[tuple[str, str], int] = {}
-                item_rows, fts_rows, tree_rows = {}, {}, {}
+                item_rows: dict[int, tuple[Any, ...]] = {}
+                fts_rows: dict[int, tuple[Any, ...]] = {}
+                tree_rows: dict[int, tuple[Any, ...]] = {}
                 for item, dt, start, end, box, text in rows:
                     key = (item["collection"], item["id"])
                     rowid = existing.get(key) or assigned.get(key)
@@ -169,10 +171,23 @@ class SqliteCatalog(Catalog):
                     minx, miny, maxx, maxy = box if box else (None, None, None, None)
                     # Keyed by rowid: the same item twice in one batch, the last one wins.
                     item_rows[rowid] = (
-                        rowid, *key, dt, start, end, minx, miny, maxx, maxy, dumps(item)
+                        rowid,
+                        *key,
+                        dt,
+                        start,
+                        end,
+                        minx,
+                        miny,
+                        maxx,
+                        maxy,
+                        dumps(item),
                     )
                     fts_rows[rowid] = (
-                        rowid, text["title"], text["keys"], text["labels"], text["description"]
+                        rowid,
+                        text["title"],
+                        text["keys"],
+                        text["labels"],
+                        text["description"],
                     )
                     tree_rows.pop(rowid, None)
                     if box:
@@ -277,7 +292,9 @@ class SqliteCatalog(Catalog):
     def where(self, query: SearchQuery) -> tuple[str, str, list[Any]] | None:
         """``(joins, conditions, params)`` for a query's conditions, or None if nothing can
         match. The plain-scan benchmark baseline reuses the conditions."""
-        joins, conds, params = "", [], []
+        joins = ""
+        conds: list[str] = []
+        params: list[Any] = []
         if query.bbox is not None:
             w, s, e, n = query.bbox
             joins = (

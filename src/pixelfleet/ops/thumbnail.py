@@ -137,4 +137,6 @@ class ThumbnailOp(Op):
         (key,) = self.output_keys(entry)
         data = render_object(ctx.source, entry, self.options, ctx.settings)
         content_type = CONTENT_TYPES[self.options.output_format]
-        return [ctx.write(self, entry, key, data, content_type, title="Thumbnail", asset="thumbnail")]
+        return [
+            ctx.write(self, entry, key, data, content_type, title="Thumbnail", asset="thumbnail")
+        ]

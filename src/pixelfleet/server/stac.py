@@ -68,7 +68,8 @@ SEARCH_PARAMS = {
 
 def catalog_of(request: Request) -> Catalog:
     """The app's catalog."""
-    return request.app.state.catalog  # type: ignore[no-any-return]
+    catalog: Catalog = request.app.state.catalog
+    return catalog
 
 
 def base_url(request: Request) -> str:

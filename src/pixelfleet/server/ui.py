@@ -147,9 +147,8 @@ def search_page(request: Request) -> Response:
             "matched": matched,
             "error": error,
             "next_href": next_href,
-            "first_href": "/?" + urllib.parse.urlencode(
-                [(k, v) for k, v in params.multi_items() if k != "token"]
-            )
+            "first_href": "/?"
+            + urllib.parse.urlencode([(k, v) for k, v in params.multi_items() if k != "token"])
             if params.get("token")
             else None,
             "collections": [c["id"] for c in catalog.collections()],
@@ -238,7 +237,13 @@ def runs_page(request: Request) -> Response:
                             for t in ledger.find_tasks(run.run_id, ["failed"], limit=5)
                             for f in (
                                 t.failures
-                                or [{"key": t.group, "error_type": t.error_type, "error": t.error}]
+                                or [
+                                    {
+                                        "key": t.group,
+                                        "error_type": t.error_type or "",
+                                        "error": t.error or "",
+                                    }
+                                ]
                             )
                         ][:5],
                     }
@@ -246,9 +251,7 @@ def runs_page(request: Request) -> Response:
     except (LedgerError, PixelfleetError) as exc:
         error = str(exc)
     live = any(r["state"] == "running" for r in rows)
-    return page(
-        request, "runs.html", {"runs": rows, "error": error, "live": live, "title": "Runs"}
-    )
+    return page(request, "runs.html", {"runs": rows, "error": error, "live": live, "title": "Runs"})
 
 
 def _took(seconds: float) -> str:
@@ -267,9 +270,12 @@ def footprint_svg(item: dict[str, Any]) -> dict[str, Any] | None:
     if not geometry or not bbox:
         return None
     rings = _rings(geometry)
-    w, s, e, n = bbox[0], bbox[1], bbox[-3] if len(bbox) == 6 else bbox[2], bbox[-2] if len(
-        bbox
-    ) == 6 else bbox[3]
+    w, s, e, n = (
+        bbox[0],
+        bbox[1],
+        bbox[-3] if len(bbox) == 6 else bbox[2],
+        bbox[-2] if len(bbox) == 6 else bbox[3],
+    )
     span = max(e - w, n - s, 1e-6)
     pad = span * 0.15
     fw, fs, fe, fn = w - pad, s - pad, w + span + pad, s + span + pad
@@ -301,7 +307,7 @@ def footprint_svg(item: dict[str, Any]) -> dict[str, Any] | None:
     return {"outline": outline, "world": world, "ticks": ticks, "size": size}
 
 
-def _rings(geometry: dict[str, Any]) -> list[list[list[float]]]:
+def _rings(geometry: dict[str, Any]) -> list[Any]:
     kind, coords = geometry.get("type"), geometry.get("coordinates")
     if kind == "Point":
         return [[coords, coords]]
