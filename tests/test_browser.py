@@ -106,4 +106,5 @@ def test_bad_input_and_runs_page(page: Any, base: str) -> None:
     page.goto(f"{base}/runs")
     assert page.locator("table.runs tr.done").count() == 1
     assert "100%" in page.locator("table.runs").inner_text()
+    assert page.locator("table.runs tr.done td").nth(4).inner_text() == "15"
     page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)

@@ -230,7 +230,7 @@ def runs_page(request: Request) -> Response:
                         "failed": counts.get("failed", 0),
                         "running": counts.get("running", 0) + counts.get("pending", 0),
                         "skipped": run.counts.get("tasks_skipped", 0),
-                        "items": run.counts.get("items_indexed", 0),
+                        "indexed": run.counts.get("items_indexed", 0),
                         "percent": 100 if total == 0 else math.floor(100 * finished / total),
                         "failures": [
                             f
