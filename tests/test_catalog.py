@@ -242,3 +242,27 @@ def test_collection_ids_and_urls_are_checked(tmp_path: Path) -> None:
         open_catalog("mysql://x")
     cat = open_catalog(f"sqlite:///{tmp_path / 'x.db'}")
     cat.close()
+
+
+@pytest.mark.parametrize(
+    "window",
+    ["2012-06-01/2012-06-02", "2014-12-31/2015-01-01", "../2011-01-01", "2016-01-01/..",
+     "2013-07-01", "2015-03-01T00:00:00Z/2015-03-01T00:00:01Z"],
+)  # fmt: skip
+def test_intervals_meet_windows(catalog: Catalog, window: str) -> None:
+    name = f"c{secrets.token_hex(3)}"
+    reference = MemoryCatalog()
+    spans = [
+        {"datetime": None, "start_datetime": "2012-01-01T00:00:00Z",
+         "end_datetime": "2012-12-31T23:59:59Z"},
+        {"datetime": "2015-06-01T00:00:00Z", "start_datetime": "2014-01-01T00:00:00Z",
+         "end_datetime": "2016-01-01T00:00:00Z"},
+        {"datetime": "2010-05-05T00:00:00Z"},
+        {"datetime": "2013-07-01T12:00:00Z"},
+    ]  # fmt: skip
+    items = [make_item(n, name, **props) for n, props in enumerate(spans)]
+    for cat in (catalog, reference):
+        cat.save_collection(new_collection(name))
+        cat.upsert(items)
+    got = ids(catalog, collections=[name], datetime=window, limit=50)
+    assert got == ids(reference, collections=[name], datetime=window, limit=50)

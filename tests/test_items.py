@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image
 
 from pixelfleet.catalog import open_catalog, parse_query

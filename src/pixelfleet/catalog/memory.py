@@ -123,6 +123,7 @@ class MemoryCatalog(Catalog):
         after = decode_token(query)
         with self._lock:
             found = [i for i in self._items.values() if matches(query, i)]
+
         def by_keys(a: tuple[list[Any], Any], b: tuple[list[Any], Any]) -> int:
             return compare(a[0], b[0], keys)
 

@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items(collection, id);
 CREATE INDEX IF NOT EXISTS items_sort ON items(datetime DESC, collection, id);
 CREATE INDEX IF NOT EXISTS items_id ON items(id);
-CREATE INDEX IF NOT EXISTS items_start ON items(dt_start);
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree(id, minx, maxx, miny, maxy);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
@@ -111,7 +110,7 @@ class SqliteCatalog(Catalog):
             for pragma in (
                 "synchronous=NORMAL",
                 "temp_store=MEMORY",
-                "cache_size=-65536",
+                "cache_size=-262144",
                 "mmap_size=268435456",
                 "case_sensitive_like=ON",
             ):
@@ -208,7 +207,7 @@ class SqliteCatalog(Catalog):
                 )
                 self._grow_extents(rows)
                 # The longest item interval bounds datetime searches to an index range.
-                span = max(r[3] - r[2] for r in rows)
+                span = max(max(r[3], r[1]) - min(r[2], r[1]) for r in rows)
                 db.execute(
                     "INSERT INTO catalog_meta VALUES ('max_span', ?) ON CONFLICT(key)"
                     " DO UPDATE SET value = max(value, excluded.value)",
@@ -322,10 +321,15 @@ class SqliteCatalog(Catalog):
             if low is not None:
                 conds.append("items.dt_end >= ?")
                 params.append(low)
-                # No item is longer than max_span: its start is no earlier than this, so
-                # the start index gives a bounded range instead of "everything before high".
-                conds.append("items.dt_start >= ?")
-                params.append(low - self._max_span())
+            # No item is longer than max_span, and an item's sort datetime lies in its
+            # interval: so the sort index gives a bounded range to read, not "all before".
+            span = self._max_span()
+            if low is not None:
+                conds.append("items.datetime >= ?")
+                params.append(low - span)
+            if high is not None:
+                conds.append("items.datetime <= ?")
+                params.append(high + span)
         if query.filter is not None:
             conds.append(to_sqlite(query.filter, params))
         return joins, " AND ".join(conds) or "1", params
