@@ -14,14 +14,16 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixelfleet.errors import PixelfleetError
-from pixelfleet.items import ItemSettings, build_item
 from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult, one_line
 from pixelfleet.ops import Op, OpContext
 from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage
+
+if TYPE_CHECKING:  # items (and Pillow, pystac) are imported only by pipelines with a catalog
+    from pixelfleet.items import ItemSettings
 
 
 @dataclass
@@ -90,6 +92,8 @@ def prepare(context: str) -> _Prepared:
             )
             items = None
             if pipeline.catalog is not None:
+                from pixelfleet.items import ItemSettings
+
                 items = ItemSettings(
                     collection=pipeline.catalog.collection,
                     pipeline_hash=pipeline.settings_hash,
@@ -131,6 +135,8 @@ def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> Ent
             if prepared.items is not None:
                 properties.update(op.item_properties(prepared.ctx, entry, mine))
         if prepared.items is not None:
+            from pixelfleet.items import build_item
+
             ctx = prepared.ctx
             item = build_item(
                 ctx.source, ctx.output, entry, outputs, properties, prepared.items, ctx.settings

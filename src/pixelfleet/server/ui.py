@@ -99,6 +99,7 @@ def search_page(request: Request) -> Response:
     error = None
     items: list[dict[str, Any]] = []
     matched: int | None = 0
+    cap = None
     next_href = None
     status = 200
     try:
@@ -116,6 +117,7 @@ def search_page(request: Request) -> Response:
         )
         result = catalog.search(query)
         items, matched = result.items, result.matched
+        cap = result.extra.get("matched_cap")
         if result.next_token:
             rest = [(k, v) for k, v in params.multi_items() if k != "token"]
             next_href = "/?" + urllib.parse.urlencode([*rest, ("token", result.next_token)])
@@ -145,6 +147,7 @@ def search_page(request: Request) -> Response:
             "form": form,
             "cards": cards,
             "matched": matched,
+            "cap": cap,
             "error": error,
             "next_href": next_href,
             "first_href": "/?"
