@@ -70,3 +70,13 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Env]:
         yield env
     finally:
         env.client.close()
+
+
+# -- Catalog: a throw-away PostgreSQL database (pgstac) for the session ----------------------
+from catalog_helpers import pg_database  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session (dropped afterwards)."""
+    yield from pg_database()

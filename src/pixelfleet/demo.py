@@ -1,4 +1,5 @@
-"""``make demo``: thumbnails for the bundled sample bucket, then a rerun that skips everything.
+"""``make demo``: thumbnails and STAC items for the bundled sample bucket, then a rerun that
+skips everything; ends by saying how to open the search page.
 
 Run from the repository root: ``python -m pixelfleet.demo``.
 """
@@ -16,7 +17,7 @@ import click
 from pixelfleet.cli.display import show_summary
 from pixelfleet.errors import PixelfleetError
 from pixelfleet.ledger import open_ledger
-from pixelfleet.pipeline import load_pipeline
+from pixelfleet.pipeline import Pipeline, load_pipeline
 from pixelfleet.runner import Runner
 from pixelfleet.settings import get_settings
 from pixelfleet.storage.local import path_from_url
@@ -57,6 +58,28 @@ def _labels_caption(thumb: Path) -> str:
     except (ValueError, KeyError):
         return ""
     return f"<br><b>{html.escape(text)}</b>" if text else ""
+def catalog_url(pipeline: Pipeline) -> str:
+    """The catalog the demo pipeline writes to."""
+    section = pipeline.catalog
+    return (section.url if section and section.url else None) or get_settings().catalog_url
+
+
+def fill_catalog(pipeline: Pipeline, indexed: int) -> int:
+    """Index the demo's items if the runs did not (their tasks were done before a catalog
+    was configured); return how many items the demo collection holds."""
+    from pixelfleet.catalog import open_catalog, parse_query
+    from pixelfleet.reindex import reindex
+
+    if pipeline.catalog is None:
+        return 0
+    with open_catalog(catalog_url(pipeline)) as catalog:
+        query = parse_query(collections=[pipeline.catalog.collection], limit=1)
+        held = catalog.search(query).matched or 0
+        if held < indexed or held == 0:
+            click.secho(f"\n== pixelfleet index {PIPELINE}   (fill the catalog)", bold=True)
+            reindex(pipeline, catalog)
+            held = catalog.search(query).matched or 0
+    return held
 
 
 def main() -> int:
@@ -73,6 +96,7 @@ def main() -> int:
             click.secho(f"\n== pixelfleet run {PIPELINE}   (again: nothing to redo)", bold=True)
             second = Runner(pipeline, ledger, progress=False).run()
             show_summary(second)
+        indexed = fill_catalog(pipeline, first.counts.get("items_indexed", 0))
     except PixelfleetError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
@@ -86,6 +110,12 @@ def main() -> int:
     if labelled:
         click.echo(f"  labels:         {rel}/**/*.labels.json (next to each thumbnail)")
     click.echo("  run status:     .venv/bin/pixelfleet status")
+    click.echo(f"  catalog:        {indexed} STAC items in {catalog_url(pipeline)}")
+    click.echo('  search:         .venv/bin/pixelfleet search "flower"   (or --bbox, --datetime)')
+    click.secho(
+        "  search page:    .venv/bin/pixelfleet serve   then open http://127.0.0.1:8000/",
+        bold=True,
+    )
     click.echo(f"  what it would do: .venv/bin/pixelfleet run {PIPELINE} --dry-run")
     return 1 if first.failed else 0
 

@@ -74,6 +74,20 @@ class ThrottledError(PixelfleetError, RuntimeError):
 
 class InventoryError(PixelfleetError, ValueError):
     """An S3 Inventory report is malformed, incomplete or fails its checksum."""
+class CatalogError(PixelfleetError, OSError):
+    """The catalog's database failed or could not be reached."""
+
+
+class BadQueryError(PixelfleetError, ValueError):
+    """A search query is invalid (bad bbox, datetime, limit, filter...); the message says why."""
+
+
+class ItemNotFoundError(PixelfleetError, LookupError):
+    """A STAC item or collection asked for is not in the catalog."""
+
+
+class AuthError(PixelfleetError, PermissionError):
+    """A request that changes data came without the right API token."""
 
 
 def is_permanent(error_type: str) -> bool:

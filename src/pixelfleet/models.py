@@ -74,7 +74,14 @@ class Task:
 
 @dataclass
 class OutputRecord:
-    """One object written (or found current) by a step."""
+    """One object written (or found current) by a step.
+
+    The optional fields describe the output as an asset of the source's STAC item
+    (see ``docs/DESIGN.md``, "Catalog"): ``asset`` is its key in the item's assets
+    (default: the step's name, numbered when a step writes several), ``roles`` its
+    STAC roles (``["thumbnail"]``, ``["overview"]``, ``["data"]``...), ``media_type``
+    its MIME type and ``title`` a human title.
+    """
 
     key: str
     size: int
@@ -82,6 +89,10 @@ class OutputRecord:
     #: Catalog properties the step found for the source object, such as
     #: ``{"pixelfleet:labels": [...]}``; merged into :attr:`EntryResult.properties`.
     properties: dict[str, Any] = field(default_factory=dict)
+    media_type: str | None = None
+    roles: list[str] | None = None
+    title: str | None = None
+    asset: str | None = None
 
 
 @dataclass
@@ -98,6 +109,8 @@ class EntryResult:
     #: Catalog properties of the source object from every step that ran on it (e.g. labels),
     #: for the catalog to put on the object's STAC item. Empty for skipped objects.
     properties: dict[str, Any] = field(default_factory=dict)
+    #: The entry's STAC item (a JSON dict), when the pipeline has a ``[catalog]``.
+    item: dict[str, Any] | None = None
 
 
 @dataclass

@@ -51,6 +51,35 @@ class Output(_Strict):
     public_url: str | None = None
 
 
+class CatalogSection(_Strict):
+    """Where the pipeline's STAC items go (see ``pixelfleet.catalog``)."""
+
+    url: str | None = Field(
+        None,
+        description="sqlite:///path.db or postgresql://... (pgstac); default: $PIXELFLEET_CATALOG,"
+        " else sqlite:///pixelfleet.db",
+    )
+    collection: str = Field(description="the STAC collection every item of this pipeline is in")
+    title: str | None = None
+    description: str | None = None
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection(cls, value: str) -> str:
+        from pixelfleet.catalog.base import check_collection_id
+
+        return check_collection_id(value)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from pixelfleet.catalog import check_catalog_url
+
+        return check_catalog_url(value)
+
+
 class Run(_Strict):
     """How the work is executed."""
 
@@ -88,6 +117,7 @@ class Pipeline(_Strict):
     output: Output
     steps: list[OpConfig]
     run: Run = Run()
+    catalog: CatalogSection | None = None
     path: str | None = None
 
     @property
@@ -206,12 +236,12 @@ def pipeline_from_dict(data: dict[str, Any], where: str = "pipeline") -> Pipelin
     data = dict(data)
     steps = _parse_steps(data.pop("steps", None), where)
     data.pop("path", None)
-    allowed = {"source", "output", "run"}
+    allowed = {"source", "output", "run", "catalog"}
     for name in data:
         if name not in allowed:
             raise ConfigError(
                 f"{where}: unknown section [{name}]; valid sections: "
-                f"[source], [output], [[steps]], [run]"
+                f"[source], [output], [[steps]], [run], [catalog]"
             )
     try:
         return Pipeline.model_validate({**data, "steps": steps, "path": where})
@@ -252,4 +282,10 @@ def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
         rel = ledger.removeprefix("sqlite:///")
         if ledger.startswith("sqlite:///") and rel != ":memory:" and not rel.startswith("/"):
             run["ledger"] = "sqlite:///" + os.path.normpath(os.path.join(base, rel))
+    catalog = data.get("catalog")
+    if isinstance(catalog, dict) and isinstance(catalog.get("url"), str):
+        url = catalog["url"]
+        rel = url.removeprefix("sqlite:///")
+        if url.startswith("sqlite:///") and rel != ":memory:" and not rel.startswith("/"):
+            catalog["url"] = "sqlite:///" + os.path.normpath(os.path.join(base, rel))
     return pipeline_from_dict(data, where=path)

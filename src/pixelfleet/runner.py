@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pixelfleet.catalog import Catalog
 from pixelfleet.errors import ConfigError, PixelfleetError
 from pixelfleet.executors import Executor, Job, open_executor
 from pixelfleet.inventory import select
@@ -93,8 +94,10 @@ class Runner:
         workers: int | None = None,
         progress: bool | None = None,
         shard: tuple[int, int] | None = None,
+        catalog: Catalog | None = None,
     ):
         self.pipeline = pipeline
+        self.catalog = catalog
         self.ledger = ledger
         self.executor_spec = executor or pipeline.run.executor
         self.workers = workers or pipeline.run.workers
@@ -189,9 +192,11 @@ class Runner:
                 "objects_skipped",
                 "objects_missing",
                 "bytes",
+                "items_indexed",
             ),
             0,
         )
+        indexer = ItemIndexer.for_pipeline(pipeline, self.catalog, record.run_id)
         by_id = {r.task_id: r for r in known or []}
         lost: list[TaskRecord] = []  # tasks whose worker died: they may have left partial writes
         inflight: dict[str, TaskRecord] = {}
@@ -218,6 +223,8 @@ class Runner:
                 self.ledger.save_tasks(record.run_id, unsaved)
                 unsaved = []
                 last_flush = time.monotonic()
+            if indexer is not None:
+                counts["items_indexed"] += indexer.flush(force)
 
         try:
             executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
@@ -253,6 +260,8 @@ class Runner:
                     if result.error_type in ("WorkerLostError", "TaskTimeoutError"):
                         lost.extend(r for r in [inflight.get(result.task_id)] if r is not None)
                     self._settle(result, inflight, retry_queue, attempts_allowed, counts, unsaved)
+                    if indexer is not None and result.task_id not in inflight:
+                        indexer.add(result)
                     if bar is not None and result.task_id not in inflight:
                         bar.update(1)
                         bar.set_postfix_str(
@@ -261,6 +270,7 @@ class Runner:
                             refresh=False,
                         )
                 flush()
+            flush(force=True)
         except BaseException:
             for rec in inflight.values():
                 rec.state = "pending"
@@ -274,7 +284,8 @@ class Runner:
             executor.close()
             if bar is not None:
                 bar.close()
-        flush(force=True)
+            if indexer is not None:
+                indexer.close()
         self._remove_partial(lost)
         record.finished = time.time()
         record.counts = counts
@@ -360,6 +371,57 @@ def source_entries(src: Source) -> Iterator[Entry]:
 
     extensions = extensions_for(src.content_types)
     return (e for e in entries if os.path.splitext(e.key)[1].lower() in extensions)
+class ItemIndexer:
+    """Collects finished tasks' STAC items and upserts them into the catalog in batches."""
+
+    BATCH = 500
+    SECONDS = 1.0
+
+    def __init__(self, catalog: Catalog, run_id: str, owned: bool):
+        self.catalog = catalog
+        self.run_id = run_id
+        self.owned = owned
+        self.pending: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+
+    @classmethod
+    def for_pipeline(
+        cls, pipeline: Pipeline, catalog: Catalog | None, run_id: str
+    ) -> ItemIndexer | None:
+        """An indexer for a pipeline with a ``[catalog]`` (None without one)."""
+        section = pipeline.catalog
+        if section is None:
+            return None
+        owned = catalog is None
+        if catalog is None:
+            from pixelfleet.catalog import open_catalog
+
+            catalog = open_catalog(section.url or get_settings().catalog_url)
+        catalog.ensure_collection(section.collection, section.title, section.description)
+        return cls(catalog, run_id, owned)
+
+    def add(self, result: TaskResult) -> None:
+        """Queue the items of a task's final result, stamped with the run id."""
+        for entry in result.entries:
+            if entry.item is not None:
+                entry.item["properties"]["pixelfleet:run_id"] = self.run_id
+                self.pending.append(entry.item)
+
+    def flush(self, force: bool = False) -> int:
+        """Upsert queued items when there are enough, or enough time passed; return how many."""
+        if not self.pending or not (
+            force or len(self.pending) >= self.BATCH or time.monotonic() - self.last > self.SECONDS
+        ):
+            return 0
+        done = self.catalog.upsert(self.pending)
+        self.pending = []
+        self.last = time.monotonic()
+        return done
+
+    def close(self) -> None:
+        """Close the catalog if this indexer opened it."""
+        if self.owned:
+            self.catalog.close()
 
 
 def _output_keys(op: Any, entry: Any) -> list[str]:

@@ -77,6 +77,10 @@ class Settings:
     #: Region and endpoint of the AWS Rekognition API (the ``rekognition`` labeller).
     rekognition_region: str | None = None
     rekognition_endpoint: str | None = None
+    #: The catalog ``search``/``serve``/``index`` use when nothing else names one.
+    catalog_url: str = "sqlite:///pixelfleet.db"
+    #: Bearer token that unlocks the server's write endpoints (None: writes refused).
+    api_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +122,8 @@ class Settings:
             or env.get("AWS_DEFAULT_REGION")
             or None,
             rekognition_endpoint=env.get("PIXELFLEET_REKOGNITION_ENDPOINT") or None,
+            catalog_url=env.get("PIXELFLEET_CATALOG") or "sqlite:///pixelfleet.db",
+            api_token=env.get("PIXELFLEET_API_TOKEN") or None,
         )
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixelfleet.errors import PixelfleetError
 from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult, one_line
@@ -22,11 +22,16 @@ from pixelfleet.ops import Op, OpContext
 from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage
 
+if TYPE_CHECKING:  # items (and Pillow, pystac) are imported only by pipelines with a catalog
+    from pixelfleet.items import ItemSettings
+
 
 @dataclass
 class _Prepared:
     ops: list[Op]
     ctx: OpContext
+    #: Set when the pipeline has a [catalog]: each entry's STAC item is built too.
+    items: ItemSettings | None = None
 
 
 _cache: dict[str, _Prepared] = {}
@@ -85,29 +90,57 @@ def prepare(context: str) -> _Prepared:
                 output=open_storage(pipeline.output.url, settings),
                 settings=settings,
             )
-            prepared = _Prepared(ops=pipeline.make_ops(), ctx=ctx)
+            items = None
+            if pipeline.catalog is not None:
+                from pixelfleet.items import ItemSettings
+
+                items = ItemSettings(
+                    collection=pipeline.catalog.collection,
+                    pipeline_hash=pipeline.settings_hash,
+                    public_url=pipeline.output.public_url,
+                )
+            prepared = _Prepared(ops=pipeline.make_ops(), ctx=ctx, items=items)
             _cache[context] = prepared
     return prepared
 
 
-def process_entry(prepared: _Prepared, entry: Entry) -> EntryResult:
-    """Run every op on one entry; an exception fails this entry only."""
+def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> EntryResult:
+    """Run every op on one entry; an exception fails this entry only.
+
+    With a catalog, the entry's STAC item is built from the source and the outputs.
+    ``render=False`` (``pixelfleet index``) runs no op: outputs that are current are
+    described in the item, the others left out.
+    """
     started = time.perf_counter()
     outputs: list[OutputRecord] = []
+    properties: dict[str, Any] = {}
+    item = None
     state = "skipped"
     try:
         for op in prepared.ops:
             keys = op.output_keys(entry)
             existing = [prepared.ctx.output.head(k) for k in keys]
             if keys and all(op.is_current(out, entry) for out in existing):
-                outputs.extend(
-                    OutputRecord(key=o.key, size=o.size, step=op.name)
+                mine = [op.current_record(o) for o in existing if o is not None]
+            elif render:
+                mine = op.run(prepared.ctx, entry)
+                state = "done"
+            else:
+                mine = [
+                    op.current_record(o)
                     for o in existing
-                    if o is not None
-                )
-                continue
-            outputs.extend(op.run(prepared.ctx, entry))
-            state = "done"
+                    if o is not None and op.is_current(o, entry)
+                ]
+            outputs.extend(mine)
+            if prepared.items is not None:
+                properties.update(op.item_properties(prepared.ctx, entry, mine))
+        if prepared.items is not None:
+            from pixelfleet.items import build_item
+
+            ctx = prepared.ctx
+            item = build_item(
+                ctx.source, ctx.output, entry, outputs, properties, prepared.items, ctx.settings
+            )
     except Exception as exc:  # noqa: BLE001 - a bad input fails its own entry, never the run
         if source_gone(prepared, entry):
             # Listed (e.g. by an S3 Inventory report) but deleted since: not a failure.
@@ -136,6 +169,7 @@ def process_entry(prepared: _Prepared, entry: Entry) -> EntryResult:
         outputs=outputs,
         seconds=time.perf_counter() - started,
         properties=merge_properties(outputs),
+        item=item,
     )
 
 

@@ -82,6 +82,8 @@ def show_summary(summary: RunSummary) -> None:
             " (listed, but gone when read: not a failure)"
         )
     click.echo(f"  outputs: {where(summary.output_url)}")
+    if c.get("items_indexed"):
+        click.echo(f"  catalog: {c['items_indexed']} STAC items indexed")
     if summary.failures:
         click.echo("  failures:")
         show_failures(summary.failures)

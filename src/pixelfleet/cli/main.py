@@ -37,7 +37,7 @@ class _Group(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Turn a bucket of imagery into thumbnails, resumably, on local processes or Dask."""
+    """Turn a bucket of imagery into thumbnails and a searchable STAC catalog, resumably."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug or get_settings().debug
 
@@ -48,6 +48,15 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(status.status)
     cli.add_command(retry.retry)
+    _register_catalog()
+
+
+def _register_catalog() -> None:
+    from pixelfleet.cli import index, search, serve
+
+    cli.add_command(search.search)
+    cli.add_command(index.index)
+    cli.add_command(serve.serve)
 
 
 _register()

@@ -44,14 +44,43 @@ class OpContext:
     settings: Settings
 
     def write(
-        self, op: Op, entry: Entry, key: str, data: bytes, content_type: str | None = None
+        self,
+        op: Op,
+        entry: Entry,
+        key: str,
+        data: bytes,
+        content_type: str | None = None,
+        *,
+        roles: Sequence[str] | None = None,
+        title: str | None = None,
+        asset: str | None = None,
     ) -> OutputRecord:
-        """Write one output atomically, tagged with the provenance that makes it current."""
+        """Write one output atomically, tagged with the provenance that makes it current.
+
+        ``roles``, ``title`` and ``asset`` describe the output as an asset of the
+        source's STAC item; they are stored with the object too, so an output found
+        current later describes itself the same way (:meth:`Op.current_record`).
+        """
         metadata = op.provenance(entry)
         if content_type:
             metadata["content-type"] = content_type
+        roles = list(roles) if roles is not None else op.asset_roles(key)
+        if roles:
+            metadata["roles"] = ",".join(roles)
+        if title:
+            metadata["title"] = urllib.parse.quote(title)
+        if asset:
+            metadata["asset"] = asset
         written = self.output.write(key, data, metadata)
-        return OutputRecord(key=key, size=written.size, step=op.name)
+        return OutputRecord(
+            key=key,
+            size=written.size,
+            step=op.name,
+            media_type=content_type,
+            roles=roles or None,
+            title=title,
+            asset=asset,
+        )
 
 
 def render_key(template: str, source_key: str) -> str:
@@ -119,6 +148,40 @@ class Op(ABC):
             return False
         meta = output.metadata
         return meta.get("source-etag") == entry.etag and meta.get("settings") == self.settings_hash
+
+    def asset_roles(self, key: str) -> list[str]:
+        """STAC roles of the output ``key`` when the op does not pass any to ``write``.
+
+        The default is none; the thumbnail step says ``["thumbnail"]``.
+        """
+        return []
+
+    def current_record(self, output: Entry) -> OutputRecord:
+        """Describe an output found current (not rewritten) from its stored metadata."""
+        meta = output.metadata
+        roles = [r for r in meta.get("roles", "").split(",") if r] or self.asset_roles(output.key)
+        return OutputRecord(
+            key=output.key,
+            size=output.size,
+            step=self.name,
+            media_type=meta.get("content-type") or None,
+            roles=roles or None,
+            title=urllib.parse.unquote(meta["title"]) if meta.get("title") else None,
+            asset=meta.get("asset") or None,
+        )
+
+    def item_properties(
+        self, ctx: OpContext, entry: Entry, outputs: Sequence[OutputRecord]
+    ) -> dict[str, Any]:
+        """Properties this step adds to the source's STAC item (default: none).
+
+        Called after the step ran for ``entry`` or found its outputs current, with
+        the step's own ``outputs``; an op that computes something searchable (labels,
+        statistics) returns it here, reading it back from its outputs if need be.
+        The worker merges every step's properties into the item; a ``labels`` list of
+        ``{"name": ..., "confidence": ...}`` is also indexed for free-text search.
+        """
+        return {}
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

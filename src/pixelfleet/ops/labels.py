@@ -196,6 +196,21 @@ class LabelsOp(Op):
         record.properties = {LABELS_PROPERTY: [label.to_dict() for label in labels]}
         return [record]
 
+    def item_properties(
+        self, ctx: OpContext, entry: Entry, outputs: Sequence[OutputRecord]
+    ) -> dict[str, Any]:
+        """The labels as the item's ``labels`` property (read back from the sidecar when it
+        was already current), with the labeller that made them."""
+        for out in outputs:
+            labels = out.properties.get(LABELS_PROPERTY)
+            if labels is None:
+                labels = [label.to_dict() for label in read_labels(ctx.output.read(out.key))]
+            return {
+                "labels": labels,
+                "pixelfleet:labeler": f"{self.labeler.name}/{self.labeler.version}",
+            }
+        return {}
+
     def select(self, labels: Sequence[Label]) -> list[Label]:
         """The labels to keep: confident enough, most confident first, at most ``max_labels``."""
         kept = [lab for lab in labels if lab.confidence >= self.options.min_confidence]

@@ -128,9 +128,15 @@ class ThumbnailOp(Op):
         """The one thumbnail key for ``entry``."""
         return [render_key(self.options.key, entry.key)]
 
+    def asset_roles(self, key: str) -> list[str]:
+        """Thumbnails are STAC ``thumbnail`` assets."""
+        return ["thumbnail"]
+
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
         """Render ``entry``'s thumbnail and write it; bad input raises an ``InputError``."""
         (key,) = self.output_keys(entry)
         data = render_object(ctx.source, entry, self.options, ctx.settings)
         content_type = CONTENT_TYPES[self.options.output_format]
-        return [ctx.write(self, entry, key, data, content_type)]
+        return [
+            ctx.write(self, entry, key, data, content_type, title="Thumbnail", asset="thumbnail")
+        ]

@@ -1,0 +1,328 @@
+"""Catalog benchmark: bulk insert rate, and search latency over HTTP against a plain scan.
+
+For each backend (SQLite; pgstac when PostgreSQL is reachable) it
+
+1. generates N synthetic STAC items (random 0.05-degree footprints over the
+   continental US, datetimes over 2010-2020, titles and labels drawn from a
+   1000-word vocabulary with a Zipf-like skew) and upserts them in batches of 10,000,
+   timing only the upserts (items/s);
+2. starts ``pixelfleet serve`` on 127.0.0.1, pinned to one core, and sends text,
+   bbox, datetime and combined searches (limit 10, newest first, one at a time),
+   timing each request (p50/p95, ms);
+3. answers the same queries with a plain scan (the SQLite ``items`` table read without
+   its indexes, in this process) as the baseline.
+
+Usage: python benchmarks/catalog.py [--items 1000000] [--pg-items 100000] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import json
+import os
+import random
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pixelfleet.catalog import new_collection, open_catalog
+
+VOCAB_SIZE = 1000
+BATCH = 10_000
+COLLECTION = "bench"
+CONUS = (-124.0, 25.0, -67.0, 49.0)
+START, END = 1262304000.0, 1609459200.0  # 2010-01-01 .. 2021-01-01
+
+
+def word(i: int) -> str:
+    """Vocabulary word ``i``: pronounceable and distinct (``w`` + base-26 letters)."""
+    letters = ""
+    i += 26 * 26
+    while i:
+        i, r = divmod(i, 26)
+        letters += "abcdefghijklmnopqrstuvwxyz"[r]
+    return "w" + letters
+
+
+VOCAB = [word(i) for i in range(VOCAB_SIZE)]
+# Zipf-like weights: word k is drawn with weight 1 / (k + 10).
+WEIGHTS = [1.0 / (k + 10) for k in range(VOCAB_SIZE)]
+
+
+def iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def epoch(text: str) -> float:
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def items(n: int, seed: int = 1) -> Iterator[list[dict[str, Any]]]:
+    """N items in batches, generated on the fly (never all in memory)."""
+    rng = random.Random(seed)
+    w0, s0, e0, n0 = CONUS
+    for start in range(0, n, BATCH):
+        batch = []
+        for i in range(start, min(n, start + BATCH)):
+            lon = rng.uniform(w0, e0 - 0.05)
+            lat = rng.uniform(s0, n0 - 0.05)
+            words = rng.choices(VOCAB, WEIGHTS, k=3)
+            labels = rng.choices(VOCAB, WEIGHTS, k=2)
+            box = [round(lon, 5), round(lat, 5), round(lon + 0.05, 5), round(lat + 0.05, 5)]
+            ring = [[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]],
+                    [box[0], box[1]]]  # fmt: skip
+            key = f"st{i % 50:02d}/{2010 + i % 11}/m_{i:08d}.tif"
+            batch.append(
+                {
+                    "type": "Feature",
+                    "stac_version": "1.1.0",
+                    "stac_extensions": [],
+                    "id": key,
+                    "collection": COLLECTION,
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    "bbox": box,
+                    "properties": {
+                        "datetime": iso(rng.uniform(START, END)),
+                        "title": " ".join(words),
+                        "description": f"synthetic scene {i}",
+                        "keywords": labels,
+                        "labels": [{"name": name, "confidence": 0.9} for name in labels],
+                        "pixelfleet:key": key,
+                    },
+                    "links": [],
+                    "assets": {
+                        "thumbnail": {
+                            "href": f"https://thumbs.example/{key}.jpg",
+                            "type": "image/jpeg",
+                            "roles": ["thumbnail"],
+                        }
+                    },
+                }
+            )
+        yield batch
+
+
+def load(url: str, n: int) -> tuple[float, float]:
+    """Upsert N items; return items per second of wall time and of this process's CPU time
+    (upserts only; the CPU figure is steadier on a shared machine)."""
+    spent = 0.0
+    cpu = 0.0
+    with open_catalog(url) as catalog:
+        catalog.save_collection(new_collection(COLLECTION))
+        done = 0
+        for batch in items(n):
+            t, c = time.perf_counter(), time.process_time()
+            catalog.upsert(batch)
+            spent += time.perf_counter() - t
+            cpu += time.process_time() - c
+            done += len(batch)
+            if done % 200_000 == 0:
+                print(f"    {done:,} items, {done / spent:,.0f} items/s so far", flush=True)
+    return n / spent, n / cpu
+
+
+def queries(count: int, seed: int = 7) -> dict[str, list[dict[str, str]]]:
+    """The same random queries for every backend: text, bbox, datetime, combined."""
+    rng = random.Random(seed)
+    w0, s0, e0, n0 = CONUS
+    out: dict[str, list[dict[str, str]]] = {"text": [], "bbox": [], "datetime": [], "combined": []}
+    for _ in range(count):
+        out["text"].append({"q": rng.choice(VOCAB[:200])})
+        lon, lat = rng.uniform(w0, e0 - 1), rng.uniform(s0, n0 - 1)
+        out["bbox"].append({"bbox": f"{lon:.3f},{lat:.3f},{lon + 1:.3f},{lat + 1:.3f}"})
+        t0 = rng.uniform(START, END - 30 * 86400)
+        out["datetime"].append({"datetime": f"{iso(t0)}/{iso(t0 + 30 * 86400)}"})
+        lon, lat = rng.uniform(w0, e0 - 5), rng.uniform(s0, n0 - 5)
+        t0 = rng.uniform(START, END - 365 * 86400)
+        out["combined"].append(
+            {
+                "q": rng.choice(VOCAB[:50]),
+                "bbox": f"{lon:.3f},{lat:.3f},{lon + 5:.3f},{lat + 5:.3f}",
+                "datetime": f"{iso(t0)}/{iso(t0 + 365 * 86400)}",
+            }
+        )
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``pixelfleet serve`` for ``url`` on one core; returns the process and base URL."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("pixelfleet")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--catalog", url, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/stac/conformance", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    ms = sorted(ms)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
+
+
+def over_http(base: str, qs: dict[str, list[dict[str, str]]]) -> dict[str, tuple[float, float]]:
+    out = {}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for _ in range(5):  # warm up
+            client.get("/stac/search", params={"limit": 10})
+        for kind, params in qs.items():
+            times = []
+            for p in params:
+                t = time.perf_counter()
+                r = client.get("/stac/search", params={**p, "limit": 10})
+                times.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{kind} {p}: {r.status_code} {r.text[:200]}")
+            out[kind] = percentiles(times)
+    return out
+
+
+def plain_scan(path: str, qs: dict[str, list[dict[str, str]]]) -> dict[str, tuple[float, float]]:
+    """The baseline: the same queries over the items table read without any index."""
+    db = sqlite3.connect(path)
+    out = {}
+    for kind, params in qs.items():
+        times = []
+        for p in params[: max(5, len(params) // 5)]:  # scans are slow: a fifth of them
+            conds, args = [], []
+            if "q" in p:
+                conds.append("instr(lower(content), ?) > 0")
+                args.append(f'"{p["q"]}')
+            if "bbox" in p:
+                w, s, e, n = (float(v) for v in p["bbox"].split(","))
+                conds.append("minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?")
+                args += [e, w, n, s]
+            if "datetime" in p:
+                a, b = p["datetime"].split("/")
+                conds.append("dt_start <= ? AND dt_end >= ?")
+                args += [epoch(b), epoch(a)]
+            sql = (
+                "SELECT content FROM items NOT INDEXED WHERE "
+                + " AND ".join(conds)
+                + " ORDER BY datetime DESC LIMIT 10"
+            )
+            t = time.perf_counter()
+            rows = db.execute(sql, args).fetchall()
+            [json.loads(r[0]) for r in rows]
+            times.append((time.perf_counter() - t) * 1000)
+        out[kind] = percentiles(times)
+    db.close()
+    return out
+
+
+def pg_url() -> str | None:
+    """A fresh database on 127.0.0.1:5432, or None when PostgreSQL is not there."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+    except OSError:
+        return None
+    import psycopg
+
+    name = "pixelfleet_bench"
+    with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql://root@127.0.0.1:5432/{name}"
+
+
+def report(
+    name: str, n: int, rates: tuple[float, float], http: dict[str, Any], scan: dict[str, Any]
+) -> None:
+    print(
+        f"\n{name}: {n:,} items, bulk insert {rates[0]:,.0f} items/s wall,"
+        f" {rates[1]:,.0f} items/s of this process's CPU time"
+    )
+    print(f"  {'query':<10} {'p50 ms':>8} {'p95 ms':>8}   {'scan p50':>9} {'scan p95':>9}  "
+          f"{'p95 vs scan':>11}  target p95 <= 50 ms")  # fmt: skip
+    for kind, (p50, p95) in http.items():
+        s50, s95 = scan[kind]
+        ok = "ok" if p95 <= 50 else "MISSED"
+        print(
+            f"  {kind:<10} {p50:8.1f} {p95:8.1f}   {s50:9.1f} {s95:9.1f}  {s95 / p95:10.1f}x  {ok}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--pg-items", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="pixelfleet-bench-"))
+    qs = queries(args.queries)
+    print(f"machine: {os.cpu_count()} cores; server pinned to core 0; {args.queries} queries"
+          " per type, limit 10, newest first")  # fmt: skip
+    started = time.monotonic()
+    try:
+        path = folder / "catalog.db"
+        url = f"sqlite:///{path}"
+        print(f"sqlite: loading {args.items:,} items ...", flush=True)
+        rate = load(url, args.items)
+        size = path.stat().st_size / 1024**2
+        print(f"    database file {size:,.0f} MB")
+        proc, base = serve(url)
+        try:
+            http = over_http(base, qs)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        scan = plain_scan(str(path), qs)
+        report("sqlite", args.items, rate, http, scan)
+        print("  insert target >= 20,000 items/s:", "ok" if rate[0] >= 20_000 else "MISSED")
+
+        pg = pg_url() if args.pg_items else None
+        if pg is None:
+            print("\npgstac: skipped (PostgreSQL not reachable on 127.0.0.1:5432)")
+        else:
+            print(f"\npgstac: loading {args.pg_items:,} items ...", flush=True)
+            rate = load(pg, args.pg_items)
+            proc, base = serve(pg)
+            try:
+                http = over_http(base, qs)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            # The baseline for pgstac is the same plain scan of the first pg-items items.
+            small = folder / "small.db"
+            load(f"sqlite:///{small}", args.pg_items)
+            scan = plain_scan(str(small), qs)
+            report("pgstac", args.pg_items, rate, http, scan)
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""CQL2-JSON filters on common properties: checking, evaluating in Python, and SQL for SQLite.
+
+Supported: ``and``, ``or``, ``not``; ``=``, ``<>``, ``<``, ``<=``, ``>``, ``>=``;
+``like`` (``%`` and ``_``, case-sensitive), ``in``, ``between``, ``isNull``;
+``s_intersects`` (by bounding boxes: the item's bbox against the geometry's), and
+``t_intersects`` / ``anyinteracts`` against the item's datetime interval. Operands are
+``{"property": name}`` (``id``, ``collection``, ``datetime``, ``geometry`` or any item
+property such as ``eo:cloud_cover``), strings, numbers, booleans, ``{"timestamp": ...}``,
+``{"date": ...}`` and ``{"interval": [a, b]}``.
+
+A filter may nest at most :data:`MAX_DEPTH` deep and hold :data:`MAX_NODES` nodes;
+anything else is a :class:`~pixelfleet.errors.BadQueryError` naming the problem.
+Comparisons follow SQL: a missing property is unknown, and unknown is not a match.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from pixelfleet.errors import BadQueryError
+
+MAX_DEPTH = 12
+MAX_NODES = 200
+MAX_LIST = 100
+MAX_STRING = 1000
+
+LOGICAL = {"and", "or", "not"}
+COMPARISON = {"=", "<>", "<", "<=", ">", ">="}
+SPATIAL = {"s_intersects"}
+TEMPORAL = {"t_intersects", "anyinteracts"}
+OTHER = {"like", "in", "between", "isNull"}
+OPERATORS = LOGICAL | COMPARISON | SPATIAL | TEMPORAL | OTHER
+
+_PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]{0,63}$")
+#: Properties kept in their own columns rather than read from the item's JSON.
+TOP_LEVEL = {"id", "collection", "datetime", "geometry"}
+
+
+def check_filter(expr: Any) -> dict[str, Any]:
+    """Validate a CQL2-JSON expression; return it unchanged, or raise ``BadQueryError``."""
+    if not isinstance(expr, dict):
+        raise BadQueryError("filter must be a CQL2-JSON object such as {'op': '=', 'args': [...]}")
+    counter = [0]
+    _check(expr, 0, counter, boolean=True)
+    return expr
+
+
+def _check(node: Any, depth: int, counter: list[int], boolean: bool = False) -> None:
+    counter[0] += 1
+    if counter[0] > MAX_NODES:
+        raise BadQueryError(f"filter has more than {MAX_NODES} nodes; simplify it")
+    if depth > MAX_DEPTH:
+        raise BadQueryError(f"filter nests deeper than {MAX_DEPTH} levels; simplify it")
+    if boolean:
+        if not isinstance(node, dict) or "op" not in node:
+            raise BadQueryError(
+                f"filter: expected an operation {{'op': ..., 'args': [...]}}, got {_short(node)}"
+            )
+        op, args = node.get("op"), node.get("args")
+        if op not in OPERATORS:
+            raise BadQueryError(
+                f"filter: operator {_short(op)} is not supported; use one of: "
+                + ", ".join(sorted(OPERATORS))
+            )
+        if not isinstance(args, list):
+            raise BadQueryError(f"filter: {op!r} needs 'args' as a list")
+        arity = {"not": 1, "isNull": 1, "between": 3}.get(op, 2)
+        if op in ("and", "or"):
+            if len(args) < 2:
+                raise BadQueryError(f"filter: {op!r} needs at least 2 args")
+            for arg in args:
+                _check(arg, depth + 1, counter, boolean=True)
+            return
+        if len(args) != arity:
+            raise BadQueryError(f"filter: {op!r} needs {arity} args, got {len(args)}")
+        if op == "not":
+            _check(args[0], depth + 1, counter, boolean=True)
+            return
+        if op == "in":
+            _check(args[0], depth + 1, counter)
+            if not isinstance(args[1], list) or len(args[1]) > MAX_LIST:
+                raise BadQueryError(f"filter: 'in' needs a list of at most {MAX_LIST} values")
+            for value in args[1]:
+                _check_literal(value)
+            return
+        if op == "s_intersects":
+            geometry_bbox(args[1], "s_intersects")
+            if _prop(args[0]) != "geometry":
+                raise BadQueryError("filter: s_intersects compares {'property': 'geometry'}")
+            return
+        if op in TEMPORAL:
+            temporal_interval(args[1])
+            if _prop(args[0]) not in ("datetime",):
+                raise BadQueryError("filter: t_intersects compares {'property': 'datetime'}")
+            return
+        if op == "like" and not isinstance(args[1], str):
+            raise BadQueryError("filter: 'like' needs a pattern string as its second arg")
+        for arg in args:
+            _check(arg, depth + 1, counter)
+        return
+    if isinstance(node, dict):
+        if "property" in node:
+            _prop(node)
+            return
+        if "timestamp" in node or "date" in node:
+            timestamp(node)
+            return
+        raise BadQueryError(f"filter: operand {_short(node)} is not a property, value or timestamp")
+    _check_literal(node)
+
+
+def _check_literal(value: Any) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadQueryError("filter: numbers must be finite")
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise BadQueryError("filter: whole numbers must be within +-2**53")
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise BadQueryError(f"filter: strings must be at most {MAX_STRING} characters")
+        return
+    if isinstance(value, dict) and ("timestamp" in value or "date" in value):
+        timestamp(value)
+        return
+    raise BadQueryError(
+        f"filter: value {_short(value)} is not a string, number, boolean or timestamp"
+    )
+
+
+def _prop(node: Any) -> str:
+    name = node.get("property") if isinstance(node, dict) else None
+    if not isinstance(name, str) or not _PROPERTY.match(name):
+        raise BadQueryError(
+            f"filter: property {_short(name)} is not a valid name (letters, digits, _ : . -)"
+        )
+    return name.removeprefix("properties.")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def timestamp(node: dict[str, Any]) -> float:
+    """Epoch seconds of ``{"timestamp": ...}`` or ``{"date": ...}``."""
+    from pixelfleet.catalog.query import to_epoch
+
+    text = node.get("timestamp", node.get("date"))
+    if not isinstance(text, str):
+        raise BadQueryError(f"filter: {_short(node)} needs an RFC 3339 string")
+    return to_epoch(text, what="filter timestamp")
+
+
+def temporal_interval(node: Any) -> tuple[float, float]:
+    """``(start, end)`` of a timestamp, date or interval operand (open ends are infinite)."""
+    from pixelfleet.catalog.query import to_epoch
+
+    if isinstance(node, dict) and "interval" in node:
+        parts = node["interval"]
+        if not isinstance(parts, list) or len(parts) != 2:
+            raise BadQueryError("filter: an interval is a list of two timestamps ('..' for open)")
+        ends = []
+        for i, part in enumerate(parts):
+            if part == "..":
+                ends.append(-math.inf if i == 0 else math.inf)
+            elif isinstance(part, str):
+                ends.append(to_epoch(part, end=i == 1, what="filter interval"))
+            elif isinstance(part, dict):
+                ends.append(timestamp(part))
+            else:
+                raise BadQueryError("filter: interval ends must be timestamps or '..'")
+        return ends[0], ends[1]
+    if isinstance(node, dict) and ("timestamp" in node or "date" in node):
+        value = timestamp(node)
+        if "date" in node:
+            return value, to_epoch(str(node["date"]), end=True)
+        return value, value
+    raise BadQueryError("filter: t_intersects needs a timestamp, date or interval")
+
+
+def geometry_bbox(node: Any, what: str) -> tuple[float, float, float, float]:
+    """The bbox of a GeoJSON geometry (or ``{"bbox": [...]}``), checked."""
+    from pixelfleet.catalog.query import parse_bbox
+
+    if isinstance(node, dict) and "bbox" in node and "type" not in node:
+        box = parse_bbox(node["bbox"])
+        if box is None:
+            raise BadQueryError(f"{what}: bbox is empty")
+        return box
+    if not isinstance(node, dict) or node.get("type") not in (
+        "Point",
+        "MultiPoint",
+        "LineString",
+        "MultiLineString",
+        "Polygon",
+        "MultiPolygon",
+    ):
+        raise BadQueryError(f"{what}: expected a GeoJSON geometry (Point, Polygon...)")
+    xs: list[float] = []
+    ys: list[float] = []
+    _collect(node.get("coordinates"), xs, ys, 0)
+    if not xs:
+        raise BadQueryError(f"{what}: the geometry has no coordinates")
+    return parse_bbox([min(xs), min(ys), max(xs), max(ys)]) or (0, 0, 0, 0)
+
+
+def _collect(coords: Any, xs: list[float], ys: list[float], depth: int) -> None:
+    if depth > 4 or not isinstance(coords, list):
+        raise BadQueryError("geometry coordinates are not nested lists of numbers")
+    if len(xs) > 10_000:
+        raise BadQueryError("geometry has more than 10000 points; simplify it")
+    if coords and all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords):
+        if len(coords) < 2:
+            raise BadQueryError("a position needs at least 2 numbers")
+        xs.append(float(coords[0]))
+        ys.append(float(coords[1]))
+        return
+    for c in coords:
+        _collect(c, xs, ys, depth + 1)
+
+
+# -- evaluation in Python (the reference, used by the memory catalog) -----------------------
+
+
+def evaluate(expr: dict[str, Any], item: dict[str, Any]) -> bool:
+    """Whether ``item`` matches a checked filter (SQL's rules: unknown is no match)."""
+    return _eval(expr, item) is True
+
+
+def _value(node: Any, item: dict[str, Any]) -> Any:
+    if isinstance(node, dict) and "property" in node:
+        name = _prop(node)
+        if name == "id":
+            return item.get("id")
+        if name == "collection":
+            return item.get("collection")
+        if name == "datetime":
+            from pixelfleet.catalog.query import item_interval
+
+            return item_interval(item)[0]
+        value = (item.get("properties") or {}).get(name)
+        if isinstance(value, dict | list):
+            return None
+        return value
+    if isinstance(node, dict):
+        return timestamp(node)
+    return node
+
+
+def _compare(op: str, a: Any, b: Any) -> bool | None:
+    if a is None or b is None:
+        return None
+    if isinstance(a, bool) or isinstance(b, bool):
+        a, b = (int(a) if isinstance(a, bool) else a), (int(b) if isinstance(b, bool) else b)
+    numeric = isinstance(a, int | float) and isinstance(b, int | float)
+    if not numeric and type(a) is not type(b):
+        return None
+    if op == "=":
+        return bool(a == b)
+    if op == "<>":
+        return bool(a != b)
+    if op == "<":
+        return bool(a < b)
+    if op == "<=":
+        return bool(a <= b)
+    if op == ">":
+        return bool(a > b)
+    return bool(a >= b)
+
+
+def like_regex(pattern: str) -> re.Pattern[str]:
+    """A CQL2 ``like`` pattern (``%``, ``_``, ``\\`` escapes) as a regular expression."""
+    out = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _eval(node: dict[str, Any], item: dict[str, Any]) -> bool | None:
+    op, args = node["op"], node["args"]
+    if op == "and":
+        results = [_eval(a, item) for a in args]
+        if any(r is False for r in results):
+            return False
+        return None if any(r is None for r in results) else True
+    if op == "or":
+        results = [_eval(a, item) for a in args]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if op == "not":
+        inner = _eval(args[0], item)
+        return None if inner is None else not inner
+    if op in COMPARISON:
+        return _compare(op, _value(args[0], item), _value(args[1], item))
+    if op == "like":
+        value = _value(args[0], item)
+        if not isinstance(value, str):
+            return None
+        return like_regex(args[1]).fullmatch(value) is not None
+    if op == "in":
+        value = _value(args[0], item)
+        if value is None:
+            return None
+        results = [_compare("=", value, _value(v, item)) for v in args[1]]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if op == "between":
+        value = _value(args[0], item)
+        low, high = (
+            _compare(">=", value, _value(args[1], item)),
+            _compare("<=", value, _value(args[2], item)),
+        )
+        if low is False or high is False:
+            return False
+        return None if low is None or high is None else True
+    if op == "isNull":
+        return _value(args[0], item) is None
+    if op == "s_intersects":
+        from pixelfleet.catalog.query import item_bbox
+
+        box = item_bbox(item)
+        if box is None:
+            return False
+        w, s, e, n = geometry_bbox(args[1], "s_intersects")
+        return box[0] <= e and box[2] >= w and box[1] <= n and box[3] >= s
+    if op in TEMPORAL:
+        from pixelfleet.catalog.query import item_interval
+
+        _, start, end = item_interval(item)
+        first, last = temporal_interval(args[1])
+        return start <= last and end >= first
+    raise BadQueryError(f"filter: operator {op!r} is not supported")  # pragma: no cover
+
+
+# -- SQL for SQLite -------------------------------------------------------------------------
+
+
+def to_sqlite(expr: dict[str, Any], params: list[Any]) -> str:
+    """SQL for a checked filter over ``items`` (columns id, collection, datetime, dt_start,
+    dt_end, minx, miny, maxx, maxy, content); values are appended to ``params``."""
+    op, args = expr["op"], expr["args"]
+    if op in ("and", "or"):
+        return "(" + f" {op.upper()} ".join(to_sqlite(a, params) for a in args) + ")"
+    if op == "not":
+        return f"(NOT {to_sqlite(args[0], params)})"
+    if op in COMPARISON:
+        left = _sql_value(args[0], params)
+        right = _sql_value(args[1], params)
+        return f"({left} {'!=' if op == '<>' else op} {right})"
+    if op == "like":
+        left = _sql_value(args[0], params)
+        params.append(args[1])
+        return f"({left} LIKE ? ESCAPE '\\')"
+    if op == "in":
+        left = _sql_value(args[0], params)
+        values = [_sql_value(v, params) for v in args[1]]
+        return f"({left} IN ({', '.join(values)}))" if values else "(0)"
+    if op == "between":
+        value = _sql_value(args[0], params)
+        low = _sql_value(args[1], params)
+        high = _sql_value(args[2], params)
+        return f"({value} BETWEEN {low} AND {high})"
+    if op == "isNull":
+        return f"({_sql_value(args[0], params)} IS NULL)"
+    if op == "s_intersects":
+        w, s, e, n = geometry_bbox(args[1], "s_intersects")
+        params.extend([e, w, n, s])
+        return "(items.minx <= ? AND items.maxx >= ? AND items.miny <= ? AND items.maxy >= ?)"
+    if op in TEMPORAL:
+        first, last = temporal_interval(args[1])
+        params.extend([_finite(last), _finite(first)])
+        return "(items.dt_start <= ? AND items.dt_end >= ?)"
+    raise BadQueryError(f"filter: operator {op!r} is not supported")  # pragma: no cover
+
+
+def _finite(value: float) -> float:
+    return max(-1e18, min(1e18, value))
+
+
+def _sql_value(node: Any, params: list[Any]) -> str:
+    if isinstance(node, dict) and "property" in node:
+        name = _prop(node)
+        if name in ("id", "collection", "datetime"):
+            return f"items.{name}"
+        # The name was checked against _PROPERTY, so it cannot close the quotes.
+        params.append(f'$.properties."{name}"')
+        return "json_extract(items.content, ?)"
+    if isinstance(node, dict):
+        params.append(timestamp(node))
+        return "?"
+    params.append(int(node) if isinstance(node, bool) else node)
+    return "?"

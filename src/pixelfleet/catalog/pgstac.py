@@ -1,0 +1,221 @@
+"""The catalog in PostgreSQL with pgstac (``postgresql://user@host:5432/db``).
+
+Through ``pypgstac``: the database is migrated to pypgstac's pgstac version when the
+catalog is opened (PostGIS must be installable: ``postgresql-15-postgis-3`` on
+Debian), items and collections are loaded with its ``Loader`` in upsert mode, and
+searches call pgstac's own ``search()`` SQL function. Page tokens are pgstac's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from pixelfleet.catalog.base import Catalog, SearchPage, check_item
+from pixelfleet.catalog.query import SearchQuery, iso
+from pixelfleet.errors import BadQueryError, CatalogError, ItemNotFoundError, MissingExtraError
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def pgstac_filter(node: Any) -> Any:
+    """Our CQL2-JSON as pgstac takes it: ``{"bbox": [...]}`` operands become polygons."""
+    if isinstance(node, dict):
+        if set(node) == {"bbox"}:
+            w, s, e, n = (
+                node["bbox"][:4]
+                if len(node["bbox"]) == 4
+                else (node["bbox"][0], node["bbox"][1], node["bbox"][3], node["bbox"][4])
+            )
+            ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
+            return {"type": "Polygon", "coordinates": [ring]}
+        if "property" in node and isinstance(node["property"], str):
+            return {"property": node["property"].removeprefix("properties.")}
+        return {k: pgstac_filter(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [pgstac_filter(v) for v in node]
+    return node
+
+
+def search_body(query: SearchQuery) -> dict[str, Any]:
+    """The JSON pgstac's ``search()`` takes for a query."""
+    body: dict[str, Any] = {"limit": query.limit, "conf": {"context": "on"}}
+    if query.collections is not None:
+        body["collections"] = query.collections
+    if query.ids is not None:
+        body["ids"] = query.ids
+    if query.bbox is not None:
+        body["bbox"] = list(query.bbox)
+    if query.datetime is not None:
+        low, high = query.datetime
+        body["datetime"] = (
+            f"{'..' if low is None else iso(low)}/{'..' if high is None else iso(high)}"
+        )
+    if query.q is not None:
+        # Words of a term must all match (pgstac would read bare spaces as "adjacent").
+        body["q"] = [" AND ".join(t.split()) for t in query.q if t]
+    if query.filter is not None:
+        body["filter"] = pgstac_filter(query.filter)
+        body["filter-lang"] = "cql2-json"
+    body["sortby"] = [{"field": f, "direction": d} for f, d in query.sort_keys()]
+    if query.token:
+        token = query.token
+        body["token"] = token if token.startswith(("next:", "prev:")) else f"next:{token}"
+    return body
+
+
+class PgstacCatalog(Catalog):
+    """STAC items in PostgreSQL, through pgstac."""
+
+    def __init__(self, url: str):
+        try:
+            from pypgstac.db import PgstacDB
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError(
+                "a postgresql:// catalog needs optional dependencies:"
+                " pip install 'pixelfleet[pgstac]'"
+            ) from exc
+        self.url = url
+        self._db = PgstacDB(dsn=url)
+        try:
+            self._migrate()
+        except Exception as exc:
+            self._db.close()
+            raise CatalogError(f"cannot open the pgstac catalog at {_safe(url)}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        from pypgstac.migrate import Migrate
+
+        with _migrate_lock:
+            if self.url not in _migrated:
+                Migrate(self._db).run_migration()
+                _migrated.add(self.url)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _loader(self) -> Any:
+        from pypgstac.load import Loader
+
+        return Loader(self._db)
+
+    def save_collection(self, collection: dict[str, Any]) -> None:
+        from pypgstac.load import Methods
+
+        try:
+            self._loader().load_collections(iter([collection]), Methods.upsert)
+        except Exception as exc:
+            raise CatalogError(
+                f"pgstac refused collection {collection.get('id')!r}: {exc}"
+            ) from exc
+
+    def upsert(self, items: Sequence[dict[str, Any]]) -> int:
+        from pypgstac.load import Methods
+
+        if not items:
+            return 0
+        for item in items:
+            check_item(item)
+        known = {c["id"] for c in self._raw_collections()}
+        missing = {i["collection"] for i in items} - known
+        if missing:
+            raise ItemNotFoundError(
+                f"collection {sorted(missing)[0]!r} does not exist in the catalog; create it first"
+            )
+        # The same item twice in one load would conflict with itself: the last one wins.
+        unique = {(i["collection"], i["id"]): _storable(i) for i in items}
+        try:
+            self._loader().load_items(iter(list(unique.values())), Methods.upsert)
+        except Exception as exc:
+            raise CatalogError(f"pgstac refused the items: {exc}") from exc
+        return len(items)
+
+    def _raw_collections(self) -> list[dict[str, Any]]:
+        rows = self._db.query("SELECT content FROM collections ORDER BY id")
+        return [r[0] for r in rows]
+
+    def collections(self) -> list[dict[str, Any]]:
+        out = []
+        extents = {
+            r[0]: r[1:]
+            for r in self._db.query(
+                "SELECT collection, min(datetime), max(end_datetime), ST_XMin(ST_Extent(geometry)),"
+                " ST_YMin(ST_Extent(geometry)), ST_XMax(ST_Extent(geometry)),"
+                " ST_YMax(ST_Extent(geometry)) FROM items GROUP BY collection"
+            )
+        }
+        for collection in self._raw_collections():
+            extent = extents.get(collection["id"])
+            if extent is not None:
+                start, end, *box = extent
+                if box[0] is not None:
+                    collection["extent"]["spatial"]["bbox"] = [[float(v) for v in box]]
+                collection["extent"]["temporal"]["interval"] = [
+                    [iso(start.timestamp()), iso(end.timestamp())]
+                ]
+            out.append(collection)
+        return out
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        import psycopg
+
+        if query.q is not None and not any(query.q):
+            return SearchPage(items=[], matched=0)
+        try:
+            (result,) = (
+                self._db.query_one("SELECT search(%s::jsonb)", [_jsonb(search_body(query))]),
+            )
+        except psycopg.errors.RaiseException as exc:
+            raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
+        except psycopg.errors.DataError as exc:
+            raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
+        except psycopg.Error as exc:
+            raise CatalogError(f"pgstac search failed: {exc}") from exc
+        data: dict[str, Any] = result if isinstance(result, dict) else {}
+        token = None
+        for link in data.get("links") or []:
+            if link.get("rel") == "next":
+                body = link.get("body") or {}
+                token = body.get("token") or str(link.get("href", "")).partition("token=")[2]
+        return SearchPage(
+            items=[_readable(i) for i in data.get("features") or []],
+            matched=data.get("numberMatched"),
+            next_token=token or None,
+        )
+
+
+#: pgstac needs a geometry; items without one (photos) get an empty one, which no
+#: spatial search matches, and get ``null`` back when read.
+_NO_GEOMETRY = {"type": "GeometryCollection", "geometries": []}
+
+
+def _storable(item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("geometry") is not None:
+        return item
+    return {**item, "geometry": _NO_GEOMETRY}
+
+
+def _readable(item: dict[str, Any]) -> dict[str, Any]:
+    geometry = item.get("geometry")
+    empty = isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection"
+    if empty and not geometry.get("geometries"):  # type: ignore[union-attr]
+        item["geometry"] = None
+        item.pop("bbox", None)
+    return item
+
+
+def _jsonb(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)
+
+
+def _safe(url: str) -> str:
+    """A database URL without its password, for messages."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, user = head.partition("//")
+    return f"{scheme}//{user.split(':', 1)[0]}:***@{tail}"

@@ -1,0 +1,389 @@
+"""Search queries: parsing what users type (CLI, GET, POST) into one validated shape.
+
+Every parser raises :class:`~pixelfleet.errors.BadQueryError` (a ``ValueError``)
+whose message names the bad value and what would be valid; the server answers
+those with 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pixelfleet.errors import BadQueryError
+
+#: Largest page a search returns.
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 10
+#: Fields results can be sorted by.
+SORT_FIELDS = ("datetime", "id", "collection")
+#: Limits on what one query may ask for.
+MAX_IDS = 1000
+MAX_COLLECTIONS = 100
+MAX_TEXT = 500
+MAX_TERMS = 32
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Words that are query syntax in some engines (pgstac); they are never searched for.
+_OPERATOR_WORDS = {"and", "or", "not"}
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search. Build it with :func:`parse_query` from user input.
+
+    ``datetime`` is an interval of epoch seconds (either end open as None);
+    ``q`` is a list of free-text terms, any of which may match (each term's words
+    must all match); ``filter`` is a checked CQL2-JSON expression; ``sortby`` is a
+    list of ``(field, "asc"|"desc")``.
+    """
+
+    bbox: tuple[float, float, float, float] | None = None
+    datetime: tuple[float | None, float | None] | None = None
+    ids: list[str] | None = None
+    collections: list[str] | None = None
+    q: list[str] | None = None
+    filter: dict[str, Any] | None = None
+    sortby: list[tuple[str, str]] = field(default_factory=lambda: [("datetime", "desc")])
+    limit: int = DEFAULT_LIMIT
+    token: str | None = None
+
+    def fingerprint(self) -> str:
+        """What a page token is bound to: everything but the token and the limit."""
+        body = {
+            "b": self.bbox,
+            "d": self.datetime,
+            "i": self.ids,
+            "c": self.collections,
+            "q": self.q,
+            "f": self.filter,
+            "s": self.sortby,
+        }
+        text = json.dumps(body, sort_keys=True, default=str)
+        import hashlib
+
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def sort_keys(self) -> list[tuple[str, str]]:
+        """``sortby`` with ``collection`` and ``id`` appended, so the order is total."""
+        keys = list(self.sortby)
+        names = {k for k, _ in keys}
+        for tie in ("collection", "id"):
+            if tie not in names:
+                keys.append((tie, "asc"))
+        return keys
+
+    def with_token(self, token: str | None) -> SearchQuery:
+        """The same query for another page."""
+        return replace(self, token=token)
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+def encode_token(query: SearchQuery, last: Sequence[Any]) -> str:
+    """A page token: the sort values of the last item shown, bound to the query."""
+    raw = json.dumps({"h": query.fingerprint(), "k": list(last)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(query: SearchQuery) -> list[Any] | None:
+    """The sort values a query's token carries (None without a token)."""
+    token = query.token
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        keys = data["k"]
+        ok = data["h"] == query.fingerprint() and isinstance(keys, list)
+    except (ValueError, KeyError, TypeError):
+        ok, keys = False, None
+    if not ok or keys is None or len(keys) != len(query.sort_keys()):
+        raise BadQueryError(
+            "token is not a page token of this search; follow the 'next' link of the same query"
+        )
+    return keys
+
+
+# -- datetimes ------------------------------------------------------------------------------
+
+
+def to_epoch(text: str, end: bool = False, what: str = "datetime") -> float:
+    """Parse an RFC 3339 timestamp (or a bare ``YYYY-MM-DD`` date) to epoch seconds.
+
+    A bare date is its whole day: its start, or with ``end`` its last instant.
+    A timestamp without a zone is taken as UTC.
+    """
+    if isinstance(text, str) and len(text) == 20 and text[10] == "T" and text[19] == "Z":
+        try:  # the common shape, 2013-06-20T00:00:00Z: no cleaning needed
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            pass
+    if not isinstance(text, str) or not text.strip() or len(text) > 64:
+        raise BadQueryError(f"{what} {text!r} is not an RFC 3339 timestamp, e.g. 2013-06-20T00:00Z")
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise BadQueryError(
+            f"{what} {text!r} is not an RFC 3339 timestamp or date; use e.g. "
+            "2013-06-20T00:00:00Z or 2013-06-20"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if end and _DATE_ONLY.match(value):
+        parsed = parsed + timedelta(days=1) - timedelta(microseconds=1)
+    return parsed.timestamp()
+
+
+def iso(epoch: float) -> str:
+    """Epoch seconds as an RFC 3339 UTC timestamp."""
+    stamp = datetime.fromtimestamp(epoch, UTC)
+    text = stamp.isoformat(timespec="microseconds" if stamp.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def parse_datetime(text: str | None) -> tuple[float | None, float | None] | None:
+    """``a``, ``a/b``, ``../b``, ``a/..`` (RFC 3339, or bare dates for whole days)."""
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str):
+        raise BadQueryError(f"datetime {text!r} must be a string such as 2013-01-01/2013-12-31")
+    parts = text.split("/")
+    if len(parts) == 1:
+        return to_epoch(parts[0]), to_epoch(parts[0], end=True)
+    if len(parts) != 2:
+        raise BadQueryError(
+            f"datetime {text!r} must be one timestamp or an interval start/end (.. for open)"
+        )
+    start = None if parts[0] in ("", "..") else to_epoch(parts[0])
+    end = None if parts[1] in ("", "..") else to_epoch(parts[1], end=True)
+    if start is None and end is None:
+        raise BadQueryError(f"datetime {text!r}: at least one end of the interval must be given")
+    if start is not None and end is not None and start > end:
+        raise BadQueryError(f"datetime {text!r}: the start is after the end")
+    return start, end
+
+
+# -- other parameters -----------------------------------------------------------------------
+
+
+def parse_bbox(value: str | Sequence[Any] | None) -> tuple[float, float, float, float] | None:
+    """``minx,miny,maxx,maxy`` in WGS84 degrees (a 6-number 3D bbox keeps its 2D part)."""
+    if value is None or value == "" or value == []:
+        return None
+    parts: Sequence[Any] = value.split(",") if isinstance(value, str) else value
+    try:
+        numbers = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise BadQueryError(
+            f"bbox {value!r} must be 4 numbers: west,south,east,north (e.g. -88,30,-84,35)"
+        ) from None
+    if len(numbers) == 6:
+        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
+    if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
+        raise BadQueryError(
+            f"bbox {value!r} must be 4 finite numbers: west,south,east,north (e.g. -88,30,-84,35)"
+        )
+    west, south, east, north = numbers
+    if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= north <= 90):
+        raise BadQueryError(
+            f"bbox {value!r} is outside -180..180 / -90..90 or has south > north;"
+            " give west,south,east,north in degrees"
+        )
+    if west > east:
+        raise BadQueryError(
+            f"bbox {value!r} crosses the antimeridian (west > east); split it into two searches"
+        )
+    return west, south, east, north
+
+
+def parse_limit(value: Any) -> int:
+    """A page size from 1 to :data:`MAX_LIMIT`."""
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    try:
+        number = int(value)
+        if isinstance(value, float | str) and float(value) != number:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise BadQueryError(
+            f"limit {value!r} must be a whole number from 1 to {MAX_LIMIT}"
+        ) from None
+    if not 1 <= number <= MAX_LIMIT:
+        raise BadQueryError(f"limit {value!r} must be from 1 to {MAX_LIMIT}")
+    return number
+
+
+def parse_strings(value: str | Sequence[Any] | None, what: str, most: int) -> list[str] | None:
+    """A comma-separated string or a list of strings (ids, collections)."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise BadQueryError(f"{what} {value!r} must be a list of strings")
+    items = [i.strip() for i in items if i.strip()]
+    if len(items) > most:
+        raise BadQueryError(f"{what}: {len(items)} given, at most {most} allowed")
+    if any(len(i) > 1024 for i in items):
+        raise BadQueryError(f"{what}: each must be at most 1024 characters")
+    return items or None
+
+
+def parse_q(value: str | Sequence[Any] | None) -> list[str] | None:
+    """Free text: a string (commas separate alternatives) or a list of alternatives.
+
+    Only words count (letters and digits); quotes, operators and punctuation are
+    plain text, never query syntax.
+    """
+    if value is None or value == "" or value == []:
+        return None
+    terms = value.split(",") if isinstance(value, str) else value
+    if not isinstance(terms, list | tuple) or not all(isinstance(t, str) for t in terms):
+        raise BadQueryError(f"q {value!r} must be a string or a list of strings")
+    if sum(len(t) for t in terms) > MAX_TEXT:
+        raise BadQueryError(f"q is longer than {MAX_TEXT} characters; search for fewer words")
+    if len(terms) > MAX_TERMS:
+        raise BadQueryError(f"q has {len(terms)} alternatives; at most {MAX_TERMS} allowed")
+    cleaned = [" ".join(w for w in text_words(t) if w not in _OPERATOR_WORDS) for t in terms]
+    return [t for t in cleaned if t] or [""]
+
+
+def text_words(text: str) -> list[str]:
+    """The words of a text, lower-cased, as the full-text index splits them."""
+    return [w.lower() for w in _WORD.findall(text)][:MAX_TERMS]
+
+
+def parse_sortby(value: str | Sequence[Any] | None) -> list[tuple[str, str]]:
+    """``-datetime,+id`` (GET) or ``[{"field": "datetime", "direction": "desc"}]`` (POST)."""
+    if value is None or value == "" or value == []:
+        return [("datetime", "desc")]
+    out: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        for part in value.split(","):
+            part = part.strip()
+            direction = "desc" if part.startswith("-") else "asc"
+            out.append((part.lstrip("+- "), direction))
+    elif isinstance(value, list):
+        for rule in value:
+            if not isinstance(rule, dict) or not isinstance(rule.get("field"), str):
+                raise BadQueryError(
+                    f"sortby {value!r} must be a list of"
+                    " {'field': ..., 'direction': 'asc'|'desc'}"
+                )
+            direction = str(rule.get("direction", "asc")).lower()
+            if direction not in ("asc", "desc"):
+                raise BadQueryError(f"sortby direction {direction!r} must be 'asc' or 'desc'")
+            out.append((rule["field"], direction))
+    else:
+        raise BadQueryError(f"sortby {value!r} must be a string like -datetime or a list")
+    fields: list[tuple[str, str]] = []
+    for name, direction in out:
+        name = name.removeprefix("properties.")
+        if name not in SORT_FIELDS:
+            raise BadQueryError(
+                f"cannot sort by {name!r}; sort by one of: {', '.join(SORT_FIELDS)}"
+            )
+        if name in (f for f, _ in fields):
+            raise BadQueryError(f"sortby names {name!r} twice")
+        fields.append((name, direction))
+    return fields
+
+
+def parse_query(
+    *,
+    bbox: Any = None,
+    datetime: Any = None,
+    ids: Any = None,
+    collections: Any = None,
+    q: Any = None,
+    filter: Any = None,  # noqa: A002 - the STAC API's own name
+    filter_lang: str | None = None,
+    sortby: Any = None,
+    limit: Any = None,
+    token: Any = None,
+    intersects: Any = None,
+) -> SearchQuery:
+    """Validate search parameters as a user gave them; raise ``BadQueryError`` if any is bad."""
+    from pixelfleet.catalog.cql2 import check_filter, geometry_bbox
+
+    if filter_lang not in (None, "", "cql2-json"):
+        raise BadQueryError(f"filter-lang {filter_lang!r} is not supported; use cql2-json")
+    if isinstance(filter, str):
+        if len(filter) > 20_000:
+            raise BadQueryError("filter is longer than 20000 characters")
+        try:
+            filter = json.loads(filter)
+        except ValueError:
+            raise BadQueryError("filter is not valid JSON (CQL2-JSON is expected)") from None
+    box = parse_bbox(bbox)
+    if intersects is not None:
+        if box is not None:
+            raise BadQueryError("give bbox or intersects, not both")
+        box = geometry_bbox(intersects, "intersects")
+    if token is not None and (not isinstance(token, str) or len(token) > 4096):
+        raise BadQueryError("token must be a string from a 'next' link")
+    collections_list = parse_strings(collections, "collections", MAX_COLLECTIONS)
+    return SearchQuery(
+        bbox=box,
+        datetime=parse_datetime(datetime),
+        ids=parse_strings(ids, "ids", MAX_IDS),
+        collections=collections_list,
+        q=parse_q(q),
+        filter=check_filter(filter) if filter not in (None, {}) else None,
+        sortby=parse_sortby(sortby),
+        limit=parse_limit(limit),
+        token=token.removeprefix("next:") if token else None,
+    )
+
+
+# -- what is indexed of an item -------------------------------------------------------------
+
+
+def item_interval(item: dict[str, Any]) -> tuple[float, float, float]:
+    """``(sort datetime, start, end)`` of an item in epoch seconds."""
+    props = item.get("properties") or {}
+    when = props.get("datetime")
+    main = to_epoch(str(when), what="item datetime") if when else None
+    first, last = props.get("start_datetime"), props.get("end_datetime")
+    start = to_epoch(str(first), what="item datetime") if first else main
+    end = to_epoch(str(last), what="item datetime") if last else main
+    if start is None or end is None:
+        raise BadQueryError(f"item {item.get('id')!r} needs a datetime or start/end_datetime")
+    return (start if main is None else main), start, end
+
+
+def item_bbox(item: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """An item's 2D bbox, or None when it has no geometry."""
+    bbox = item.get("bbox")
+    if not bbox:
+        return None
+    if len(bbox) == 6:
+        return bbox[0], bbox[1], bbox[3], bbox[4]
+    return bbox[0], bbox[1], bbox[2], bbox[3]
+
+
+def item_text(item: dict[str, Any]) -> dict[str, str]:
+    """The text full-text search looks at: title, keys (id, source key), labels, description."""
+    props = item.get("properties") or {}
+    labels = props.get("labels") or []
+    names = [str(label.get("name", "")) for label in labels if isinstance(label, dict)]
+    keywords = [str(k) for k in props.get("keywords") or [] if isinstance(k, str)]
+    return {
+        "title": str(props.get("title") or ""),
+        "keys": " ".join(
+            str(v)
+            for v in (item.get("id"), item.get("collection"), props.get("pixelfleet:key"))
+            if v
+        ),
+        "labels": " ".join(names + keywords),
+        "description": str(props.get("description") or ""),
+    }

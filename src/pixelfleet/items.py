@@ -1,0 +1,246 @@
+"""STAC items for source objects: built where the source is read, by the worker.
+
+One STAC 1.1 item per source object: footprint and bbox in WGS84 (through rio-stac's
+footprint, i.e. rasterio's ``transform_geom``; photos and rasters without a CRS get
+none, photos with EXIF GPS a point), a datetime and where it came from
+(``pixelfleet:datetime_source``: ``metadata`` for TIFF/EXIF tags, ``key`` for a
+``YYYYMMDD`` date in the file name, else ``mtime``), projection and raster band
+information, an asset for the source (``data``) and one per output, and provenance
+(pixelfleet version, pipeline settings hash; the runner adds the run id).
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pixelfleet import __version__
+from pixelfleet.errors import UnsupportedFormatError
+from pixelfleet.imaging import sniff_format
+from pixelfleet.models import Entry, OutputRecord
+from pixelfleet.settings import Settings
+from pixelfleet.storage.base import Storage
+
+PROJ_EXT = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+
+_KEY_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+_PHOTO_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+}
+
+
+@dataclass
+class ItemSettings:
+    """What a pipeline says about its items."""
+
+    collection: str
+    pipeline_hash: str
+    public_url: str | None = None
+
+
+@dataclass
+class SourceFacts:
+    """What was learned from reading a source's header."""
+
+    media_type: str | None = None
+    geometry: dict[str, Any] | None = None
+    bbox: list[float] | None = None
+    when: datetime | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    asset_fields: dict[str, Any] = field(default_factory=dict)
+    extensions: list[str] = field(default_factory=list)
+
+
+def output_href(output: Storage, key: str, public_url: str | None) -> str:
+    """Where an output can be fetched: the ``public_url`` template's URL, else its own."""
+    if public_url:
+        quoted = urllib.parse.quote(key, safe="/")
+        if "{key}" in public_url:
+            return public_url.replace("{key}", quoted)
+        return public_url.rstrip("/") + "/" + quoted
+    return object_href(output, key)
+
+
+def object_href(storage: Storage, key: str) -> str:
+    """An object's location: an absolute path on local storage, else its URL."""
+    path = storage.local_path(key)
+    return path if path is not None else storage.describe(key)
+
+
+def key_year(key: str) -> int | None:
+    """A year folder in an object's key (NAIP's ``al/2013/...``), the innermost one."""
+    for part in reversed(key.split("/")[:-1]):
+        if len(part) == 4 and part.isdigit() and 1900 <= int(part) <= 2099:
+            return int(part)
+    return None
+
+
+def key_date(key: str) -> datetime | None:
+    """A ``YYYYMMDD`` date in an object's file name (NAIP: ``m_..._20160620.tif``)."""
+    for match in _KEY_DATE.finditer(posixpath.basename(key)):
+        try:
+            return datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def parse_tag_datetime(text: Any) -> datetime | None:
+    """A TIFF/EXIF ``YYYY:MM:DD HH:MM:SS`` or ISO timestamp, or None."""
+    if not isinstance(text, str):
+        return None
+    value = text.strip().rstrip("\x00")
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_facts(storage: Storage, entry: Entry, settings: Settings) -> SourceFacts:
+    """Read a source's header (never its pixels) for its item."""
+    head = storage.read(entry.key, 0, min(entry.size, 64)) if entry.size else b""
+    try:
+        fmt = sniff_format(head)
+    except UnsupportedFormatError:
+        return SourceFacts()
+    if fmt == "GTiff":
+        from pixelfleet.itemfacts import raster_facts
+
+        return raster_facts(storage, entry)
+    from pixelfleet.itemfacts import photo_facts
+
+    facts = photo_facts(storage, entry, fmt, settings)
+    facts.media_type = _PHOTO_TYPES.get(fmt)
+    return facts
+
+
+def build_item(
+    source: Storage,
+    output: Storage,
+    entry: Entry,
+    outputs: Sequence[OutputRecord],
+    extra_properties: dict[str, Any],
+    options: ItemSettings,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The STAC item of one source object, as a JSON dict."""
+    import pystac
+
+    facts = read_facts(source, entry, settings)
+    when: datetime | None
+    span: dict[str, str] = {}
+    year = key_year(entry.key)
+    if facts.when is not None:
+        when, origin = facts.when, "metadata"
+    elif (from_key := key_date(entry.key)) is not None:
+        when, origin = from_key, "key"
+    elif year is not None:
+        # A year folder says "some time that year": an interval, not an instant.
+        when, origin = None, "key"
+        span = {
+            "start_datetime": f"{year}-01-01T00:00:00Z",
+            "end_datetime": f"{year}-12-31T23:59:59Z",
+        }
+    else:
+        when, origin = datetime.fromtimestamp(entry.mtime or 0, UTC), "mtime"
+    name = posixpath.basename(entry.key)
+    properties: dict[str, Any] = {
+        "title": name,
+        "description": f"{entry.key} ({source.url})",
+        "pixelfleet:key": entry.key,
+        "pixelfleet:source": source.url,
+        "pixelfleet:etag": entry.etag,
+        "pixelfleet:size": entry.size,
+        "pixelfleet:datetime_source": origin,
+        "pixelfleet:version": __version__,
+        "pixelfleet:pipeline": options.pipeline_hash,
+        **span,
+        **facts.properties,
+    }
+    for key, value in extra_properties.items():
+        properties[key] = value
+    # Free-text search in pgstac looks at title, description and keywords, and its parser
+    # keeps "flower.jpg" whole: the key's words and the labels' names go in keywords.
+    keywords = [k for k in properties.get("keywords") or [] if isinstance(k, str)]
+    keywords += re.findall(r"[^\W_]+", entry.key.lower())
+    labels = properties.get("labels")
+    if isinstance(labels, list):
+        names = [str(x["name"]) for x in labels if isinstance(x, dict) and x.get("name")]
+        # Parents and aliases make "cat" find a "tabby cat" and "cup" an "espresso".
+        related = [
+            str(word)
+            for x in labels
+            if isinstance(x, dict)
+            for word in [*(x.get("parents") or []), *(x.get("aliases") or [])]
+        ]
+        if names:
+            keywords += names + related
+            properties["description"] += " — labels: " + ", ".join(names)
+    properties["keywords"] = sorted(set(keywords))
+    item = pystac.Item(
+        id=entry.key,
+        geometry=facts.geometry,
+        bbox=facts.bbox,
+        datetime=when,
+        properties=properties,
+        collection=None,
+        stac_extensions=[*facts.extensions, FILE_EXT],
+    )
+    item.collection_id = options.collection
+    item.add_asset(
+        "data",
+        pystac.Asset(
+            href=object_href(source, entry.key),
+            media_type=facts.media_type,
+            title="Source",
+            roles=["data"],
+            extra_fields={"file:size": entry.size, **facts.asset_fields},
+        ),
+    )
+    used: set[str] = {"data"}
+    for record in outputs:
+        base = record.asset or record.step
+        name = base
+        n = 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        item.add_asset(
+            name,
+            pystac.Asset(
+                href=output_href(output, record.key, options.public_url),
+                media_type=record.media_type,
+                title=record.title,
+                roles=list(record.roles or []) or None,
+                extra_fields={"file:size": record.size, "pixelfleet:step": record.step},
+            ),
+        )
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+def exif_datetime(exif: Any) -> datetime | None:
+    """DateTimeOriginal (else DateTime) of a Pillow ``Exif``."""
+    try:
+        sub = exif.get_ifd(0x8769)
+    except (KeyError, ValueError, TypeError, OSError, io.UnsupportedOperation):
+        sub = {}
+    return parse_tag_datetime(sub.get(0x9003)) or parse_tag_datetime(exif.get(0x0132))

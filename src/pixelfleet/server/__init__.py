@@ -1,0 +1,66 @@
+"""``pixelfleet serve``: the STAC API (under ``/stac``) and the web UI (``/``), one FastAPI app.
+
+Build it with :func:`create_app`; the ``[server]`` extra provides FastAPI, uvicorn
+and Jinja2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pixelfleet.errors import MissingExtraError
+from pixelfleet.settings import Settings, get_settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    catalog: Any = None,
+    catalog_url: str | None = None,
+    ledger_url: str | None = None,
+) -> Any:
+    """The server app: STAC API at ``/stac``, search page at ``/``, runs at ``/runs``.
+
+    ``catalog`` (an open :class:`~pixelfleet.catalog.Catalog`) wins over
+    ``catalog_url``, which wins over the settings' ``catalog_url``; the runs page
+    reads ``ledger_url`` (default: the settings' ledger).
+    """
+    try:
+        from fastapi import FastAPI
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(
+            "pixelfleet serve needs optional dependencies: pip install 'pixelfleet[server]'"
+        ) from exc
+    from pixelfleet import __version__
+    from pixelfleet.catalog import open_catalog
+    from pixelfleet.server import stac, ui
+    from pixelfleet.server.errors import add_handlers
+
+    settings = settings or get_settings()
+    owned = catalog is None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        if owned:
+            app.state.catalog.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="pixelfleet",
+        version=__version__,
+        description="STAC API and search pages for the imagery pixelfleet has processed.",
+        docs_url="/stac/docs",
+        openapi_url="/stac/openapi.json",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.catalog = catalog or open_catalog(catalog_url or settings.catalog_url)
+    app.state.ledger_url = ledger_url or settings.ledger_url
+    add_handlers(app)
+    app.include_router(stac.router)
+    app.include_router(ui.router)
+    ui.mount_static(app)
+    return app
