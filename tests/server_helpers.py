@@ -24,7 +24,8 @@ def fill_demo_catalog(folder: Path) -> tuple[str, str]:
     from pixelfleet.runner import Runner
 
     src = folder / "bucket"
-    shutil.copytree(DEMO, src)
+    # The 15 thumbnail-demo objects (the Landsat scenes belong to other pipelines).
+    shutil.copytree(DEMO, src, ignore=shutil.ignore_patterns("landsat"))
     catalog_url = f"sqlite:///{folder / 'catalog.db'}"
     ledger_url = f"sqlite:///{folder / 'ledger.db'}"
     pipeline = pipeline_from_dict(
@@ -41,8 +42,8 @@ def fill_demo_catalog(folder: Path) -> tuple[str, str]:
     assert summary.state == "done", summary.failures
     with open_catalog(catalog_url) as catalog:
         for key, labels in (
-            ("photos/chelsea.png", [{"name": "cat", "confidence": 0.93}]),
-            ("photos/coffee.png", [{"name": "coffee", "confidence": 0.88}]),
+            ("photos/chelsea.png", [{"name": "cat", "confidence": 93.0}]),
+            ("photos/coffee.png", [{"name": "coffee", "confidence": 88.0}]),
         ):
             item = catalog.get_item("demo", key)
             item["properties"]["labels"] = labels

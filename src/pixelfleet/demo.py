@@ -58,6 +58,8 @@ def _labels_caption(thumb: Path) -> str:
     except (ValueError, KeyError):
         return ""
     return f"<br><b>{html.escape(text)}</b>" if text else ""
+
+
 def catalog_url(pipeline: Pipeline) -> str:
     """The catalog the demo pipeline writes to."""
     section = pipeline.catalog

@@ -74,6 +74,8 @@ class ThrottledError(PixelfleetError, RuntimeError):
 
 class InventoryError(PixelfleetError, ValueError):
     """An S3 Inventory report is malformed, incomplete or fails its checksum."""
+
+
 class CatalogError(PixelfleetError, OSError):
     """The catalog's database failed or could not be reached."""
 

@@ -371,6 +371,8 @@ def source_entries(src: Source) -> Iterator[Entry]:
 
     extensions = extensions_for(src.content_types)
     return (e for e in entries if os.path.splitext(e.key)[1].lower() in extensions)
+
+
 class ItemIndexer:
     """Collects finished tasks' STAC items and upserts them into the catalog in batches."""
 
