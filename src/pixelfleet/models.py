@@ -78,6 +78,10 @@ class OutputRecord:
     key: str
     size: int
     step: str
+    #: IANA media type (e.g. ``image/tiff; application=geotiff; profile=cloud-optimized``),
+    #: and STAC asset roles (``visual``, ``overview``, ``metadata``...), when the op knows them.
+    media_type: str | None = None
+    roles: list[str] = field(default_factory=list)
 
 
 @dataclass

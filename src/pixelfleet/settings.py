@@ -67,6 +67,8 @@ class Settings:
     gdal_cache_mb: int = 64
     debug: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: Pipeline overrides from the environment, as ``(variable, "field.path=value")``.
+    pipeline_overrides: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,7 +102,37 @@ class Settings:
             gdal_cache_mb=_int(env, "PIXELFLEET_GDAL_CACHE_MB", 64, 8),
             debug=_flag(env, "PIXELFLEET_DEBUG", False),
             extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
+            pipeline_overrides=pipeline_overrides(env),
         )
+
+
+def pipeline_overrides(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Pipeline field overrides from the environment, like ``--set``, in the order applied.
+
+    - ``PIXELFLEET_SET="steps.0.recipe=swir2-nir-green;source.url=s3://b/x"``: one or
+      more ``field.path=value`` items separated by ``;`` or new lines;
+    - ``PIXELFLEET_SET_STEPS__0__RECIPE=swir2-nir-green``: one field per variable, the
+      path after the prefix with ``__`` between parts (lower-cased).
+
+    ``PIXELFLEET_SET`` comes first, then the single-field variables by name; the
+    command line's ``--set`` is applied after all of them.
+    """
+    out: list[tuple[str, str]] = []
+    combined = env.get("PIXELFLEET_SET", "")
+    for item in combined.replace("\n", ";").split(";"):
+        if item.strip():
+            out.append(("PIXELFLEET_SET", item.strip()))
+    for name in sorted(env):
+        if name.startswith("PIXELFLEET_SET_"):
+            path = name.removeprefix("PIXELFLEET_SET_")
+            if not path or any(not part for part in path.split("__")):
+                raise ConfigError(
+                    f"environment variable {name} names no field; use PIXELFLEET_SET_ then the "
+                    "field path with __ between parts, e.g. PIXELFLEET_SET_STEPS__0__RECIPE"
+                )
+            dotted = ".".join(part.lower() for part in path.split("__"))
+            out.append((name, f"{dotted}={env[name]}"))
+    return tuple(out)
 
 
 _current: Settings | None = None

@@ -32,6 +32,12 @@ from pixelfleet.runner import Runner
     help="Override a pipeline field, e.g. --set steps.0.size=256 (repeatable).",
 )
 @click.option("--shard", default=None, metavar="i/N", help="Run only shard i of N (by task group).")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="GROUP",
+    help="Run only this task group, e.g. a scene id (repeatable).",
+)
 @ledger_option
 @progress_option
 def run(
@@ -41,6 +47,7 @@ def run(
     workers: int | None,
     overrides: tuple[str, ...],
     shard: str | None,
+    only: tuple[str, ...],
     ledger_url: str | None,
     progress: bool | None,
 ) -> None:
@@ -57,6 +64,7 @@ def run(
             workers=workers,
             progress=progress,
             shard=parse_shard(shard) if shard else None,
+            only=only,
         )
         if dry_run:
             show_dry_run(runner.dry_run())

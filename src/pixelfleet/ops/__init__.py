@@ -10,6 +10,9 @@ __all__ = ["Op", "OpConfig", "OpContext", "ops", "render_key"]
 ops = Registry(
     "op",
     "pixelfleet.ops",
-    {"thumbnail": "pixelfleet.ops.thumbnail:ThumbnailOp"},
+    {
+        "thumbnail": "pixelfleet.ops.thumbnail:ThumbnailOp",
+        "composite": "pixelfleet.ops.composite:CompositeOp",
+    },
     extras={},
 )

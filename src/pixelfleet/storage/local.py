@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlparse
@@ -127,6 +128,24 @@ class LocalStorage(Storage):
                 os.unlink(tmp)
             raise
         st = os.stat(path)
+        return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
+
+    def write_file(self, key: str, path: str, metadata: dict[str, str] | None = None) -> Entry:
+        """Copy a local file into place through a hidden temp file (no whole read in memory)."""
+        dest = self._path(key)
+        folder = os.path.dirname(dest)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + _TMP_MARK, dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+            _write_xattrs(tmp, metadata or {})
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        st = os.stat(dest)
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
     def delete(self, key: str) -> None:

@@ -1,0 +1,498 @@
+"""Scene composites in bounded memory: bands streamed window by window to a COG.
+
+``make_composite(bands, spec, workdir)`` is what the ``composite`` step calls, and is
+usable without a pipeline. In order:
+
+1. Open every band file the channels need (GTiff driver only, overviews hidden) and
+   check they line up: same size, CRS and transform.
+2. Fit a stretch per channel from a sample: a decimated nearest-neighbour read of
+   every ``sample``-th pixel of every ``sample``-th row, at full resolution. Not from
+   overviews: overviews built by averaging pull the top percentiles a few percent low.
+3. Stream stripes of ``window_rows`` rows: read each band, mark nodata, zero fill and
+   NaN transparent, stretch through a per-channel uint8 lookup table (integer bands)
+   or in float32 (band math), and write RGBA (or grey + alpha) to an uncompressed
+   temporary GeoTIFF.
+4. Translate it with GDAL's COG driver (tiles, compression, averaged overviews).
+5. Render the picture (PNG/JPEG/WebP, optional title) from the COG's overviews, and
+   the histograms (raw bands from the sample, stretched channels counted exactly
+   while streaming).
+
+Memory is a few stripes plus GDAL's block cache, whatever the scene's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from PIL import Image, ImageDraw, ImageFont
+from rasterio._err import CPLE_BaseError
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from pixelfleet.bandmath import Expression, is_expression
+from pixelfleet.errors import CorruptInputError, ImageTooLargeError, InputError
+from pixelfleet.imaging import encode, fit_size, too_large_message
+from pixelfleet.models import one_line
+from pixelfleet.settings import Settings, get_settings
+from pixelfleet.stretch import Stretch, StretchMode, describe, fit_stretch
+
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
+
+#: Compression names accepted for the COG, mapped to GDAL's.
+COMPRESSIONS = {"deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW", "webp": "WEBP", "none": "NONE"}
+
+#: Channel names by position, for messages and statistics.
+CHANNEL_NAMES = {1: ("grey",), 3: ("red", "green", "blue")}
+
+_OPEN_OPTIONS = {"OVERVIEW_LEVEL": "NONE"}  # statistics must come from full resolution
+GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
+
+
+@dataclass
+class BandFile:
+    """One band of a scene: where to read it, and how to name it in messages.
+
+    ``path`` is a local path, or a made-up path that ``opener`` serves (remote
+    objects); ``index`` is the band inside the file (1 for single-band files).
+    """
+
+    band: str
+    label: str
+    path: str
+    opener: Callable[..., Any] | None = None
+    index: int = 1
+
+
+@dataclass
+class CompositeSpec:
+    """What to make: channels (band names or expressions), stretch, and outputs."""
+
+    channels: list[str]
+    stretch: list[StretchMode]
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    ranges: list[tuple[float, float]] | None = None
+    gamma: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    nodata: float | None = None
+    zero_is_nodata: bool = True
+    sample: int = 8
+    window_rows: int = 512
+    cog: bool = True
+    compress: str = "deflate"
+    blocksize: int = 512
+    image_size: int | None = 1024
+    image_format: str = "png"
+    image_quality: int = 90
+    title: str | None = None
+    background: str = "black"
+    histogram: bool = False
+
+
+@dataclass
+class CompositeResult:
+    """What :func:`make_composite` made: a COG file in the work folder, encoded
+    image bytes, histogram plot bytes and statistics (JSON-compatible)."""
+
+    cog_path: str | None
+    image: bytes | None
+    histogram_png: bytes | None
+    stats: dict[str, Any]
+
+
+class Channel:
+    """One output channel: a band read as it is, or an expression over bands."""
+
+    def __init__(self, text: str):
+        """Parse ``text``: a band name (``4``, ``8A``) or an expression (``b5 - b4``)."""
+        self.text = text.strip()
+        if is_expression(self.text):
+            self.expression: Expression | None = Expression(self.text)
+            self.bands = self.expression.bands
+        else:
+            self.expression = None
+            self.bands = [normal_band(self.text)]
+
+    def values(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """The channel's raw values from arrays keyed by band name."""
+        if self.expression is None:
+            return arrays[self.bands[0]]
+        return self.expression.evaluate(arrays)
+
+
+def normal_band(name: str) -> str:
+    """A band's name as used in keys of dicts: ``"04"`` -> ``"4"``, ``"8a"`` -> ``"8A"``."""
+    text = str(name).strip().upper()
+    return str(int(text)) if text.isdigit() else text
+
+
+def parse_channels(channels: Sequence[str]) -> list[str]:
+    """The bands the channels read, in first-use order (expressions are checked here)."""
+    needed: list[str] = []
+    for ch in channels:
+        for band in Channel(ch).bands:
+            if band not in needed:
+                needed.append(band)
+    return needed
+
+
+def make_composite(
+    bands: Sequence[BandFile],
+    spec: CompositeSpec,
+    workdir: str,
+    settings: Settings | None = None,
+    scene: str = "",
+) -> CompositeResult:
+    """Make one composite of a scene; files go to ``workdir`` (a temporary folder).
+
+    ``bands`` must hold every band the channels read. Bad input raises an
+    :class:`~pixelfleet.errors.InputError` naming the band file at fault.
+    """
+    settings = settings or get_settings()
+    channels = [Channel(c) for c in spec.channels]
+    by_band = {normal_band(b.band): b for b in bands}
+    needed = parse_channels(spec.channels)
+    missing = [b for b in needed if b not in by_band]
+    if missing:
+        found = ", ".join(sorted(by_band, key=_band_sort)) or "none"
+        raise InputError(
+            f"{scene or 'scene'}: no file for band(s) {', '.join(missing)} (found bands: "
+            f"{found}); upload the missing band files, or choose bands or a recipe this "
+            "scene has"
+        )
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(**GDAL_ENV))
+        datasets = {b: open_band(by_band[b], stack) for b in needed}
+        first = datasets[needed[0]]
+        check_aligned(needed, datasets, by_band)
+        width, height = first.width, first.height
+        if width * height > settings.max_image_pixels:
+            raise ImageTooLargeError(
+                too_large_message(by_band[needed[0]].label, width, height, settings.max_image_pixels)
+            )
+        nodata = {b: band_nodata(datasets[b], by_band[b], spec.nodata) for b in needed}
+        reader = BandReader(datasets, by_band, nodata, spec.zero_is_nodata)
+
+        sample, valid_sample = reader.sample(spec.sample)
+        stretches = _fit(channels, sample, valid_sample, spec)
+        stats: dict[str, Any] = {
+            "scene": scene,
+            "width": width,
+            "height": height,
+            "crs": first.crs.to_string() if first.crs else None,
+            "sample_step": spec.sample,
+            "bands": {
+                b: dict(describe(sample[b][valid_sample], valid_sample.size), file=by_band[b].label)
+                for b in needed
+            },
+        }
+        tmp = os.path.join(workdir, "composite-stream.tif")
+        counts = _stream(reader, channels, stretches, spec, first, tmp)
+
+    n_valid = int(counts[-1])
+    stats["pixels"] = {"total": width * height, "valid": n_valid}
+    names = CHANNEL_NAMES[len(channels)]
+    stats["channels"] = [
+        {
+            "name": names[i],
+            "source": ch.text,
+            "stretch": stretches[i].to_dict(),
+            "histogram": {"counts": [int(c) for c in counts[i]]},
+        }
+        for i, ch in enumerate(channels)
+    ]
+
+    cog_path = None
+    picture_source = tmp
+    if spec.cog:
+        cog_path = os.path.join(workdir, "composite-cog.tif")
+        _translate_cog(tmp, cog_path, spec)
+        os.unlink(tmp)
+        picture_source = cog_path
+    image = None
+    if spec.image_size:
+        image = render_image(picture_source, spec)
+    if not spec.cog:
+        os.unlink(tmp)
+    histogram_png = None
+    if spec.histogram:
+        from pixelfleet.histograms import plot_histograms
+
+        histogram_png = plot_histograms(stats, title=spec.title or scene)
+    return CompositeResult(cog_path, image, histogram_png, stats)
+
+
+def _band_sort(name: str) -> tuple[int, str]:
+    return (int(name), "") if name.isdigit() else (10**6, name)
+
+
+def open_band(band: BandFile, stack: contextlib.ExitStack) -> DatasetReader:
+    """Open a band file (GTiff only, overviews hidden) for as long as ``stack`` lives."""
+    try:
+        return stack.enter_context(
+            rasterio.open(band.path, driver="GTiff", opener=band.opener, **_OPEN_OPTIONS)
+        )
+    except (RasterioError, CPLE_BaseError) as exc:
+        raise _corrupt(band, exc) from exc
+
+
+def _corrupt(band: BandFile, exc: BaseException) -> CorruptInputError:
+    cause = exc.__cause__ if isinstance(exc.__cause__, CPLE_BaseError) else exc
+    detail = one_line(str(cause).replace(band.path, "").strip(": ")) or type(exc).__name__
+    return CorruptInputError(
+        f"{band.label}: cannot be read as a GeoTIFF ({detail}); the band file is truncated or "
+        "corrupt: re-create or re-upload it"
+    )
+
+
+def check_aligned(
+    needed: list[str], datasets: dict[str, DatasetReader], by_band: dict[str, BandFile]
+) -> None:
+    """Refuse band files that do not share one grid (size, CRS, transform) or lack the band."""
+    ref_band = needed[0]
+    ref = datasets[ref_band]
+    for b in needed:
+        src, band = datasets[b], by_band[b]
+        if band.index > src.count:
+            raise InputError(
+                f"{band.label}: has {src.count} band(s), so band {band.index} cannot be read; "
+                f"use band numbers from 1 to {src.count}"
+            )
+        if np.dtype(src.dtypes[band.index - 1]).kind == "c":
+            raise InputError(f"{band.label}: holds complex numbers, which make no composite")
+        if b == ref_band:
+            continue
+        ref_label = by_band[ref_band].label
+        if (src.width, src.height) != (ref.width, ref.height):
+            raise InputError(
+                f"{band.label}: is {src.width}x{src.height} pixels but {ref_label} is "
+                f"{ref.width}x{ref.height}; the band files of a scene must have the same size "
+                "(resample them to one grid, e.g. with gdalwarp -tr, or leave this band out)"
+            )
+        if src.crs != ref.crs:
+            raise InputError(
+                f"{band.label}: its CRS {_crs(src)} differs from {ref_label}'s {_crs(ref)}; "
+                "the band files of a scene must share one grid (reproject with gdalwarp)"
+            )
+        if not src.transform.almost_equals(ref.transform, precision=1e-6):
+            raise InputError(
+                f"{band.label}: does not line up with {ref_label} (different origin or pixel "
+                "size); the band files of a scene must share one grid"
+            )
+
+
+def _crs(src: DatasetReader) -> str:
+    return src.crs.to_string() if src.crs else "(none)"
+
+
+def band_nodata(src: DatasetReader, band: BandFile, override: float | None) -> float | None:
+    """The value that marks missing data in a band: ``override``, else the file's."""
+    if override is not None:
+        return override
+    value = src.nodatavals[band.index - 1]
+    return None if value is None else float(value)
+
+
+class BandReader:
+    """Reads aligned windows of every needed band and tells which pixels are valid."""
+
+    def __init__(
+        self,
+        datasets: dict[str, DatasetReader],
+        bands: dict[str, BandFile],
+        nodata: dict[str, float | None],
+        zero_is_nodata: bool,
+    ):
+        """Read ``datasets`` (by band name); ``nodata`` and zeros (if asked) are invalid."""
+        self.datasets = datasets
+        self.bands = bands
+        self.nodata = nodata
+        self.zero = zero_is_nodata
+        first = next(iter(datasets.values()))
+        self.width, self.height = first.width, first.height
+
+    def read(
+        self, window: Window, out_shape: tuple[int, int] | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every needed band over ``window`` (decimated to ``out_shape``), and validity."""
+        arrays = {}
+        for name, src in self.datasets.items():
+            band = self.bands[name]
+            try:
+                arrays[name] = src.read(
+                    band.index, window=window, out_shape=out_shape, resampling=Resampling.nearest
+                )
+            except (RasterioError, CPLE_BaseError) as exc:
+                raise _corrupt(band, exc) from exc
+        return arrays, self.valid(arrays)
+
+    def valid(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """True where every band holds data: not its nodata value, not 0 (zero fill of
+        integer bands, if asked), not NaN or infinite."""
+        valid: np.ndarray | None = None
+        for name, a in arrays.items():
+            bad: np.ndarray | None = None
+            nd = self.nodata[name]
+            if a.dtype.kind == "f":
+                bad = ~np.isfinite(a)
+                if nd is not None and not math.isnan(nd):
+                    bad |= a == nd
+            elif nd is not None and np.can_cast(np.min_scalar_type(nd), a.dtype):
+                bad = a == a.dtype.type(nd)
+            if self.zero and a.dtype.kind in "ui":
+                bad = (a == 0) if bad is None else (bad | (a == 0))
+            if bad is not None:
+                valid = ~bad if valid is None else (valid & ~bad)
+        if valid is None:
+            shape = next(iter(arrays.values())).shape
+            return np.ones(shape, bool)
+        return valid
+
+    def sample(self, step: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every ``step``-th pixel of every ``step``-th row, read swath by swath."""
+        rows_out, cols_out = max(1, self.height // step), max(1, self.width // step)
+        swath = max(1, 512 // step) * step
+        parts: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        for out_r0 in range(0, rows_out, swath // step):
+            out_rows = min(swath // step, rows_out - out_r0)
+            window = Window(0, out_r0 * step, cols_out * step, out_rows * step)
+            parts.append(self.read(window, (out_rows, cols_out)))
+        arrays = {name: np.concatenate([p[0][name] for p in parts]) for name in self.datasets}
+        return arrays, np.concatenate([p[1] for p in parts])
+
+
+def _fit(
+    channels: list[Channel],
+    sample: dict[str, np.ndarray],
+    valid: np.ndarray,
+    spec: CompositeSpec,
+) -> list[Stretch]:
+    out = []
+    for i, ch in enumerate(channels):
+        values = ch.values(sample)
+        ok = valid & np.isfinite(values) if values.dtype.kind == "f" else valid
+        fixed = spec.ranges[i] if spec.ranges else None
+        out.append(fit_stretch(values[ok], spec.stretch[i], spec.percentiles, fixed, spec.gamma[i]))
+    return out
+
+
+def _stream(
+    reader: BandReader,
+    channels: list[Channel],
+    stretches: list[Stretch],
+    spec: CompositeSpec,
+    ref: DatasetReader,
+    path: str,
+) -> list[np.ndarray]:
+    """Write the stretched channels and alpha, stripe by stripe; return per-channel
+    counts of each output value over valid pixels, then the valid pixel count."""
+    luts = []
+    for ch, st in zip(channels, stretches, strict=True):
+        dtype = np.dtype(reader.datasets[ch.bands[0]].dtypes[reader.bands[ch.bands[0]].index - 1])
+        luts.append(st.lut(dtype) if ch.expression is None else None)
+    count = len(channels) + 1
+    profile = {
+        "driver": "GTiff",
+        "width": reader.width,
+        "height": reader.height,
+        "count": count,
+        "dtype": "uint8",
+        "crs": ref.crs,
+        "transform": ref.transform,
+        "tiled": True,
+        "blockxsize": spec.blocksize,
+        "blockysize": spec.blocksize,
+        "interleave": "pixel",
+        "photometric": "RGB" if count == 4 else "MINISBLACK",
+        "alpha": "UNASSOCIATED",
+        "BIGTIFF": "IF_SAFER",
+    }
+    hist = [np.zeros(256, np.int64) for _ in channels]
+    n_valid = 0
+    rows = max(spec.blocksize, spec.window_rows // spec.blocksize * spec.blocksize)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.colorinterp = (
+            [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+            if count == 4
+            else [ColorInterp.gray, ColorInterp.alpha]
+        )
+        for r0 in range(0, reader.height, rows):
+            window = Window(0, r0, reader.width, min(rows, reader.height - r0))
+            arrays, valid = reader.read(window)
+            out = np.empty((count, int(window.height), reader.width), np.uint8)
+            for i, ch in enumerate(channels):
+                values = ch.values(arrays)
+                lut = luts[i]
+                if lut is not None:
+                    info_min = np.iinfo(values.dtype).min
+                    index = values if info_min == 0 else values.astype(np.int32) - info_min
+                    out[i] = lut[index]
+                else:
+                    if values.dtype.kind == "f":
+                        valid &= np.isfinite(values)
+                    out[i] = stretches[i].apply(values)
+            invalid = ~valid
+            n_invalid = int(np.count_nonzero(invalid))
+            for i in range(len(channels)):
+                if n_invalid:
+                    out[i][invalid] = 0
+                if spec.histogram:
+                    counts = np.bincount(out[i].ravel(), minlength=256)
+                    counts[0] -= n_invalid
+                    hist[i] += counts
+            out[-1] = valid.view(np.uint8) * np.uint8(255)
+            n_valid += valid.size - n_invalid
+            dst.write(out, window=window)
+    return [*hist, np.array(n_valid)]
+
+
+def _translate_cog(src_path: str, dst_path: str, spec: CompositeSpec) -> None:
+    """GDAL's COG driver: tiles, compression and averaged overviews, IFDs up front."""
+    options: dict[str, Any] = {
+        "COMPRESS": COMPRESSIONS[spec.compress],
+        "BLOCKSIZE": spec.blocksize,
+        "OVERVIEW_RESAMPLING": "AVERAGE",
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+    if spec.compress in ("deflate", "zstd", "lzw"):
+        options["PREDICTOR"] = "YES"
+    if spec.compress == "webp":
+        options["QUALITY"] = 100
+        options["LOSSLESS"] = "YES"
+    with rasterio.Env(**GDAL_ENV):
+        rasterio.shutil.copy(src_path, dst_path, driver="COG", **options)
+
+
+def render_image(path: str, spec: CompositeSpec) -> bytes:
+    """The picture at ``spec.image_size`` (longest side), from the nearest overview."""
+    with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+        width, height = fit_size(src.width, src.height, spec.image_size or 1024)
+        data = src.read(out_shape=(src.count, height, width), resampling=Resampling.average)
+    mode = "RGBA" if data.shape[0] == 4 else "LA"
+    image = Image.fromarray(np.ascontiguousarray(np.moveaxis(data, 0, -1)), mode)
+    if spec.title:
+        image = draw_title(image, spec.title)
+    return encode(image, spec.image_format, spec.image_quality, spec.background)
+
+
+def draw_title(image: Image.Image, text: str) -> Image.Image:
+    """Write ``text`` on a dark band across the top of the picture (Pillow's built-in font)."""
+    image = image.convert("RGBA")
+    size = max(11, round(image.width / 45))
+    font = ImageFont.load_default(size=size)
+    band = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(band)
+    pad = max(3, size // 3)
+    left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
+    draw.rectangle((0, 0, image.width, bottom + pad), fill=(0, 0, 0, 170))
+    draw.text((pad, pad), text, font=font, fill=(255, 255, 255, 255))
+    return Image.alpha_composite(image, band)
