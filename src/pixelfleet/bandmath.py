@@ -99,7 +99,7 @@ class Expression:
 
     def _eval(self, node: ast.AST, bands: Mapping[str, np.ndarray]) -> Any:
         if isinstance(node, ast.Constant):
-            return np.float32(node.value)
+            return np.float32(float(node.value))  # type: ignore[arg-type]
         if isinstance(node, ast.Name):
             m = _BAND_NAME.match(node.id)
             assert m is not None  # checked on parse

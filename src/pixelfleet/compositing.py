@@ -54,6 +54,9 @@ COMPRESSIONS = {"deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW", "webp": "WEB
 #: Channel names by position, for messages and statistics.
 CHANNEL_NAMES = {1: ("grey",), 3: ("red", "green", "blue")}
 
+#: Samples for statistics hold at least this many pixels (or every pixel).
+MIN_SAMPLE = 250_000
+
 _OPEN_OPTIONS = {"OVERVIEW_LEVEL": "NONE"}  # statistics must come from full resolution
 GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
 
@@ -176,7 +179,9 @@ def make_composite(
         width, height = first.width, first.height
         if width * height > settings.max_image_pixels:
             raise ImageTooLargeError(
-                too_large_message(by_band[needed[0]].label, width, height, settings.max_image_pixels)
+                too_large_message(
+                    by_band[needed[0]].label, width, height, settings.max_image_pixels
+                )
             )
         nodata = {b: band_nodata(datasets[b], by_band[b], spec.nodata) for b in needed}
         reader = BandReader(datasets, by_band, nodata, spec.zero_is_nodata)
@@ -188,7 +193,7 @@ def make_composite(
             "width": width,
             "height": height,
             "crs": first.crs.to_string() if first.crs else None,
-            "sample_step": spec.sample,
+            "sample_step": reader.step(spec.sample),
             "bands": {
                 b: dict(describe(sample[b][valid_sample], valid_sample.size), file=by_band[b].label)
                 for b in needed
@@ -334,6 +339,10 @@ class BandReader:
                 raise _corrupt(band, exc) from exc
         return arrays, self.valid(arrays)
 
+    def step(self, step: int) -> int:
+        """The sample step actually used for ``step`` on this scene."""
+        return max(1, min(step, math.isqrt(self.width * self.height // MIN_SAMPLE)))
+
     def valid(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """True where every band holds data: not its nodata value, not 0 (zero fill of
         integer bands, if asked), not NaN or infinite."""
@@ -357,7 +366,12 @@ class BandReader:
         return valid
 
     def sample(self, step: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Every ``step``-th pixel of every ``step``-th row, read swath by swath."""
+        """Every ``step``-th pixel of every ``step``-th row, read swath by swath.
+
+        Small images are sampled more densely, so that a sample has at least
+        :data:`MIN_SAMPLE` pixels (every pixel, below that size).
+        """
+        step = self.step(step)
         rows_out, cols_out = max(1, self.height // step), max(1, self.width // step)
         swath = max(1, 512 // step) * step
         parts: list[tuple[dict[str, np.ndarray], np.ndarray]] = []

@@ -18,15 +18,15 @@ import numpy as np
 import rasterio
 
 from pixelfleet.compositing import (
-    GDAL_ENV,
     CHANNEL_NAMES,
+    GDAL_ENV,
     BandFile,
-    Channel,
-    check_aligned,
-    band_nodata,
-    open_band,
     BandReader,
+    Channel,
+    band_nodata,
+    check_aligned,
     normal_band,
+    open_band,
 )
 from pixelfleet.errors import InputError, MissingExtraError
 from pixelfleet.stretch import StretchMode, describe, fit_stretch
@@ -72,7 +72,7 @@ def scene_histograms(
             "width": first.width,
             "height": first.height,
             "crs": first.crs.to_string() if first.crs else None,
-            "sample_step": sample,
+            "sample_step": reader.step(sample),
             "bands": {
                 b: dict(describe(arrays[b][valid], valid.size), file=by_band[b].label)
                 for b in needed
@@ -145,9 +145,7 @@ def plot_histograms(stats: dict[str, Any], title: str = "") -> bytes:
     for ch in channels:
         counts = np.asarray(ch["histogram"]["counts"])
         colour = _COLOURS.get(ch["name"], "#555555")
-        bottom.stairs(
-            counts, np.arange(257), label=f"{ch['name']} ({ch['source']})", color=colour
-        )
+        bottom.stairs(counts, np.arange(257), label=f"{ch['name']} ({ch['source']})", color=colour)
     bottom.set_xlim(0, 256)
     bottom.set_title("channels after stretch (0-255)")
     bottom.set_xlabel("output value")

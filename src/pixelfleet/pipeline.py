@@ -55,7 +55,7 @@ class Partition(_Strict):
         if self.by == "scene" and self.pattern is None:
             raise ValueError(
                 "a scene partition needs a pattern, e.g. "
-                "partition = { by = \"scene\", pattern = \"{scene}_B{band}.TIF\" }"
+                'partition = { by = "scene", pattern = "{scene}_B{band}.TIF" }'
             )
         return self
 

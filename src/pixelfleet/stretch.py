@@ -43,9 +43,7 @@ class Stretch:
             t = np.interp(data, self.knots, levels).astype(np.float32)
         else:
             span = self.high - self.low
-            t = (np.clip(data, self.low, self.high) - np.float32(self.low)) * np.float32(
-                1.0 / span
-            )
+            t = (np.clip(data, self.low, self.high) - np.float32(self.low)) * np.float32(1.0 / span)
         if self.gamma != 1.0:
             t = np.power(t, np.float32(1.0 / self.gamma))
         out = t * np.float32(255.0) + np.float32(0.5)

@@ -48,6 +48,9 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(status.status)
     cli.add_command(retry.retry)
+    from pixelfleet.cli import histogram
+
+    cli.add_command(histogram.histogram)
 
 
 _register()

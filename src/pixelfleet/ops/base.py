@@ -150,9 +150,7 @@ class Op(ABC):
         """The keys a task-scope op writes for a task (``group`` is the task's group)."""
         raise NotImplementedError(f"op {self.name!r} works on single objects (scope 'entry')")
 
-    def run_group(
-        self, ctx: OpContext, group: str, entries: Sequence[Entry]
-    ) -> list[OutputRecord]:
+    def run_group(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> list[OutputRecord]:
         """Process a whole task's entries at once and write the outputs (scope ``"task"``).
 
         Write through :meth:`OpContext.write` with :func:`group_entry` as the entry, so

@@ -22,7 +22,6 @@ from pydantic import Field, field_validator, model_validator
 
 from pixelfleet.bandmath import is_expression
 from pixelfleet.compositing import (
-    COMPRESSIONS,
     BandFile,
     CompositeSpec,
     make_composite,
@@ -34,7 +33,7 @@ from pixelfleet.imaging import CONTENT_TYPES, _opener_for, sniff_format
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.ops.base import Op, OpConfig, OpContext, group_entry
 from pixelfleet.scenes import ScenePattern, scene_name
-from pixelfleet.storage.base import check_key
+from pixelfleet.storage.base import Storage, check_key
 from pixelfleet.stretch import StretchMode
 
 #: Named band combinations for Landsat 8 and 9 (OLI band numbers).
@@ -123,7 +122,9 @@ class CompositeConfig(OpConfig):
     def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
         low, high = value
         if not 0 <= low < high <= 100:
-            raise ValueError(f"percentiles {list(value)} must be [low, high], 0 <= low < high <= 100")
+            raise ValueError(
+                f"percentiles {list(value)} must be [low, high], 0 <= low < high <= 100"
+            )
         return value
 
     @field_validator("background")
@@ -272,7 +273,10 @@ class CompositeOp(Op):
         )
         needed = parse_channels(spec.channels)
         with contextlib.ExitStack() as stack:
-            bands = band_files(ctx, group, entries, needed, stack)
+            pattern = None
+            if ctx.partition is not None and ctx.partition.pattern:
+                pattern = ScenePattern(ctx.partition.pattern)
+            bands = band_files(ctx.source, pattern, group, entries, needed, stack)
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixelfleet-"))
             result = make_composite(bands, spec, workdir, ctx.settings, scene=group)
             out: list[OutputRecord] = []
@@ -325,18 +329,15 @@ def scene_key(template: str, group: str, recipe: str) -> str:
 
 
 def band_files(
-    ctx: OpContext,
+    storage: Storage,
+    pattern: ScenePattern | None,
     group: str,
     entries: Sequence[Entry],
     needed: Sequence[str],
     stack: contextlib.ExitStack,
 ) -> list[BandFile]:
-    """Where each needed band of a scene is: one file per band (named by the partition's
-    pattern), or bands inside one multi-band file."""
-    pattern = None
-    partition = ctx.partition
-    if partition is not None and partition.by == "scene" and partition.pattern:
-        pattern = ScenePattern(partition.pattern)
+    """Where each needed band of a scene is: one file per band (named by ``pattern``),
+    or bands inside one multi-band file."""
     named: dict[str, Entry] = {}
     for entry in entries:
         match = pattern.match(entry.key) if pattern else None
@@ -345,7 +346,7 @@ def band_files(
         band = normal_band(match.band)
         if band in named:
             raise InputError(
-                f"{ctx.source.describe(entry.key)}: scene {group!r} has two files for band "
+                f"{storage.describe(entry.key)}: scene {group!r} has two files for band "
                 f"{band} (also {named[band].key}); remove one, or make the pattern stricter"
             )
         named[band] = entry
@@ -353,7 +354,7 @@ def band_files(
     if named:
         for band in needed:
             if band in named:
-                out.append(_band_file(ctx, named[band], band, 1, stack))
+                out.append(band_file(storage, named[band], band, 1, stack))
         return out
     if len(entries) != 1:
         raise InputError(
@@ -363,18 +364,20 @@ def band_files(
     for band in needed:
         if not band.isdigit():
             raise InputError(
-                f"{ctx.source.describe(entries[0].key)}: band {band!r} of a multi-band file must "
+                f"{storage.describe(entries[0].key)}: band {band!r} of a multi-band file must "
                 "be a band number (1 is the first band)"
             )
-        out.append(_band_file(ctx, entries[0], band, int(band), stack))
+        out.append(band_file(storage, entries[0], band, int(band), stack))
     return out
 
 
-def _band_file(
-    ctx: OpContext, entry: Entry, band: str, index: int, stack: contextlib.ExitStack
+def band_file(
+    storage: Storage, entry: Entry, band: str, index: int, stack: contextlib.ExitStack
 ) -> BandFile:
-    label = ctx.source.describe(entry.key)
-    head = ctx.source.read(entry.key, 0, 64)
+    """A band file to read from ``storage``: by local path, or through ranged reads
+    (kept open until ``stack`` closes). Only TIFFs are accepted, sniffed from the bytes."""
+    label = storage.describe(entry.key)
+    head = storage.read(entry.key, 0, 64)
     try:
         fmt = sniff_format(head)
     except UnsupportedFormatError as exc:
@@ -383,10 +386,10 @@ def _band_file(
         raise UnsupportedFormatError(
             f"{label}: is a {fmt} file; composites are made from GeoTIFF band files"
         )
-    path = ctx.source.local_path(entry.key)
+    path = storage.local_path(entry.key)
     if path is not None:
         return BandFile(band, label, path, None, index)
-    remote = stack.enter_context(ctx.source.open(entry.key, entry.size))
+    remote = stack.enter_context(storage.open(entry.key, entry.size))
     fake_path, opener, _failures = _opener_for(remote)  # type: ignore[arg-type]
     return BandFile(band, label, fake_path, opener, index)
 
