@@ -55,7 +55,7 @@ COMPRESSIONS = {"deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW", "webp": "WEB
 CHANNEL_NAMES = {1: ("grey",), 3: ("red", "green", "blue")}
 
 #: Samples for statistics hold at least this many pixels (or every pixel).
-MIN_SAMPLE = 250_000
+MIN_SAMPLE = 1_000_000
 
 _OPEN_OPTIONS = {"OVERVIEW_LEVEL": "NONE"}  # statistics must come from full resolution
 GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}

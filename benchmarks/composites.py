@@ -1,0 +1,321 @@
+"""Scene composites: pixelfleet against a naive numpy composite and the I/O floor.
+
+Generates three 7,600 x 7,800 uint16 band files (512 px tiles, DEFLATE with the
+horizontal predictor, like USGS Landsat COGs), made of the real Landsat-8 sample's
+pixels (mirror-tiled, with a little noise and a zero-filled collar, as a real scene
+has), once without and once with internal overviews (averaged, 2-16). Then, each in
+a fresh process so that peak RSS is the method's own, makes the same outputs (a
+DEFLATE COG with an alpha band and overviews, and a 1024 px PNG) three ways:
+
+- ``pixelfleet``: the composite step as a worker runs it (true-color, 2-98 percentile
+  stretch, local storage), outputs written into an output folder;
+- ``naive``: read every band whole, ``np.percentile`` of the valid pixels, scale in
+  float, write the GeoTIFF, translate it to a COG, resize the PNG from the full array;
+- ``floor``: read the three bands stripe by stripe and write the same outputs from
+  data that needs no stretch (a bit shift): the I/O and encoding no method can skip.
+
+Also checks pixelfleet's stretch ranges (from a 1/8 nearest sample) against exact
+full-array percentiles, as a percentage of each band's stretch range.
+
+Usage: ``python benchmarks/composites.py [--quick] [--repeat N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "demo" / "bucket" / "landsat" / "LC81070352015122LGN00"
+SCENE = "LC81070352015122LGN00"
+BANDS = ("4", "3", "2")
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+def generate(folder: Path, width: int, height: int, overviews: bool) -> None:
+    """Write the three band files into ``folder``."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_origin
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:height, 0:width]
+    # A rotated footprint, as Landsat scenes sit in their grid: zero fill outside it.
+    tilt = 0.18 * (xx - width / 2)
+    inside = (yy > 0.06 * height + tilt) & (yy < 0.94 * height + tilt)
+    for band in BANDS:
+        with rasterio.open(SAMPLES / f"{SCENE}_B{band}.tif") as src:
+            real = src.read(1)
+        reps = (height // real.shape[0] + 2, width // real.shape[1] + 2)
+        mirrored = np.block(
+            [
+                [real if (i + j) % 2 == 0 else real[:, ::-1] for j in range(reps[1])]
+                for i in range(reps[0])
+            ]
+        )[:height, :width]
+        noise = rng.integers(-20, 21, size=(height, width), dtype=np.int32)
+        # The sample's own zero collar stays zero (no data), the rest gets the noise.
+        noisy = np.clip(mirrored.astype(np.int32) + noise, 1, 65535).astype(np.uint16)
+        data = np.where(mirrored > 0, noisy, np.uint16(0))
+        data[~inside] = 0
+        path = folder / f"{SCENE}_B{band}.TIF"
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=1,
+            dtype="uint16",
+            crs="EPSG:32654",
+            transform=from_origin(300000, 4100000, 30, 30),
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="deflate",
+            predictor=2,
+            nodata=0,
+        ) as dst:
+            dst.write(data, 1)
+        if overviews:
+            with rasterio.open(path, "r+") as dst:
+                dst.build_overviews([2, 4, 8, 16], Resampling.average)
+        del data, mirrored, noise, noisy
+
+
+# -- the three methods (each run in its own process) --------------------------------------
+
+
+def run_pixelfleet(inputs: Path, out: Path) -> dict[str, object]:
+    from pixelfleet.models import Entry
+    from pixelfleet.ops.composite import CompositeConfig, CompositeOp
+    from pixelfleet.ops.base import OpContext
+    from pixelfleet.pipeline import Partition
+    from pixelfleet.settings import get_settings
+    from pixelfleet.storage.local import LocalStorage
+    from pixelfleet.worker import configure_gdal
+
+    configure_gdal()
+    source = LocalStorage(str(inputs))
+    entries = list(source.scan())
+    ctx = OpContext(
+        source=source,
+        output=LocalStorage(str(out)),
+        settings=get_settings(),
+        partition=Partition(by="scene", pattern="{scene}_B{band}.TIF"),
+    )
+    op = CompositeOp(CompositeConfig(op="composite", recipe="true-color", histogram_key=""))
+    started = time.perf_counter()
+    records = op.run_group(ctx, SCENE, entries)
+    seconds = time.perf_counter() - started
+    import rasterio
+
+    # The stretch ranges pixelfleet chose, to compare with exact percentiles.
+    from pixelfleet.compositing import BandFile, CompositeSpec, make_composite
+
+    spec = CompositeSpec(channels=list(BANDS), stretch=["percentile"] * 3, cog=False, image_size=None)
+    files = [BandFile(b, b, str(inputs / f"{SCENE}_B{b}.TIF")) for b in BANDS]
+    with tempfile.TemporaryDirectory() as tmp, rasterio.Env():
+        stats = make_composite(files, spec, tmp).stats
+    ranges = [[c["stretch"]["low"], c["stretch"]["high"]] for c in stats["channels"]]
+    return {"seconds": seconds, "outputs": [r.key for r in records], "ranges": ranges}
+
+
+def run_naive(inputs: Path, out: Path) -> dict[str, object]:
+    import rasterio
+    import rasterio.shutil
+    from PIL import Image
+
+    started = time.perf_counter()
+    bands = []
+    for b in BANDS:
+        with rasterio.open(inputs / f"{SCENE}_B{b}.TIF") as src:
+            bands.append(src.read(1))
+            profile = src.profile
+    valid = (bands[0] > 0) & (bands[1] > 0) & (bands[2] > 0)
+    rgb = []
+    ranges = []
+    for band in bands:
+        low, high = np.percentile(band[valid], (2, 98))
+        ranges.append([float(low), float(high)])
+        scaled = np.clip((band.astype(np.float32) - low) / (high - low), 0, 1) * 255
+        rgb.append(scaled.astype(np.uint8))
+    alpha = valid.astype(np.uint8) * 255
+    stack = np.stack([*rgb, alpha])
+    tmp = out / "naive.tif"
+    for name in ("compress", "predictor", "nodata"):
+        profile.pop(name, None)
+    profile.update(count=4, dtype="uint8", photometric="RGB", alpha="UNASSOCIATED")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(stack)
+    rasterio.shutil.copy(
+        tmp, out / "naive-cog.tif", driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
+        BLOCKSIZE=512, OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS",
+    )  # fmt: skip
+    os.unlink(tmp)
+    image = Image.fromarray(np.moveaxis(stack, 0, -1), "RGBA")
+    image.thumbnail((1024, 1024), Image.Resampling.BOX)
+    image.save(out / "naive.png")
+    return {"seconds": time.perf_counter() - started, "ranges": ranges}
+
+
+def run_floor(inputs: Path, out: Path) -> dict[str, object]:
+    import rasterio
+    import rasterio.shutil
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    from pixelfleet.worker import configure_gdal
+
+    configure_gdal()
+    started = time.perf_counter()
+    srcs = [rasterio.open(inputs / f"{SCENE}_B{b}.TIF") for b in BANDS]
+    first = srcs[0]
+    tmp = out / "floor.tif"
+    profile = {
+        "driver": "GTiff", "width": first.width, "height": first.height, "count": 4,
+        "dtype": "uint8", "crs": first.crs, "transform": first.transform, "tiled": True,
+        "blockxsize": 512, "blockysize": 512, "interleave": "pixel", "photometric": "RGB",
+        "alpha": "UNASSOCIATED",
+    }  # fmt: skip
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r0 in range(0, first.height, 512):
+            window = Window(0, r0, first.width, min(512, first.height - r0))
+            stripe = np.empty((4, int(window.height), first.width), np.uint8)
+            for i, src in enumerate(srcs):
+                stripe[i] = src.read(1, window=window) >> 8  # data that needs no stretch
+            stripe[3] = (stripe[0] > 0).view(np.uint8) * np.uint8(255)
+            dst.write(stripe, window=window)
+    for src in srcs:
+        src.close()
+    cog = out / "floor-cog.tif"
+    rasterio.shutil.copy(
+        tmp, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512,
+        OVERVIEW_RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS",
+    )  # fmt: skip
+    os.unlink(tmp)
+    from PIL import Image
+
+    with rasterio.open(cog) as src:
+        data = src.read(out_shape=(4, 1024, 998), resampling=Resampling.average)
+    Image.fromarray(np.moveaxis(data, 0, -1), "RGBA").save(out / "floor.png")
+    return {"seconds": time.perf_counter() - started}
+
+
+METHODS = {"pixelfleet": run_pixelfleet, "naive": run_naive, "floor": run_floor}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited
+    from the parent across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(method: str, inputs: str, out: str) -> None:
+    """Run one method and print its result with this process's peak RSS."""
+    result = METHODS[method](Path(inputs), Path(out))
+    result["rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def measure(method: str, inputs: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="pf-bench-out-") as out:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", method, str(inputs), out],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{method} failed:\n{proc.stderr}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2000 x 2000 bands, one repeat")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per method; best is kept")
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "INPUTS", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    width, height = (2000, 2000) if args.quick else (7600, 7800)
+    repeat = 1 if args.quick else args.repeat
+    begun = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pf-bench-") as tmp:
+        t0 = time.perf_counter()
+        for variant, ovr in (("tiled", False), ("tiled+ovr", True)):
+            generate(Path(tmp) / variant, width, height, ovr)
+        print(
+            f"inputs: 3 bands of {width}x{height} uint16, 512 px tiles, DEFLATE, with and "
+            f"without overviews, made in {time.perf_counter() - t0:.0f} s; "
+            f"{os.cpu_count()} cores"
+        )
+        print(
+            f"\n{'input':<10} {'method':<11} {'seconds':>8} {'x floor':>8} {'RSS MB':>7}   checks"
+        )
+        print("-" * 96)
+        for variant in ("tiled", "tiled+ovr"):
+            inputs = Path(tmp) / variant
+            best: dict[str, dict[str, object]] = {}
+            for _ in range(repeat):
+                for method in ("floor", "pixelfleet", "naive"):
+                    r = measure(method, inputs)
+                    prev = best.get(method)
+                    if prev is None or float(r["seconds"]) < float(prev["seconds"]):  # type: ignore[arg-type]
+                        r["rss_mb"] = max(float(r["rss_mb"]), float(prev["rss_mb"]) if prev else 0)  # type: ignore[arg-type]
+                        best[method] = r
+            floor = float(best["floor"]["seconds"])  # type: ignore[arg-type]
+            for method in ("pixelfleet", "naive", "floor"):
+                r = best[method]
+                ratio = float(r["seconds"]) / floor  # type: ignore[arg-type]
+                rss = float(r["rss_mb"])  # type: ignore[arg-type]
+                checks = ""
+                if method == "pixelfleet":
+                    checks = (
+                        f"t/floor <= 1.3: {'ok' if ratio <= 1.3 else 'MISSED'}; "
+                        f"RSS < 300: {'ok' if rss < 300 else 'MISSED'}"
+                    )
+                print(
+                    f"{variant:<10} {method:<11} {float(r['seconds']):>8.2f} {ratio:>8.2f} "  # type: ignore[arg-type]
+                    f"{rss:>7.0f}   {checks}"
+                )
+            exact = best["naive"]["ranges"]
+            ours = best["pixelfleet"]["ranges"]
+            errors = []
+            for band, (lo_e, hi_e), (lo_p, hi_p) in zip(BANDS, exact, ours, strict=True):  # type: ignore[arg-type]
+                span = hi_e - lo_e
+                errors.append(max(abs(lo_p - lo_e), abs(hi_p - hi_e)) / span * 100)
+                print(
+                    f"{'':<10} band {band}: exact p2-p98 {lo_e:.0f}-{hi_e:.0f}, "
+                    f"pixelfleet {lo_p:.0f}-{hi_p:.0f}, off by {errors[-1]:.2f}% of the range"
+                )
+            worst = max(errors)
+            print(
+                f"{'':<10} stretch vs exact percentiles: worst {worst:.2f}% of the range "
+                f"(target <= 1%: {'ok' if worst <= 1 else 'MISSED'})"
+            )
+    print(f"\nseconds: wall time of the work in a fresh process (best of {repeat}); "
+          "RSS: peak of that process, imports included")  # fmt: skip
+    print(f"total {time.perf_counter() - begun:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
