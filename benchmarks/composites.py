@@ -99,9 +99,8 @@ def generate(folder: Path, width: int, height: int, overviews: bool) -> None:
 
 
 def run_pixelfleet(inputs: Path, out: Path) -> dict[str, object]:
-    from pixelfleet.models import Entry
-    from pixelfleet.ops.composite import CompositeConfig, CompositeOp
     from pixelfleet.ops.base import OpContext
+    from pixelfleet.ops.composite import CompositeConfig, CompositeOp
     from pixelfleet.pipeline import Partition
     from pixelfleet.settings import get_settings
     from pixelfleet.storage.local import LocalStorage
@@ -125,7 +124,9 @@ def run_pixelfleet(inputs: Path, out: Path) -> dict[str, object]:
     # The stretch ranges pixelfleet chose, to compare with exact percentiles.
     from pixelfleet.compositing import BandFile, CompositeSpec, make_composite
 
-    spec = CompositeSpec(channels=list(BANDS), stretch=["percentile"] * 3, cog=False, image_size=None)
+    spec = CompositeSpec(
+        channels=list(BANDS), stretch=["percentile"] * 3, cog=False, image_size=None
+    )
     files = [BandFile(b, b, str(inputs / f"{SCENE}_B{b}.TIF")) for b in BANDS]
     with tempfile.TemporaryDirectory() as tmp, rasterio.Env():
         stats = make_composite(files, spec, tmp).stats

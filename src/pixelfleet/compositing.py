@@ -487,12 +487,18 @@ def _translate_cog(src_path: str, dst_path: str, spec: CompositeSpec) -> None:
 
 
 def render_image(path: str, spec: CompositeSpec) -> bytes:
-    """The picture at ``spec.image_size`` (longest side), from the nearest overview."""
+    """The picture with longest side ``spec.image_size``, from the nearest overview
+    (averaged); a scene smaller than that is enlarged, pixels kept square and sharp."""
+    size = spec.image_size or 1024
     with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
-        width, height = fit_size(src.width, src.height, spec.image_size or 1024)
+        width, height = fit_size(src.width, src.height, size)
         data = src.read(out_shape=(src.count, height, width), resampling=Resampling.average)
+        scale = size / max(src.width, src.height)
     mode = "RGBA" if data.shape[0] == 4 else "LA"
     image = Image.fromarray(np.ascontiguousarray(np.moveaxis(data, 0, -1)), mode)
+    if scale > 1:
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(target, Image.Resampling.NEAREST)
     if spec.title:
         image = draw_title(image, spec.title)
     return encode(image, spec.image_format, spec.image_quality, spec.background)
