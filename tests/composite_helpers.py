@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
+from affine import Affine
 
 from pixelfleet.ledger import open_ledger
 from pixelfleet.pipeline import pipeline_from_dict
 from pixelfleet.runner import Runner, RunSummary
 
 SCENE = "LC08_L1TP_047027_20200829_20200906_02_T1"
-TRANSFORM = from_origin(300000, 4100000, 30, 30)
+TRANSFORM = Affine(30.0, 0.0, 300000.0, 0.0, -30.0, 4100000.0)
 
 
 def band_data(band: int, height: int = 300, width: int = 260, seed: int = 0) -> np.ndarray:

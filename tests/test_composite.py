@@ -125,21 +125,22 @@ def test_band_math_grey_index(tmp_path: Path) -> None:
     want = np.where(valid, np.floor(t * 255 + 0.5), 0)
     assert np.abs(got[0].astype(int) - want).max() <= 1
     assert np.array_equal(got[1] == 255, valid)
-    assert Image.open(tmp_path / "out" / f"{SCENE}_index.webp").format == "WEBP"
+    with Image.open(tmp_path / "out" / f"{SCENE}_index.webp") as im:
+        assert im.format == "WEBP"
 
 
 def test_nodata_and_zero_fill_are_transparent(tmp_path: Path) -> None:
     data = write_scene(tmp_path / "src", bands=(2, 3, 4))
     data[3][100:110, 100:110] = 0  # a hole in one band only
     write_band(tmp_path / "src" / f"{SCENE}_B3.TIF", data[3])
-    run(composite_pipeline(tmp_path / "src", tmp_path / "out", image_size=260))
+    run(composite_pipeline(tmp_path / "src", tmp_path / "out", image_size=300))
     got = read(cog_of(tmp_path / "out"))
     assert (got[3][:5, :5] == 0).all() and (got[:3, :5, :5] == 0).all()  # the collar
     assert (got[3][100:110, 100:110] == 0).all()
     assert (got[3][200:, 200:] == 255).all()
-    picture = Image.open(tmp_path / "out" / f"{SCENE}_true-color.png")
-    assert picture.mode == "RGBA" and picture.size == (260, 300)
-    alpha = np.asarray(picture)[..., 3]
+    with Image.open(tmp_path / "out" / f"{SCENE}_true-color.png") as picture:
+        assert picture.mode == "RGBA" and picture.size == (260, 300)
+        alpha = np.asarray(picture)[..., 3]
     assert alpha[0, 0] == 0 and alpha[-1, -1] == 255
 
 
@@ -176,9 +177,11 @@ def test_outputs_title_histograms_and_rerun(tmp_path: Path) -> None:
         stats["channels"][0]["stretch"]["low"]
     )
     assert sum(stats["channels"][0]["histogram"]["counts"]) == stats["pixels"]["valid"]
-    assert Image.open(out / f"{SCENE}.hist.png").size[0] > 500
+    with Image.open(out / f"{SCENE}.hist.png") as plot:
+        assert plot.size[0] > 500
     # The title is drawn on a dark band at the top.
-    jpg = np.asarray(Image.open(out / f"{SCENE}.jpg").convert("L"))
+    with Image.open(out / f"{SCENE}.jpg") as im:
+        jpg = np.asarray(im.convert("L"))
     assert jpg[:4].mean() < 70
     mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
 
@@ -242,8 +245,8 @@ def test_sample_percentiles_agree_with_exact(monkeypatch: pytest.MonkeyPatch) ->
         span = high - low
         assert abs(ch["stretch"]["low"] - low) / span < 0.01
         assert abs(ch["stretch"]["high"] - high) / span < 0.01
-    picture = Image.open(io.BytesIO(result.image or b""))
-    assert picture.size == (1006, 1024)
+    with Image.open(io.BytesIO(result.image or b"")) as picture:
+        assert picture.size == (1006, 1024)
 
 
 # -- bad input: the scene fails with a clear message, other scenes carry on ---------------

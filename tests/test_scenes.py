@@ -72,8 +72,8 @@ def test_scene_partition_groups_band_files_and_counts_the_rest() -> None:
         ("p1/S1", 2),
         ("p1/S2", 1),
         ("p1/sub/S1", 1),
+        ("S0", 1),  # the root's scenes come out last, with the last folder's, sorted
         ("p2/S3", 1),
-        ("S0", 1),
     ]
     assert stats.unmatched == 1
     # Ids are stable and change with a band file's etag.
