@@ -366,3 +366,28 @@ def test_remote_band_files_through_ranged_reads(tmp_path: Path) -> None:
         assert np.abs(got.astype(int) - reference(bands, lows, highs)).max() <= 1
     finally:
         MemoryStorage.clear("composite-remote")
+
+
+@pytest.mark.s3
+def test_scene_in_s3_to_s3(tmp_path: Path, s3_env: object) -> None:
+    env = s3_env
+    data = write_scene(tmp_path / "src", bands=(2, 3, 4))
+    for p in (tmp_path / "src").iterdir():
+        env.client.put_object(  # type: ignore[attr-defined]
+            Bucket=env.bucket,  # type: ignore[attr-defined]
+            Key=f"c2/047/027/{p.name}",
+            Body=p.read_bytes(),
+        )
+    url = env.url  # type: ignore[attr-defined]
+    summary = run(composite_pipeline(f"{url}/c2", f"{url}/out", histogram_key="{scene}.h.png"))
+    assert summary.state == "done", summary.failures
+    key = f"out/047/027/{SCENE}_true-color.tif"
+    body = env.client.get_object(Bucket=env.bucket, Key=key)  # type: ignore[attr-defined]
+    assert body["ContentType"].startswith("image/tiff")
+    cog = tmp_path / "got.tif"
+    cog.write_bytes(body["Body"].read())
+    bands = [data[4], data[3], data[2]]
+    lows, highs = exact_percentiles(bands)
+    assert np.abs(read(cog).astype(int) - reference(bands, lows, highs)).max() <= 1
+    again = run(composite_pipeline(f"{url}/c2", f"{url}/out", histogram_key="{scene}.h.png"))
+    assert again.counts["objects_current"] == 1
