@@ -683,3 +683,12 @@ def test_write_file_stores_a_local_file(
     head = storage.head("scenes/x.tif")
     assert head is not None and head.metadata["source-etag"] == "e1"
     assert path.read_bytes() == data  # the caller's file is left as it was
+
+
+def test_write_file_may_move_a_file_it_is_given(storage: Storage, tmp_path: Path) -> None:
+    path = tmp_path / "given.tif"
+    path.write_bytes(b"x" * 1000)
+    storage.write_file("given.tif", str(path), {"op": "t"}, consume=True)
+    assert storage.read("given.tif") == b"x" * 1000
+    head = storage.head("given.tif")
+    assert head is not None and head.metadata["op"] == "t"

@@ -186,7 +186,13 @@ def make_composite(
         nodata = {b: band_nodata(datasets[b], by_band[b], spec.nodata) for b in needed}
         reader = BandReader(datasets, by_band, nodata, spec.zero_is_nodata)
 
-        sample, valid_sample = reader.sample(spec.sample)
+        if reader.tiled():
+            # Sampling decodes every tile anyway: keep what it decoded, so the stream
+            # below reads it back instead of decoding the band files a second time.
+            raw = os.path.join(workdir, "bands-raw.tif")
+            sample, valid_sample, reader = reader.sample_and_keep(spec.sample, raw, stack)
+        else:
+            sample, valid_sample = reader.sample(spec.sample)
         stretches = _fit(channels, sample, valid_sample, spec)
         stats: dict[str, Any] = {
             "scene": scene,
@@ -385,6 +391,60 @@ class BandReader:
             parts.append(self.read(window, (out_rows, cols_out)))
         arrays = {name: np.concatenate([p[0][name] for p in parts]) for name in self.datasets}
         return arrays, np.concatenate([p[1] for p in parts])
+
+    def tiled(self) -> bool:
+        """Tell whether every band file is tiled (a strided read decodes every block)."""
+        return all(
+            src.block_shapes[self.bands[name].index - 1][1] < src.width
+            for name, src in self.datasets.items()
+        )
+
+    def sample_and_keep(
+        self, step: int, path: str, stack: contextlib.ExitStack
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, BandReader]:
+        """Like :meth:`sample`, reading full-resolution stripes and keeping them, raw and
+        uncompressed, in a file at ``path``; returns the sample, its validity and a
+        reader of that file (open while ``stack`` lives).
+
+        The sample is the same grid :meth:`sample` reads: every ``step``-th pixel of
+        every ``step``-th row, starting half a step in.
+        """
+        step = self.step(step)
+        names = list(self.datasets)
+        dtype = np.result_type(*(self.datasets[n].dtypes[self.bands[n].index - 1] for n in names))
+        first = self.datasets[names[0]]
+        profile = {
+            "driver": "GTiff",
+            "width": self.width,
+            "height": self.height,
+            "count": len(names),
+            "dtype": dtype,
+            "blockysize": 512,  # strips of whole stripes: written and read back in one piece
+            "interleave": "band",
+            "BIGTIFF": "IF_SAFER",
+            "crs": first.crs,
+            "transform": first.transform,
+        }
+        off = step // 2
+        parts: list[dict[str, np.ndarray]] = []
+        with rasterio.open(path, "w", **profile) as dst:
+            for r0 in range(0, self.height, 512):
+                window = Window(0, r0, self.width, min(512, self.height - r0))
+                local = (off - r0) % step
+                part = {}
+                for i, name in enumerate(names):
+                    stripe = self.read_band(name, window)
+                    part[name] = stripe[local::step, off::step].copy()
+                    dst.write(stripe.astype(dtype, copy=False), i + 1, window=window)
+                    del stripe
+                parts.append(part)
+        arrays = {n: np.concatenate([p[n] for p in parts]) for n in names}
+        kept = stack.enter_context(rasterio.open(path, driver="GTiff"))
+        bands = {
+            n: BandFile(n, self.bands[n].label, path, None, i + 1) for i, n in enumerate(names)
+        }
+        reader = BandReader(dict.fromkeys(names, kept), bands, self.nodata, self.zero)
+        return arrays, self.valid(arrays), reader
 
 
 def _fits(value: float, dtype: np.dtype[Any]) -> bool:

@@ -76,11 +76,14 @@ class OpContext:
         content_type: str | None = None,
         roles: Sequence[str] = (),
     ) -> OutputRecord:
-        """Like :meth:`write`, from a local file, for outputs too big to hold in memory."""
+        """Like :meth:`write`, from a local file, for outputs too big to hold in memory.
+
+        The file is given up: local storage may move it into place.
+        """
         metadata = op.provenance(entry)
         if content_type:
             metadata["content-type"] = content_type
-        written = self.output.write_file(key, path, metadata)
+        written = self.output.write_file(key, path, metadata, consume=True)
         return OutputRecord(
             key=key, size=written.size, step=op.name, media_type=content_type, roles=list(roles)
         )

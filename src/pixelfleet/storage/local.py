@@ -130,15 +130,29 @@ class LocalStorage(Storage):
         st = os.stat(path)
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
-    def write_file(self, key: str, path: str, metadata: dict[str, str] | None = None) -> Entry:
-        """Copy a local file into place through a hidden temp file (no whole read in memory)."""
+    def write_file(
+        self, key: str, path: str, metadata: dict[str, str] | None = None, consume: bool = False
+    ) -> Entry:
+        """Put a local file in place through a hidden temp file: moved there when the
+        caller gives it up (``consume``) and it is on the same filesystem, else copied."""
         dest = self._path(key)
         folder = os.path.dirname(dest)
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + _TMP_MARK, dir=folder)
         try:
-            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+            moved = False
+            if consume:
+                try:
+                    os.replace(path, tmp)
+                    moved = True
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+            if moved:
+                os.close(fd)
+            else:
+                with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 4 * 1024 * 1024)
             _write_xattrs(tmp, metadata or {})
             os.replace(tmp, dest)
         except BaseException:

@@ -250,7 +250,9 @@ class S3Storage(Storage):
         # The PUT response has no Last-Modified; asking would cost a request.
         return Entry(key, len(data), etag, time.time(), stored)
 
-    def write_file(self, key: str, path: str, metadata: dict[str, str] | None = None) -> Entry:
+    def write_file(
+        self, key: str, path: str, metadata: dict[str, str] | None = None, consume: bool = False
+    ) -> Entry:
         """Upload a local file: one ``PUT`` up to 64 MB, else a multipart upload.
 
         Both are atomic on S3: a multipart object appears only when the upload
