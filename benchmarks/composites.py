@@ -12,7 +12,8 @@ DEFLATE COG with an alpha band and overviews, and a 1024 px PNG) three ways:
 - ``naive``: read every band whole, ``np.percentile`` of the valid pixels, scale in
   float, write the GeoTIFF, translate it to a COG, resize the PNG from the full array;
 - ``floor``: read the three bands stripe by stripe and write the same outputs from
-  data that needs no stretch (a bit shift): the I/O and encoding no method can skip.
+  data that needs no stretch (a bit shift), through the same writer as pixelfleet
+  (overviews, COG driver, PNG): the I/O and encoding no method can skip.
 
 Also checks pixelfleet's stretch ranges (from a 1/8 nearest sample) against exact
 full-array percentiles, as a percentage of each band's stretch range.
@@ -169,7 +170,7 @@ def run_naive(inputs: Path, out: Path) -> dict[str, object]:
     profile.update(count=4, dtype="uint8", photometric="RGB", alpha="YES")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(stack)
-    from pixelfleet.compositing import cog_options
+    from pixelfleet.cogs import cog_options
 
     rasterio.shutil.copy(tmp, out / "naive-cog.tif", driver="COG", **cog_options())
     os.unlink(tmp)
@@ -185,8 +186,6 @@ def run_naive(inputs: Path, out: Path) -> dict[str, object]:
 
 def run_floor(inputs: Path, out: Path) -> dict[str, object]:
     import rasterio
-    import rasterio.shutil
-    from rasterio.enums import Resampling
     from rasterio.windows import Window
 
     from pixelfleet.worker import configure_gdal
@@ -207,21 +206,18 @@ def run_floor(inputs: Path, out: Path) -> dict[str, object]:
             window = Window(0, r0, first.width, min(512, first.height - r0))
             stripe = np.empty((4, int(window.height), first.width), np.uint8)
             for i, src in enumerate(srcs):
-                stripe[i] = src.read(1, window=window) >> 8  # data that needs no stretch
-            stripe[3] = (stripe[0] > 0).view(np.uint8) * np.uint8(255)
+                raw = src.read(1, window=window)
+                stripe[i] = raw >> 8  # data that needs no stretch
+                if i == 0:
+                    stripe[3] = (raw > 0).view(np.uint8) * np.uint8(255)
             dst.write(stripe, window=window)
     for src in srcs:
         src.close()
-    cog = out / "floor-cog.tif"
-    from pixelfleet.compositing import cog_options
+    # The same writer as pixelfleet's: overviews, COG, 1024 px PNG.
+    from pixelfleet.cogs import write_outputs
 
-    rasterio.shutil.copy(tmp, cog, driver="COG", **cog_options())  # the same COG as pixelfleet
-    os.unlink(tmp)
-    from PIL import Image
-
-    with rasterio.open(cog) as src:
-        data = src.read(out_shape=(4, 1024, 998), resampling=Resampling.average)
-    Image.fromarray(np.moveaxis(data, 0, -1), "RGBA").save(out / "floor.png")
+    _cog, picture = write_outputs(str(tmp), str(out), image_size=1024)
+    (out / "floor.png").write_bytes(picture or b"")
     return {"seconds": time.perf_counter() - started, "cpu": cpu_seconds() - cpu}
 
 

@@ -196,7 +196,40 @@ def test_outputs_title_histograms_and_rerun(tmp_path: Path) -> None:
     assert third.counts["objects_written"] == 1
 
 
-def test_ledger_records_outputs_with_roles(tmp_path: Path) -> None:
+def test_picture_only(tmp_path: Path) -> None:
+    write_scene(tmp_path / "src", bands=(2, 3, 4))
+    summary = run(composite_pipeline(tmp_path / "src", tmp_path / "out", key="", image_size=64))
+    assert summary.state == "done", summary.failures
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [f"{SCENE}_true-color.png"]
+    with Image.open(tmp_path / "out" / f"{SCENE}_true-color.png") as im:
+        assert max(im.size) == 64
+
+
+def test_results_carry_media_types_and_roles(tmp_path: Path) -> None:
+    from pixelfleet.plan import plan
+    from pixelfleet.storage import open_storage
+    from pixelfleet.worker import execute
+
+    write_scene(tmp_path / "src", bands=(2, 3, 4))
+    pipe = composite_pipeline(tmp_path / "src", tmp_path / "out", histogram_key="{scene}.h.png")
+    entries = list(open_storage(str(tmp_path / "src")).scan())
+    (task,) = plan(entries, pipe.source.partition, pipe.settings_hash)
+    result = json.loads(execute(json.dumps(pipe.to_json_dict()), json.dumps(task.to_dict())))
+    (scene,) = result["entries"]
+    assert scene["key"] == SCENE and scene["state"] == "done"
+    outputs = {o["key"]: (o["media_type"], o["roles"]) for o in scene["outputs"]}
+    assert outputs == {
+        f"{SCENE}_true-color.tif": (
+            "image/tiff; application=geotiff; profile=cloud-optimized",
+            ["visual"],
+        ),
+        f"{SCENE}_true-color.png": ("image/png", ["overview"]),
+        f"{SCENE}.h.png": ("image/png", ["metadata"]),
+        f"{SCENE}.h.json": ("application/json", ["metadata"]),
+    }
+
+
+def test_ledger_records_outputs(tmp_path: Path) -> None:
     from pixelfleet.ledger import open_ledger
 
     write_scene(tmp_path / "src", bands=(2, 3, 4))
@@ -317,10 +350,13 @@ def test_not_a_tiff_fails_the_scene(tmp_path: Path) -> None:
         ({"recipe": "true-color", "bands": [1, 2, 3]}, "either recipe or bands"),
         ({"image_key": "{scene}.gif"}, "must end with one of"),
         ({"gamma": 0}, "must be above 0"),
+        ({"key": "{stem}.tif"}, "use the fields {scene}, {recipe}, {dir}"),
+        ({"title": "{date}"}, "use the fields {scene}, {recipe}, {dir}"),
     ],
 )
 def test_bad_settings_are_caught_on_load(tmp_path: Path, step: dict, expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace("+", r"\+")):
+    pattern = expected.replace("(", r"\(").replace("+", r"\+").replace("{", r"\{")
+    with pytest.raises(ConfigError, match=pattern):
         composite_pipeline(tmp_path, tmp_path / "out", **step)
 
 

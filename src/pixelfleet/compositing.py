@@ -31,25 +31,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
-import rasterio.shutil
-from PIL import Image, ImageDraw, ImageFont
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from pixelfleet.bandmath import Expression, is_expression
+from pixelfleet.cogs import GDAL_ENV, write_outputs
 from pixelfleet.errors import CorruptInputError, ImageTooLargeError, InputError
-from pixelfleet.imaging import encode, fit_size, too_large_message
+from pixelfleet.imaging import too_large_message
 from pixelfleet.models import one_line
 from pixelfleet.settings import Settings, get_settings
 from pixelfleet.stretch import Stretch, StretchMode, describe, fit_stretch
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
-
-#: Compression names accepted for the COG, mapped to GDAL's.
-COMPRESSIONS = {"deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW", "webp": "WEBP", "none": "NONE"}
 
 #: Channel names by position, for messages and statistics.
 CHANNEL_NAMES = {1: ("grey",), 3: ("red", "green", "blue")}
@@ -58,7 +54,6 @@ CHANNEL_NAMES = {1: ("grey",), 3: ("red", "green", "blue")}
 MIN_SAMPLE = 1_000_000
 
 _OPEN_OPTIONS = {"OVERVIEW_LEVEL": "NONE"}  # statistics must come from full resolution
-GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
 
 
 @dataclass
@@ -221,18 +216,18 @@ def make_composite(
         for i, ch in enumerate(channels)
     ]
 
-    cog_path = None
-    picture_source = tmp
-    if spec.cog:
-        cog_path = os.path.join(workdir, "composite-cog.tif")
-        _translate_cog(tmp, cog_path, spec)
-        os.unlink(tmp)
-        picture_source = cog_path
-    image = None
-    if spec.image_size:
-        image = render_image(picture_source, spec)
-    if not spec.cog:
-        os.unlink(tmp)
+    cog_path, image = write_outputs(
+        tmp,
+        workdir,
+        cog=spec.cog,
+        compress=spec.compress,
+        blocksize=spec.blocksize,
+        image_size=spec.image_size,
+        image_format=spec.image_format,
+        quality=spec.image_quality,
+        title=spec.title,
+        background=spec.background,
+    )
     histogram_png = None
     if spec.histogram:
         from pixelfleet.histograms import plot_histograms
@@ -549,68 +544,3 @@ def _stream(
             n_valid += valid.size - n_invalid
             dst.write(out, window=window)
     return [*hist, np.array(n_valid)]
-
-
-def cog_options(compress: str = "deflate", blocksize: int = 512) -> dict[str, Any]:
-    """Creation options of GDAL's COG driver for a composite.
-
-    DEFLATE and ZSTD at level 1: on Landsat composites, 1.5x faster than the default
-    level with files under 1% larger (measured: docs/benchmarks.md). One thread: the
-    extra compression threads cost more memory than they saved time on 2 cores, and
-    workers run several tasks at once anyway.
-    """
-    options: dict[str, Any] = {
-        "COMPRESS": COMPRESSIONS[compress],
-        "BLOCKSIZE": blocksize,
-        "OVERVIEW_RESAMPLING": "AVERAGE",
-        "BIGTIFF": "IF_SAFER",
-        "NUM_THREADS": 1,
-    }
-    if compress in ("deflate", "zstd", "lzw"):
-        options["PREDICTOR"] = "YES"
-    if compress in ("deflate", "zstd"):
-        options["LEVEL"] = 1
-    if compress == "webp":
-        options["QUALITY"] = 100
-        options["LOSSLESS"] = "YES"
-    return options
-
-
-def _translate_cog(src_path: str, dst_path: str, spec: CompositeSpec) -> None:
-    """GDAL's COG driver: tiles, compression and averaged overviews, IFDs up front."""
-    with rasterio.Env(**GDAL_ENV):
-        rasterio.shutil.copy(
-            src_path, dst_path, driver="COG", **cog_options(spec.compress, spec.blocksize)
-        )
-
-
-def render_image(path: str, spec: CompositeSpec) -> bytes:
-    """The picture with longest side ``spec.image_size``, from the nearest overview
-    (averaged); a scene smaller than that is enlarged, pixels kept square and sharp."""
-    size = spec.image_size or 1024
-    with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
-        width, height = fit_size(src.width, src.height, size)
-        data = src.read(out_shape=(src.count, height, width), resampling=Resampling.average)
-        scale = size / max(src.width, src.height)
-    mode = "RGBA" if data.shape[0] == 4 else "LA"
-    image = Image.fromarray(np.ascontiguousarray(np.moveaxis(data, 0, -1)), mode)
-    if scale > 1:
-        target = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = image.resize(target, Image.Resampling.NEAREST)
-    if spec.title:
-        image = draw_title(image, spec.title)
-    return encode(image, spec.image_format, spec.image_quality, spec.background)
-
-
-def draw_title(image: Image.Image, text: str) -> Image.Image:
-    """Write ``text`` on a dark band across the top of the picture (Pillow's built-in font)."""
-    image = image.convert("RGBA")
-    size = max(11, round(image.width / 45))
-    font = ImageFont.load_default(size=size)
-    band = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(band)
-    pad = max(3, size // 3)
-    left, top, right, bottom = draw.textbbox((pad, pad), text, font=font)
-    draw.rectangle((0, 0, image.width, bottom + pad), fill=(0, 0, 0, 170))
-    draw.text((pad, pad), text, font=font, fill=(255, 255, 255, 255))
-    return Image.alpha_composite(image, band)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from pixelfleet.cogs import GDAL_ENV
 from pixelfleet.compositing import (
     CHANNEL_NAMES,
-    GDAL_ENV,
     BandFile,
     BandReader,
     Channel,

@@ -171,6 +171,12 @@ class CompositeConfig(OpConfig):
             )
         if self.histogram_key and not self.histogram_key.lower().endswith(".png"):
             raise ValueError(f"histogram_key {self.histogram_key!r} must end with .png")
+        for template in (self.key, self.image_key, self.histogram_key, self.title):
+            if template:
+                try:
+                    scene_key(template, "path/row/scene", "recipe")
+                except (ConfigError, ValueError) as exc:
+                    raise ValueError(str(exc)) from None
         return self
 
     @property
