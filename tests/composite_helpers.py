@@ -37,9 +37,10 @@ def write_band(
     crs: str = "EPSG:32654",
     transform: Any = TRANSFORM,
     nodata: float | None = None,
-    block: int = 64,
+    block: int | None = 64,
 ) -> Path:
-    """Write a tiled single- or multi-band GeoTIFF (``data`` 2-D or bands-first 3-D)."""
+    """Write a tiled (or, with ``block=None``, striped) single- or multi-band GeoTIFF
+    (``data`` 2-D or bands-first 3-D)."""
     arr = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
@@ -52,10 +53,8 @@ def write_band(
         dtype=arr.dtype,
         crs=crs,
         transform=transform,
-        tiled=True,
-        blockxsize=block,
-        blockysize=block,
         compress="deflate",
+        **({"tiled": True, "blockxsize": block, "blockysize": block} if block else {}),
         nodata=nodata,
     ) as dst:
         dst.write(arr)
@@ -63,13 +62,17 @@ def write_band(
 
 
 def write_scene(
-    folder: Path, bands: tuple[int, ...] = (2, 3, 4, 5, 7), scene: str = SCENE, **kw: Any
+    folder: Path,
+    bands: tuple[int, ...] = (2, 3, 4, 5, 7),
+    scene: str = SCENE,
+    block: int | None = 64,
+    **kw: Any,
 ) -> dict[int, np.ndarray]:
     """Write ``{scene}_B{band}.TIF`` files; returns the data by band."""
     out = {}
     for b in bands:
         out[b] = band_data(b, **kw)
-        write_band(folder / f"{scene}_B{b}.TIF", out[b])
+        write_band(folder / f"{scene}_B{b}.TIF", out[b], block=block)
     return out
 
 

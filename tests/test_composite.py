@@ -38,9 +38,15 @@ def cog_of(out: Path, recipe: str = "true-color") -> Path:
     return out / f"{SCENE}_{recipe}.tif"
 
 
-@pytest.mark.parametrize("blocksize", [512, 64])
-def test_true_color_matches_numpy_reference(tmp_path: Path, blocksize: int) -> None:
-    data = write_scene(tmp_path / "src")
+@pytest.mark.parametrize(
+    ("blocksize", "source_block"),
+    [(512, 64), (64, 64), (64, None)],
+    ids=["one-stripe", "stripes", "striped-source"],
+)
+def test_true_color_matches_numpy_reference(
+    tmp_path: Path, blocksize: int, source_block: int | None
+) -> None:
+    data = write_scene(tmp_path / "src", block=source_block)
     summary = run(composite_pipeline(tmp_path / "src", tmp_path / "out", blocksize=blocksize))
     assert summary.state == "done", summary.failures
     got = read(cog_of(tmp_path / "out"))

@@ -34,7 +34,7 @@ COMPRESSIONS = {"deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW", "webp": "WEB
 GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
 
 # Rows of a level read at once to make the next one (even, so pairs never straddle).
-_CHUNK_ROWS = 1024
+_CHUNK_ROWS = 512
 
 
 def write_outputs(
@@ -141,22 +141,33 @@ def build_overviews(path: str, workdir: str, blocksize: int = 512) -> list[str]:
 
 def halve(data: np.ndarray) -> np.ndarray:
     """Average 2 x 2 pixels of bands-first colour + alpha data, colour weighted by
-    opacity; odd edges count the pixels that are there."""
+    opacity; at odd edges, over the pixels that are there.
+
+    Works on the four quarter-size sub-grids, so temporaries stay a quarter of the input.
+    """
     bands, rows, cols = data.shape
-    h, w = -(-rows // 2), -(-cols // 2)
-    padded = np.zeros((bands, h * 2, w * 2), np.uint16)
-    padded[:, :rows, :cols] = data
-    present = np.zeros((h * 2, w * 2), np.uint16)
-    present[:rows, :cols] = 1
-    blocks = padded.reshape(bands, h, 2, w, 2)
-    alpha = blocks[-1]
-    weight = alpha.sum(axis=(1, 3), dtype=np.uint32)
-    out = np.empty((bands, h, w), np.uint8)
+    present: np.ndarray | None = None
+    if rows % 2 or cols % 2:
+        padded = np.zeros((bands, rows + rows % 2, cols + cols % 2), np.uint8)
+        padded[:, :rows, :cols] = data
+        present = np.zeros(padded.shape[1:], np.uint8)
+        present[:rows, :cols] = 1
+        data = padded
+    quads = ((0, 0), (0, 1), (1, 0), (1, 1))
+    alphas = [data[-1, dy::2, dx::2].astype(np.uint32) for dy, dx in quads]
+    weight = alphas[0] + alphas[1] + alphas[2] + alphas[3]
+    out = np.empty((bands, *weight.shape), np.uint8)
+    divisor = np.maximum(weight, 1)
     for b in range(bands - 1):
-        total = (blocks[b].astype(np.uint32) * alpha).sum(axis=(1, 3))
-        out[b] = (total + weight // 2) // np.maximum(weight, 1)
-    cells = present.reshape(h, 2, w, 2).sum(axis=(1, 3))
-    out[-1] = (weight + cells // 2) // cells
+        total = np.zeros(weight.shape, np.uint32)
+        for (dy, dx), alpha in zip(quads, alphas, strict=True):
+            total += data[b, dy::2, dx::2] * alpha
+        out[b] = (total + weight // 2) // divisor
+    if present is None:
+        out[-1] = (weight + 2) // 4
+    else:
+        cells = sum(present[dy::2, dx::2].astype(np.uint32) for dy, dx in quads)
+        out[-1] = (weight + cells // 2) // np.maximum(cells, 1)
     return out
 
 

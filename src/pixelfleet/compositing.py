@@ -184,8 +184,7 @@ def make_composite(
         if reader.tiled():
             # Sampling decodes every tile anyway: keep what it decoded, so the stream
             # below reads it back instead of decoding the band files a second time.
-            raw = os.path.join(workdir, "bands-raw.tif")
-            sample, valid_sample, reader = reader.sample_and_keep(spec.sample, raw, stack)
+            sample, valid_sample, reader = reader.sample_and_keep(spec.sample, workdir, stack)
         else:
             sample, valid_sample = reader.sample(spec.sample)
         stretches = _fit(channels, sample, valid_sample, spec)
@@ -333,11 +332,18 @@ class BandReader:
         return arrays, self.valid(arrays)
 
     def read_band(
-        self, name: str, window: Window, out_shape: tuple[int, int] | None = None
+        self,
+        name: str,
+        window: Window,
+        out_shape: tuple[int, int] | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One band over ``window`` (decimated to ``out_shape``, nearest neighbour)."""
+        """One band over ``window`` (decimated to ``out_shape``, nearest neighbour),
+        into ``out`` when given: reusing buffers keeps the allocator from fragmenting."""
         band = self.bands[name]
         try:
+            if out is not None:
+                return self.datasets[name].read(band.index, window=window, out=out)
             return self.datasets[name].read(
                 band.index, window=window, out_shape=out_shape, resampling=Resampling.nearest
             )
@@ -395,51 +401,88 @@ class BandReader:
         )
 
     def sample_and_keep(
-        self, step: int, path: str, stack: contextlib.ExitStack
+        self, step: int, folder: str, stack: contextlib.ExitStack
     ) -> tuple[dict[str, np.ndarray], np.ndarray, BandReader]:
-        """Like :meth:`sample`, reading full-resolution stripes and keeping them, raw and
-        uncompressed, in a file at ``path``; returns the sample, its validity and a
-        reader of that file (open while ``stack`` lives).
+        """Like :meth:`sample`, reading full-resolution stripes and keeping them raw, one
+        file per band in ``folder``; returns the sample, its validity and a reader of
+        those files (open while ``stack`` lives). Plain files, not GeoTIFFs: writing and
+        reading them back costs no decoding and no room in GDAL's block cache.
 
         The sample is the same grid :meth:`sample` reads: every ``step``-th pixel of
         every ``step``-th row, starting half a step in.
         """
         step = self.step(step)
-        names = list(self.datasets)
-        dtype = np.result_type(*(self.datasets[n].dtypes[self.bands[n].index - 1] for n in names))
-        first = self.datasets[names[0]]
-        profile = {
-            "driver": "GTiff",
-            "width": self.width,
-            "height": self.height,
-            "count": len(names),
-            "dtype": dtype,
-            "blockysize": 512,  # strips of whole stripes: written and read back in one piece
-            "interleave": "band",
-            "BIGTIFF": "IF_SAFER",
-            "crs": first.crs,
-            "transform": first.transform,
-        }
         off = step // 2
+        names = list(self.datasets)
+        paths = {n: os.path.join(folder, f"band-{i}.raw") for i, n in enumerate(names)}
+        # Closed by the caller's stack, after the stream has read them back.
+        files = {n: stack.enter_context(open(paths[n], "w+b")) for n in names}  # noqa: SIM115
+        buffers = {n: np.empty((512, self.width), self.dtype(n)) for n in names}
         parts: list[dict[str, np.ndarray]] = []
-        with rasterio.open(path, "w", **profile) as dst:
-            for r0 in range(0, self.height, 512):
-                window = Window(0, r0, self.width, min(512, self.height - r0))
-                local = (off - r0) % step
-                part = {}
-                for i, name in enumerate(names):
-                    stripe = self.read_band(name, window)
-                    part[name] = stripe[local::step, off::step].copy()
-                    dst.write(stripe.astype(dtype, copy=False), i + 1, window=window)
-                    del stripe
-                parts.append(part)
+        for r0 in range(0, self.height, 512):
+            window = Window(0, r0, self.width, min(512, self.height - r0))
+            local = (off - r0) % step
+            part = {}
+            for name in names:
+                stripe = self.read_band(name, window, out=buffers[name][: int(window.height)])
+                part[name] = stripe[local::step, off::step].copy()
+                stripe.tofile(files[name])
+            parts.append(part)
+        del buffers
         arrays = {n: np.concatenate([p[n] for p in parts]) for n in names}
-        kept = stack.enter_context(rasterio.open(path, driver="GTiff"))
-        bands = {
-            n: BandFile(n, self.bands[n].label, path, None, i + 1) for i, n in enumerate(names)
-        }
-        reader = BandReader(dict.fromkeys(names, kept), bands, self.nodata, self.zero)
-        return arrays, self.valid(arrays), reader
+        for f in files.values():
+            f.flush()
+        kept = KeptBands(files, {n: self.dtype(n) for n in names}, self)
+        return arrays, self.valid(arrays), kept
+
+    def dtype(self, name: str) -> np.dtype[Any]:
+        """The data type of one band."""
+        return np.dtype(self.datasets[name].dtypes[self.bands[name].index - 1])
+
+    @property
+    def names(self) -> list[str]:
+        """The bands this reader reads."""
+        return list(self.datasets)
+
+
+class KeptBands(BandReader):
+    """Bands kept raw in files by :meth:`BandReader.sample_and_keep`, read back by rows."""
+
+    def __init__(self, files: dict[str, Any], dtypes: dict[str, np.dtype[Any]], like: BandReader):
+        """Read ``files`` (one per band, rows of ``like.width`` values of ``dtypes``)."""
+        self.files = files
+        self.dtypes = dtypes
+        self.datasets = {}
+        self.bands = like.bands
+        self.nodata = like.nodata
+        self.zero = like.zero
+        self.width, self.height = like.width, like.height
+
+    def read_band(
+        self,
+        name: str,
+        window: Window,
+        out_shape: tuple[int, int] | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Whole rows ``window.row_off`` to ``+ window.height`` of one band."""
+        dtype = self.dtypes[name]
+        rows, r0 = int(window.height), int(window.row_off)
+        if out is None:
+            out = np.empty((rows, self.width), dtype)
+        f = self.files[name]
+        f.seek(r0 * self.width * dtype.itemsize)
+        f.readinto(out.data.cast("B"))
+        return out
+
+    def dtype(self, name: str) -> np.dtype[Any]:
+        """The data type of one band."""
+        return self.dtypes[name]
+
+    @property
+    def names(self) -> list[str]:
+        """The bands this reader reads."""
+        return list(self.files)
 
 
 def _fits(value: float, dtype: np.dtype[Any]) -> bool:
@@ -477,7 +520,7 @@ def _stream(
     counts of each output value over valid pixels, then the valid pixel count."""
     luts = []
     for ch, st in zip(channels, stretches, strict=True):
-        dtype = np.dtype(reader.datasets[ch.bands[0]].dtypes[reader.bands[ch.bands[0]].index - 1])
+        dtype = reader.dtype(ch.bands[0])
         luts.append(st.lut(dtype) if ch.expression is None else None)
     count = len(channels) + 1
     profile = {
@@ -505,17 +548,21 @@ def _stream(
             if count == 4
             else [ColorInterp.gray, ColorInterp.alpha]
         )
+        # Buffers reused stripe after stripe (fresh arrays each time fragment the heap).
+        buffers = {
+            name: np.empty((rows, reader.width), reader.dtype(name)) for name in reader.names
+        }
+        out_buffer = np.empty((count, rows, reader.width), np.uint8)
         for r0 in range(0, reader.height, rows):
             window = Window(0, r0, reader.width, min(rows, reader.height - r0))
-            out = np.empty((count, int(window.height), reader.width), np.uint8)
-            valid = np.ones((int(window.height), reader.width), bool)
+            height = int(window.height)
+            out = out_buffer[:, :height]
+            valid = np.ones((height, reader.width), bool)
             arrays: dict[str, np.ndarray] = {}
             for i, ch in enumerate(channels):
-                # Bands are read as the channels need them and dropped once no later
-                # channel does: one raw band in memory at a time for plain composites.
                 for band in ch.bands:
                     if band not in arrays:
-                        arrays[band] = reader.read_band(band, window)
+                        arrays[band] = reader.read_band(band, window, out=buffers[band][:height])
                         valid &= reader.valid({band: arrays[band]})
                 values = ch.values(arrays)
                 lut = luts[i]
@@ -528,9 +575,6 @@ def _stream(
                         valid &= np.isfinite(values)
                     out[i] = stretches[i].apply(values)
                 del values
-                later = {b for c in channels[i + 1 :] for b in c.bands}
-                for band in [b for b in arrays if b not in later]:
-                    del arrays[band]
             invalid = ~valid
             n_invalid = int(np.count_nonzero(invalid))
             for i in range(len(channels)):
@@ -540,7 +584,7 @@ def _stream(
                     counts = np.bincount(out[i].ravel(), minlength=256)
                     counts[0] -= n_invalid
                     hist[i] += counts
-            out[-1] = valid.view(np.uint8) * np.uint8(255)
+            np.multiply(valid, np.uint8(255), out=out[-1], casting="unsafe")
             n_valid += valid.size - n_invalid
             dst.write(out, window=window)
     return [*hist, np.array(n_valid)]
