@@ -180,3 +180,26 @@ def test_histogram_command_explains_bad_input(tmp_path: Path) -> None:
     assert "no file for band(s) 4" in result.output
     result = CliRunner().invoke(cli, ["histogram", str(tmp_path / "nothing-here")])
     assert result.exit_code == 1 and "error:" in result.output
+
+
+@pytest.mark.s3
+def test_histogram_of_a_scene_in_s3(tmp_path: Path, s3_env: object) -> None:
+    env = s3_env
+    write_scene(tmp_path / "scene", bands=(2, 3, 4))
+    for p in (tmp_path / "scene").iterdir():
+        env.client.put_object(  # type: ignore[attr-defined]
+            Bucket=env.bucket,  # type: ignore[attr-defined]
+            Key=f"c2/{SCENE}/{p.name}",
+            Body=p.read_bytes(),
+        )
+    plot = tmp_path / "h.png"
+    url = f"{env.url}/c2/{SCENE}/"  # type: ignore[attr-defined]
+    result = CliRunner().invoke(cli, ["histogram", url, "-o", str(plot), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert list(stats["bands"]) == ["4", "3", "2"]
+    assert stats["bands"]["4"]["file"].startswith("s3://")
+    # One multi-band file by its URL (here: a single band file, band 1).
+    single = f"{env.url}/c2/{SCENE}/{SCENE}_B4.TIF"  # type: ignore[attr-defined]
+    result = CliRunner().invoke(cli, ["histogram", single, "--bands", "1", "-o", str(plot)])
+    assert result.exit_code == 0, result.output

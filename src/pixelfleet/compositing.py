@@ -26,6 +26,7 @@ import contextlib
 import math
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -419,12 +420,20 @@ class BandReader:
         files = {n: stack.enter_context(open(paths[n], "w+b")) for n in names}  # noqa: SIM115
         buffers = {n: np.empty((512, self.width), self.dtype(n)) for n in names}
         parts: list[dict[str, np.ndarray]] = []
+        # Separate band files decode side by side (GDAL releases the GIL), each into
+        # its own buffer; bands of one file share a handle and are read in turn.
+        separate = len({id(d) for d in self.datasets.values()}) == len(names) > 1
+        pool = stack.enter_context(ThreadPoolExecutor(len(names) if separate else 1))
         for r0 in range(0, self.height, 512):
             window = Window(0, r0, self.width, min(512, self.height - r0))
+            rows = int(window.height)
             local = (off - r0) % step
+            outs = [buffers[n][:rows] for n in names]
+            stripes = list(
+                pool.map(self.read_band, names, [window] * len(names), [None] * len(names), outs)
+            )
             part = {}
-            for name in names:
-                stripe = self.read_band(name, window, out=buffers[name][: int(window.height)])
+            for name, stripe in zip(names, stripes, strict=True):
                 part[name] = stripe[local::step, off::step].copy()
                 stripe.tofile(files[name])
             parts.append(part)

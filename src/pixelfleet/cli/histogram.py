@@ -141,9 +141,10 @@ def _find_scene(
 ) -> tuple[Storage, str, list[Entry], ScenePattern | None]:
     """The storage, scene id and band files (or single multi-band file) URL names."""
     settings = get_settings()
-    parent, name = posixpath.split(url.rstrip("/")) if not url.endswith("/") else (url, "")
-    if name and "://" in parent + "/" and parent.endswith(":/"):
-        parent, name = url, ""  # a bare bucket: s3://bucket
+    _scheme, sep, rest = url.partition("://")
+    parent, name = url, ""
+    if not url.endswith("/") and not (sep and "/" not in rest):  # not a folder or a bucket
+        parent, name = posixpath.split(url)
     if name:
         storage = open_storage(parent or ".", settings)
         entry = storage.head(name)
