@@ -182,12 +182,7 @@ def make_composite(
         nodata = {b: band_nodata(datasets[b], by_band[b], spec.nodata) for b in needed}
         reader = BandReader(datasets, by_band, nodata, spec.zero_is_nodata)
 
-        if reader.tiled():
-            # Sampling decodes every tile anyway: keep what it decoded, so the stream
-            # below reads it back instead of decoding the band files a second time.
-            sample, valid_sample, reader = reader.sample_and_keep(spec.sample, workdir, stack)
-        else:
-            sample, valid_sample = reader.sample(spec.sample)
+        sample, valid_sample = reader.sample(spec.sample, stack)
         stretches = _fit(channels, sample, valid_sample, spec)
         stats: dict[str, Any] = {
             "scene": scene,
@@ -195,11 +190,12 @@ def make_composite(
             "height": height,
             "crs": first.crs.to_string() if first.crs else None,
             "sample_step": reader.step(spec.sample),
-            "bands": {
+        }
+        if spec.histogram:  # statistics of the raw bands are only shown in the histograms
+            stats["bands"] = {
                 b: dict(describe(sample[b][valid_sample], valid_sample.size), file=by_band[b].label)
                 for b in needed
-            },
-        }
+            }
         tmp = os.path.join(workdir, "composite-stream.tif")
         counts = _stream(reader, channels, stretches, spec, first, tmp)
 
@@ -355,94 +351,57 @@ class BandReader:
         """The sample step actually used for ``step`` on this scene."""
         return max(1, min(step, math.isqrt(self.width * self.height // MIN_SAMPLE)))
 
-    def valid(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def valid(self, arrays: dict[str, np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
         """True where every band holds data: not its nodata value, not 0 (zero fill of
-        integer bands, if asked), not NaN or infinite."""
-        valid: np.ndarray | None = None
+        integer bands, if asked), not NaN or infinite. With ``out``, those conditions
+        are and-ed into it, in place."""
+        shape = next(iter(arrays.values())).shape
+        valid = np.ones(shape, bool) if out is None else out
         for name, a in arrays.items():
-            bad: np.ndarray | None = None
             nd = self.nodata[name]
             if a.dtype.kind == "f":
-                bad = ~np.isfinite(a)
+                valid &= np.isfinite(a)
                 if nd is not None and not math.isnan(nd):
-                    bad |= a == nd
-            elif nd is not None and _fits(nd, a.dtype):
-                bad = a == a.dtype.type(nd)
-            if self.zero and a.dtype.kind in "ui":
-                bad = (a == 0) if bad is None else (bad | (a == 0))
-            if bad is not None:
-                valid = ~bad if valid is None else (valid & ~bad)
-        if valid is None:
-            shape = next(iter(arrays.values())).shape
-            return np.ones(shape, bool)
+                    valid &= a != nd
+                continue
+            if nd is not None and _fits(nd, a.dtype):
+                valid &= a != a.dtype.type(nd)
+            if self.zero and a.dtype.kind in "ui" and nd != 0:
+                valid &= a != 0
         return valid
 
-    def sample(self, step: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Every ``step``-th pixel of every ``step``-th row, read swath by swath.
+    def sample(
+        self, step: int, stack: contextlib.ExitStack | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every ``step``-th pixel of every ``step``-th row (a decimated nearest-neighbour
+        read at full resolution), read swath by swath; and which sampled pixels are valid.
 
         Small images are sampled more densely, so that a sample has at least
-        :data:`MIN_SAMPLE` pixels (every pixel, below that size).
+        :data:`MIN_SAMPLE` pixels (every pixel, below that size). Separate band files
+        are read side by side (GDAL decodes without the GIL), in threads that live as
+        long as ``stack``; bands of one file share a handle and are read in turn.
         """
         step = self.step(step)
         rows_out, cols_out = max(1, self.height // step), max(1, self.width // step)
         swath = max(1, 512 // step) * step
-        parts: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        names = self.names
+        separate = len({id(d) for d in self.datasets.values()}) == len(names) > 1
+        pool = None
+        if separate and stack is not None:
+            pool = stack.enter_context(ThreadPoolExecutor(len(names)))
+        parts: list[dict[str, np.ndarray]] = []
         for out_r0 in range(0, rows_out, swath // step):
             out_rows = min(swath // step, rows_out - out_r0)
             window = Window(0, out_r0 * step, cols_out * step, out_rows * step)
-            parts.append(self.read(window, (out_rows, cols_out)))
-        arrays = {name: np.concatenate([p[0][name] for p in parts]) for name in self.datasets}
-        return arrays, np.concatenate([p[1] for p in parts])
-
-    def tiled(self) -> bool:
-        """Tell whether every band file is tiled (a strided read decodes every block)."""
-        return all(
-            src.block_shapes[self.bands[name].index - 1][1] < src.width
-            for name, src in self.datasets.items()
-        )
-
-    def sample_and_keep(
-        self, step: int, folder: str, stack: contextlib.ExitStack
-    ) -> tuple[dict[str, np.ndarray], np.ndarray, BandReader]:
-        """Like :meth:`sample`, reading full-resolution stripes and keeping them raw, one
-        file per band in ``folder``; returns the sample, its validity and a reader of
-        those files (open while ``stack`` lives). Plain files, not GeoTIFFs: writing and
-        reading them back costs no decoding and no room in GDAL's block cache.
-
-        The sample is the same grid :meth:`sample` reads: every ``step``-th pixel of
-        every ``step``-th row, starting half a step in.
-        """
-        step = self.step(step)
-        off = step // 2
-        names = list(self.datasets)
-        paths = {n: os.path.join(folder, f"band-{i}.raw") for i, n in enumerate(names)}
-        # Closed by the caller's stack, after the stream has read them back.
-        files = {n: stack.enter_context(open(paths[n], "w+b")) for n in names}  # noqa: SIM115
-        buffers = {n: np.empty((512, self.width), self.dtype(n)) for n in names}
-        parts: list[dict[str, np.ndarray]] = []
-        # Separate band files decode side by side (GDAL releases the GIL), each into
-        # its own buffer; bands of one file share a handle and are read in turn.
-        separate = len({id(d) for d in self.datasets.values()}) == len(names) > 1
-        pool = stack.enter_context(ThreadPoolExecutor(len(names) if separate else 1))
-        for r0 in range(0, self.height, 512):
-            window = Window(0, r0, self.width, min(512, self.height - r0))
-            rows = int(window.height)
-            local = (off - r0) % step
-            outs = [buffers[n][:rows] for n in names]
-            stripes = list(
-                pool.map(self.read_band, names, [window] * len(names), [None] * len(names), outs)
-            )
-            part = {}
-            for name, stripe in zip(names, stripes, strict=True):
-                part[name] = stripe[local::step, off::step].copy()
-                stripe.tofile(files[name])
-            parts.append(part)
-        del buffers
-        arrays = {n: np.concatenate([p[n] for p in parts]) for n in names}
-        for f in files.values():
-            f.flush()
-        kept = KeptBands(files, {n: self.dtype(n) for n in names}, self)
-        return arrays, self.valid(arrays), kept
+            n = len(names)
+            shape = (out_rows, cols_out)
+            if pool is not None:
+                stripes = list(pool.map(self.read_band, names, [window] * n, [shape] * n))
+            else:
+                stripes = [self.read_band(name, window, shape) for name in names]
+            parts.append(dict(zip(names, stripes, strict=True)))
+        arrays = {name: np.concatenate([p[name] for p in parts]) for name in names}
+        return arrays, self.valid(arrays)
 
     def dtype(self, name: str) -> np.dtype[Any]:
         """The data type of one band."""
@@ -452,46 +411,6 @@ class BandReader:
     def names(self) -> list[str]:
         """The bands this reader reads."""
         return list(self.datasets)
-
-
-class KeptBands(BandReader):
-    """Bands kept raw in files by :meth:`BandReader.sample_and_keep`, read back by rows."""
-
-    def __init__(self, files: dict[str, Any], dtypes: dict[str, np.dtype[Any]], like: BandReader):
-        """Read ``files`` (one per band, rows of ``like.width`` values of ``dtypes``)."""
-        self.files = files
-        self.dtypes = dtypes
-        self.datasets = {}
-        self.bands = like.bands
-        self.nodata = like.nodata
-        self.zero = like.zero
-        self.width, self.height = like.width, like.height
-
-    def read_band(
-        self,
-        name: str,
-        window: Window,
-        out_shape: tuple[int, int] | None = None,
-        out: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Whole rows ``window.row_off`` to ``+ window.height`` of one band."""
-        dtype = self.dtypes[name]
-        rows, r0 = int(window.height), int(window.row_off)
-        if out is None:
-            out = np.empty((rows, self.width), dtype)
-        f = self.files[name]
-        f.seek(r0 * self.width * dtype.itemsize)
-        f.readinto(out.data.cast("B"))
-        return out
-
-    def dtype(self, name: str) -> np.dtype[Any]:
-        """The data type of one band."""
-        return self.dtypes[name]
-
-    @property
-    def names(self) -> list[str]:
-        """The bands this reader reads."""
-        return list(self.files)
 
 
 def _fits(value: float, dtype: np.dtype[Any]) -> bool:
@@ -572,23 +491,22 @@ def _stream(
                 for band in ch.bands:
                     if band not in arrays:
                         arrays[band] = reader.read_band(band, window, out=buffers[band][:height])
-                        valid &= reader.valid({band: arrays[band]})
+                        reader.valid({band: arrays[band]}, out=valid)
                 values = ch.values(arrays)
                 lut = luts[i]
                 if lut is not None:
                     info_min = np.iinfo(values.dtype).min
                     index = values if info_min == 0 else values.astype(np.int32) - info_min
-                    out[i] = lut[index]
+                    np.take(lut, index, out=out[i])
                 else:
                     if values.dtype.kind == "f":
                         valid &= np.isfinite(values)
                     out[i] = stretches[i].apply(values)
                 del values
-            invalid = ~valid
-            n_invalid = int(np.count_nonzero(invalid))
+            n_invalid = valid.size - int(np.count_nonzero(valid))
             for i in range(len(channels)):
                 if n_invalid:
-                    out[i][invalid] = 0
+                    np.multiply(out[i], valid, out=out[i], casting="unsafe")
                 if spec.histogram:
                     counts = np.bincount(out[i].ravel(), minlength=256)
                     counts[0] -= n_invalid
