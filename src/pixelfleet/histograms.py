@@ -134,10 +134,9 @@ def plot_histograms(stats: dict[str, Any], title: str = "") -> bytes:
         if ch["source"].strip() in stats.get("bands", {}):
             for x in (st["low"], st["high"]):
                 top.axvline(x, color=colour, linestyle="--", linewidth=0.9)
-    top.set_title(
-        f"bands (raw values; every {stats.get('sample_step', 1)}th pixel and row); "
-        "dashed: stretch ranges"
-    )
+    step = int(stats.get("sample_step", 1))
+    sampled = "every pixel" if step == 1 else f"every {_ordinal(step)} pixel and row"
+    top.set_title(f"bands (raw values; {sampled}); dashed: stretch ranges")
     top.set_xlabel("value")
     top.set_ylabel("pixels in sample")
     if stats.get("bands"):
@@ -157,3 +156,8 @@ def plot_histograms(stats: dict[str, Any], title: str = "") -> bytes:
     out = io.BytesIO()
     fig.savefig(out, format="png")
     return out.getvalue()
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -186,7 +186,7 @@ def _find_scene(
 def _show(stats: dict[str, Any]) -> None:
     click.secho(
         f"{stats['scene']}: {stats['width']}x{stats['height']} px, {stats['crs']}; "
-        f"sample: every {stats['sample_step']}th pixel and row "
+        f"sample: every {stats['sample_step']} px of every {stats['sample_step']} rows "
         f"({stats['pixels']['valid']:,} valid of {stats['pixels']['sampled']:,})",
         bold=True,
     )
