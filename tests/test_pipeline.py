@@ -48,7 +48,7 @@ def test_good_pipeline_resolves_relative_paths_against_the_file(tmp_path: Path) 
     [
         (
             GOOD.replace('by = "prefix"', 'by = "state"'),
-            r"source\.partition\.by: .*'object', 'prefix' or 'count'.*got 'state'",
+            r"source\.partition\.by: .*'object', 'prefix', 'count' or 'scene'.*got 'state'",
         ),
         (
             GOOD.replace('executor = "inline"', 'executor = "spark"'),

@@ -676,3 +676,34 @@ def test_s3_without_obstore_says_what_to_install(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "obstore.store", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'pixelfleet\[s3\]'"):
         s3.S3Storage("s3://bucket", _s3_settings())
+
+
+# -- write_file (big outputs such as scene composites) ------------------------------------
+
+
+def test_write_file_stores_a_local_file(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pixelfleet.storage.s3 as s3_module
+
+    # Small enough thresholds that S3 takes the multipart path with two parts.
+    monkeypatch.setattr(s3_module, "_SINGLE_PUT_BYTES", 1024 * 1024)
+    monkeypatch.setattr(s3_module, "_PART_BYTES", 5 * 1024 * 1024)
+    data = bytes(range(256)) * (6 * 4096)  # 6 MB
+    path = tmp_path / "composite.tif"
+    path.write_bytes(data)
+    written = storage.write_file("scenes/x.tif", str(path), {"source-etag": "e1"})
+    assert written.size == len(data)
+    assert storage.read("scenes/x.tif") == data
+    head = storage.head("scenes/x.tif")
+    assert head is not None and head.metadata["source-etag"] == "e1"
+    assert path.read_bytes() == data  # the caller's file is left as it was
+
+
+def test_write_file_may_move_a_file_it_is_given(storage: Storage, tmp_path: Path) -> None:
+    path = tmp_path / "given.tif"
+    path.write_bytes(b"x" * 1000)
+    storage.write_file("given.tif", str(path), {"op": "t"}, consume=True)
+    assert storage.read("given.tif") == b"x" * 1000
+    head = storage.head("given.tif")
+    assert head is not None and head.metadata["op"] == "t"

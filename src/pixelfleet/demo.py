@@ -1,5 +1,6 @@
-"""``make demo``: thumbnails and STAC items for the bundled sample bucket, then a rerun that
-skips everything; ends by saying how to open the search page.
+"""``make demo``: thumbnails and STAC items for the bundled sample bucket, a rerun that
+skips everything, composites of the sample Landsat scenes and labels for the photos and
+rasters; ends by saying where to look and how to open the search page.
 
 Run from the repository root: ``python -m pixelfleet.demo``.
 """
@@ -23,6 +24,7 @@ from pixelfleet.settings import get_settings
 from pixelfleet.storage.local import path_from_url
 
 PIPELINE = Path("examples/demo.toml")
+COMPOSITES = Path("examples/landsat-demo.toml")
 
 
 def contact_sheet(output_dir: Path) -> Path:
@@ -84,6 +86,47 @@ def fill_catalog(pipeline: Pipeline, indexed: int) -> int:
     return held
 
 
+def composites_page(output_dir: Path) -> Path:
+    """Write ``index.html`` beside the composites: each picture with its histograms."""
+    pictures = sorted(p for p in output_dir.rglob("*.png") if not p.name.endswith(".hist.png"))
+    cells = []
+    for p in pictures:
+        rel = p.relative_to(output_dir).as_posix()
+        hist = p.with_name(p.name[: -len(".png")] + ".hist.png")
+        extra = (
+            f'<img src="{html.escape(hist.relative_to(output_dir).as_posix())}" loading="lazy">'
+            if hist.exists()
+            else ""
+        )
+        cells.append(
+            f'<figure><img src="{html.escape(rel)}" loading="lazy">{extra}'
+            f"<figcaption>{html.escape(rel)} (COG beside it: .tif)</figcaption></figure>"
+        )
+    page = output_dir / "index.html"
+    page.write_text(
+        "<!doctype html><meta charset=utf-8><title>pixelfleet demo composites</title>"
+        "<style>body{font-family:sans-serif;background:#222;color:#ddd}"
+        "figure{margin:0 0 24px}img{max-width:640px;margin-right:12px;background:#444;"
+        "vertical-align:top}figcaption{font-size:12px}</style>"
+        f"<h1>pixelfleet demo: {len(pictures)} scene composites</h1>{''.join(cells)}\n"
+    )
+    return page
+
+
+def run_composites() -> tuple[int, Path | None]:
+    """Run the Landsat composites pipeline; returns (failed tasks, its output folder)."""
+    try:
+        pipeline = load_pipeline(str(COMPOSITES))
+        with open_ledger(get_settings().ledger_url) as ledger:
+            click.secho(f"\n== pixelfleet run {COMPOSITES}", bold=True)
+            summary = Runner(pipeline, ledger).run()
+            show_summary(summary)
+    except PixelfleetError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1, None
+    return summary.failed, Path(path_from_url(pipeline.output.url))
+
+
 def main() -> int:
     """Run the demo pipeline twice and say where to look."""
     if not PIPELINE.exists():
@@ -102,6 +145,7 @@ def main() -> int:
     except PixelfleetError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
+    composites_failed, composites_out = run_composites()
     out = Path(path_from_url(pipeline.output.url))
     labelled = label_demo()
     page = contact_sheet(out)
@@ -111,6 +155,14 @@ def main() -> int:
     click.echo(f"  contact sheet:  file://{page.resolve()}")
     if labelled:
         click.echo(f"  labels:         {rel}/**/*.labels.json (next to each thumbnail)")
+    if composites_out is not None:
+        sheet = composites_page(composites_out)
+        click.echo(
+            f"  composites:     {os.path.relpath(composites_out)}/ (COG .tif, .png, histograms)"
+        )
+        click.echo(f"  composites page: file://{sheet.resolve()}")
+        scene = "demo/bucket/landsat/LC81070352015122LGN00/"
+        click.echo(f"  explore a scene: .venv/bin/pixelfleet histogram {scene} --bands 4,3,2")
     click.echo("  run status:     .venv/bin/pixelfleet status")
     click.echo(f"  catalog:        {indexed} STAC items in {catalog_url(pipeline)}")
     click.echo('  search:         .venv/bin/pixelfleet search "flower"   (or --bbox, --datetime)')
@@ -119,7 +171,7 @@ def main() -> int:
         bold=True,
     )
     click.echo(f"  what it would do: .venv/bin/pixelfleet run {PIPELINE} --dry-run")
-    return 1 if first.failed else 0
+    return 1 if first.failed or composites_failed else 0
 
 
 #: The labelling pipelines ``make demo`` runs after the thumbnails.

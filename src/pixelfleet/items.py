@@ -237,6 +237,48 @@ def build_item(
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 
+def build_scene_item(
+    source: Storage,
+    output: Storage,
+    scene: str,
+    entries: Sequence[Entry],
+    outputs: Sequence[OutputRecord],
+    options: ItemSettings,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The STAC item of a scene made of several band files (a task-scope op's task).
+
+    Footprint, datetime and projection come from the first band file; each band file
+    is a ``data`` asset; the scene's outputs (composites, histograms) are its other assets.
+    """
+    first = entries[0]
+    item = build_item(
+        source,
+        output,
+        first,
+        outputs,
+        {"pixelfleet:scene": scene, "pixelfleet:bands": [e.key for e in entries]},
+        options,
+        settings,
+    )
+    item["id"] = scene
+    props = item["properties"]
+    props["title"] = posixpath.basename(scene) or scene
+    props["pixelfleet:key"] = scene
+    props["pixelfleet:size"] = sum(e.size for e in entries)
+    props["description"] = f"scene {scene}: {len(entries)} band files ({source.url})"
+    data = item["assets"].pop("data")
+    for entry in entries:
+        stem = posixpath.splitext(posixpath.basename(entry.key))[0]
+        item["assets"][f"data-{stem}"] = {
+            **data,
+            "href": object_href(source, entry.key),
+            "title": posixpath.basename(entry.key),
+            "file:size": entry.size,
+        }
+    return item
+
+
 def exif_datetime(exif: Any) -> datetime | None:
     """DateTimeOriginal (else DateTime) of a Pillow ``Exif``."""
     try:

@@ -89,6 +89,8 @@ class OutputRecord:
     #: Catalog properties the step found for the source object, such as
     #: ``{"pixelfleet:labels": [...]}``; merged into :attr:`EntryResult.properties`.
     properties: dict[str, Any] = field(default_factory=dict)
+    #: IANA media type (e.g. ``image/tiff; application=geotiff; profile=cloud-optimized``),
+    #: and STAC asset roles (``visual``, ``overview``, ``metadata``...), when the op knows them.
     media_type: str | None = None
     roles: list[str] | None = None
     title: str | None = None

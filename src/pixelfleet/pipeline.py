@@ -11,7 +11,14 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pixelfleet.errors import ConfigError, UnknownNameError
 from pixelfleet.models import stable_hash
@@ -25,9 +32,32 @@ class _Strict(BaseModel):
 class Partition(_Strict):
     """How source objects are grouped into tasks."""
 
-    by: Literal["object", "prefix", "count"] = "object"
+    by: Literal["object", "prefix", "count", "scene"] = "object"
     depth: int = Field(2, ge=1, le=32, description="prefix depth, for by = 'prefix'")
     size: int = Field(100, ge=1, le=1_000_000, description="objects per task, for by = 'count'")
+    pattern: str | list[str] | None = Field(
+        None,
+        description="for by = 'scene': file-name pattern(s) such as '{scene}_B{band}.TIF'"
+        " (see pixelfleet.scenes)",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str | list[str] | None) -> str | list[str] | None:
+        from pixelfleet.scenes import ScenePattern
+
+        if value is not None:
+            ScenePattern(value)  # raises a ConfigError (a ValueError) naming the problem
+        return value
+
+    @model_validator(mode="after")
+    def _pattern_for_scenes(self) -> Partition:
+        if self.by == "scene" and self.pattern is None:
+            raise ValueError(
+                "a scene partition needs a pattern, e.g. "
+                'partition = { by = "scene", pattern = "{scene}_B{band}.TIF" }'
+            )
+        return self
 
 
 class Source(_Strict):
@@ -198,8 +228,11 @@ def _parse_steps(raw_steps: Any, where: str) -> list[OpConfig]:
     return parsed
 
 
-def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.0.c`` in nested dicts/lists (used by ``--set``)."""
+def set_dotted(data: dict[str, Any], dotted: str, value: Any, origin: str = "--set") -> None:
+    """Set ``a.b.0.c`` in nested dicts/lists (used by ``--set`` and ``PIXELFLEET_SET*``).
+
+    ``origin`` names where the override came from, in error messages.
+    """
     parts = dotted.split(".")
     node: Any = data
     for i, part in enumerate(parts):
@@ -209,7 +242,10 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
                 index = int(part)
                 node[index]  # noqa: B018 - raises IndexError for a bad index
             except (ValueError, IndexError):
-                raise ConfigError(f"--set {dotted}: {part!r} is not an index of a list") from None
+                raise ConfigError(
+                    f"{origin} {dotted}: {part!r} is not an index of the list "
+                    f"({len(node)} item(s): 0 to {len(node) - 1})"
+                ) from None
             if last:
                 node[index] = value
             else:
@@ -220,7 +256,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
             else:
                 node = node.setdefault(part, {})
         else:
-            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i])} is not a table")
+            raise ConfigError(f"{origin} {dotted}: {'.'.join(parts[:i])} is not a table")
 
 
 def parse_value(text: str) -> Any:
@@ -249,8 +285,29 @@ def pipeline_from_dict(data: dict[str, Any], where: str = "pipeline") -> Pipelin
         raise _explain(exc, where) from None
 
 
-def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
-    """Read and validate a pipeline file, applying ``key=value`` overrides first."""
+def apply_override(data: dict[str, Any], item: str, origin: str = "--set") -> None:
+    """Apply one ``field.path=value`` override (value parsed as TOML, else text)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"{origin} {item!r} must look like section.field=value, "
+            "e.g. steps.0.recipe=swir2-nir-green"
+        )
+    set_dotted(data, key.strip(), parse_value(value.strip()), origin)
+
+
+def load_pipeline(
+    path: str,
+    overrides: Sequence[str] = (),
+    env_overrides: Sequence[tuple[str, str]] | None = None,
+) -> Pipeline:
+    """Read and validate a pipeline file, applying ``key=value`` overrides first.
+
+    ``env_overrides`` are ``(variable, "key=value")`` pairs from the environment
+    (default: :attr:`Settings.pipeline_overrides <pixelfleet.settings.Settings>`, the
+    ``PIXELFLEET_SET`` and ``PIXELFLEET_SET_*`` variables); ``overrides`` (``--set``)
+    are applied after them and win.
+    """
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -258,11 +315,13 @@ def load_pipeline(path: str, overrides: Sequence[str] = ()) -> Pipeline:
         raise ConfigError(f"pipeline file {path!r} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} must look like section.field=value")
-        set_dotted(data, key.strip(), parse_value(value.strip()))
+    if env_overrides is None:
+        from pixelfleet.settings import get_settings
+
+        env_overrides = get_settings().pipeline_overrides
+    # The environment first, the command line last: --set wins over PIXELFLEET_SET*.
+    for origin, item in [*env_overrides, *(("--set", o) for o in overrides)]:
+        apply_override(data, item, origin)
     # Relative local paths in a pipeline are relative to the file, not the shell's folder.
     base = os.path.dirname(os.path.abspath(path))
     for section in ("source", "output"):

@@ -9,10 +9,19 @@ etag) or changed settings give a new id, and that task is done again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from pixelfleet.errors import ConfigError
 from pixelfleet.models import Entry, Task, stable_hash
 from pixelfleet.pipeline import Partition
+from pixelfleet.scenes import ScenePattern
+
+
+@dataclass
+class PlanStats:
+    """What planning left out: objects no scene pattern matched."""
+
+    unmatched: int = 0
 
 
 def group_of(key: str, partition: Partition) -> str:
@@ -29,13 +38,23 @@ def make_task(group: str, entries: list[Entry], settings_hash: str) -> Task:
     return Task(id=ident, group=group, entries=tuple(entries))
 
 
-def plan(entries: Iterable[Entry], partition: Partition, settings_hash: str) -> Iterator[Task]:
+def plan(
+    entries: Iterable[Entry],
+    partition: Partition,
+    settings_hash: str,
+    stats: PlanStats | None = None,
+) -> Iterator[Task]:
     """Group entries (in key order, as storages list them) into tasks, lazily.
 
     - ``object``: one task per object;
     - ``prefix``: one task per key prefix of ``depth`` folders (NAIP: state/year);
-    - ``count``: one task per ``size`` consecutive objects.
+    - ``count``: one task per ``size`` consecutive objects;
+    - ``scene``: one task per scene, its band files found by ``pattern`` (objects
+      that match no pattern are left out and counted in ``stats``).
     """
+    if partition.by == "scene":
+        yield from plan_scenes(entries, partition, settings_hash, stats)
+        return
     if partition.by == "object":
         for entry in entries:
             yield make_task(entry.key, [entry], settings_hash)
@@ -62,6 +81,41 @@ def plan(entries: Iterable[Entry], partition: Partition, settings_hash: str) -> 
             yield make_task(current or "", batch, settings_hash)
         else:
             yield make_task(f"{batch[0].key}+{len(batch) - 1}", batch, settings_hash)
+
+
+def plan_scenes(
+    entries: Iterable[Entry],
+    partition: Partition,
+    settings_hash: str,
+    stats: PlanStats | None = None,
+) -> Iterator[Task]:
+    """One task per scene, in scene order within each folder.
+
+    Keys sharing a folder prefix come together in key order, so a folder's scenes are
+    complete, and are handed out, as soon as a key outside that folder arrives: only
+    one folder's band files are held at a time.
+    """
+    pattern = ScenePattern(partition.pattern or [])
+    open_groups: dict[str, tuple[str, list[Entry]]] = {}  # group -> (folder, entries)
+
+    def finished(key: str) -> Iterator[Task]:
+        done = [
+            g for g, (folder, _) in open_groups.items() if folder and not key.startswith(folder)
+        ]
+        for group in sorted(done):
+            yield make_task(group, open_groups.pop(group)[1], settings_hash)
+
+    for entry in entries:
+        match = pattern.match(entry.key)
+        if match is None:
+            if stats is not None:
+                stats.unmatched += 1
+            continue
+        yield from finished(entry.key)
+        folder = entry.key.rsplit("/", 1)[0] + "/" if "/" in entry.key else ""
+        open_groups.setdefault(match.group, (folder, []))[1].append(entry)
+    for group in sorted(open_groups):
+        yield make_task(group, open_groups[group][1], settings_hash)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

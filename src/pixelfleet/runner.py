@@ -14,7 +14,7 @@ import secrets
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from pixelfleet.inventory import select
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.models import Entry, Task, TaskResult
 from pixelfleet.pipeline import Pipeline, Source, pipeline_from_dict
-from pixelfleet.plan import in_shard, plan
+from pixelfleet.plan import PlanStats, in_shard, plan
 from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage, scheme_of
 
@@ -63,6 +63,7 @@ class DryRunReport:
     bytes: int = 0
     already_done: int = 0
     sample: list[Task] = field(default_factory=list)
+    unmatched: int = 0  # objects no scene pattern matched (scene partitions)
 
 
 def new_run_id() -> str:
@@ -95,6 +96,7 @@ class Runner:
         progress: bool | None = None,
         shard: tuple[int, int] | None = None,
         catalog: Catalog | None = None,
+        only: Sequence[str] = (),
     ):
         self.pipeline = pipeline
         self.catalog = catalog
@@ -103,15 +105,19 @@ class Runner:
         self.workers = workers or pipeline.run.workers
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.shard = shard
+        self.only = tuple(only)
         check_executor_fits(pipeline, self.executor_spec)
 
     # -- planning -------------------------------------------------------------------------
 
-    def planned_tasks(self) -> Iterator[Task]:
-        """The pipeline's tasks, lazily, in key order (only this shard's, if sharded)."""
+    def planned_tasks(self, stats: PlanStats | None = None) -> Iterator[Task]:
+        """The pipeline's tasks, lazily, in key order (only this shard's, if sharded,
+        and only the groups named by ``only``, if given)."""
         src = self.pipeline.source
         entries = source_entries(src)
-        tasks = plan(entries, src.partition, self.pipeline.settings_hash)
+        tasks = plan(entries, src.partition, self.pipeline.settings_hash, stats)
+        if self.only:
+            tasks = (t for t in tasks if matches_only(t.group, self.only))
         if self.shard is not None:
             index, count = self.shard
             tasks = (t for t in tasks if in_shard(t, index, count))
@@ -120,7 +126,8 @@ class Runner:
     def dry_run(self, sample: int = 10) -> DryRunReport:
         """Count tasks, objects and bytes, and how many tasks are already done; write nothing."""
         report = DryRunReport()
-        for chunk in _chunks(self.planned_tasks(), _CHUNK):
+        stats = PlanStats()
+        for chunk in _chunks(self.planned_tasks(stats), _CHUNK):
             done = self.ledger.done_ids([t.id for t in chunk])
             for task in chunk:
                 report.tasks += 1
@@ -130,6 +137,7 @@ class Runner:
                     report.already_done += 1
                 elif len(report.sample) < sample:
                     report.sample.append(task)
+        report.unmatched = stats.unmatched
         return report
 
     # -- running --------------------------------------------------------------------------
@@ -313,8 +321,14 @@ class Runner:
             for rec in lost
             for entry in rec.to_task().entries
             for op in ops
+            if op.scope == "entry"
             for key in _output_keys(op, entry)
         }
+        for rec in lost:  # task-scope ops (scene composites) write per task
+            task = rec.to_task()
+            for op in ops:
+                if op.scope == "task":
+                    keys.update(_group_output_keys(op, task))
         output.remove_partial(keys)
 
     @staticmethod
@@ -426,10 +440,25 @@ class ItemIndexer:
             self.catalog.close()
 
 
+def matches_only(group: str, only: Sequence[str]) -> bool:
+    """Tell whether a task's group is one ``--only`` names: the whole group
+    (``landsat/LC08...``) or its last part (the scene's name), ignoring case."""
+    last = group.rsplit("/", 1)[-1].lower()
+    wanted = {o.strip("/").lower() for o in only}
+    return group.lower() in wanted or last in wanted
+
+
 def _output_keys(op: Any, entry: Any) -> list[str]:
     try:
         return list(op.output_keys(entry))
     except PixelfleetError:  # an unsafe key has no output to clean
+        return []
+
+
+def _group_output_keys(op: Any, task: Task) -> list[str]:
+    try:
+        return list(op.output_keys_group(task.group or task.entries[0].key, task.entries))
+    except (PixelfleetError, IndexError):  # no scene, or an unsafe key: nothing to clean
         return []
 
 

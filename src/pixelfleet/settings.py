@@ -81,6 +81,8 @@ class Settings:
     catalog_url: str = "sqlite:///pixelfleet.db"
     #: Bearer token that unlocks the server's write endpoints (None: writes refused).
     api_token: str | None = field(default=None, repr=False)
+    #: Pipeline overrides from the environment, as ``(variable, "field.path=value")``.
+    pipeline_overrides: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +126,7 @@ class Settings:
             rekognition_endpoint=env.get("PIXELFLEET_REKOGNITION_ENDPOINT") or None,
             catalog_url=env.get("PIXELFLEET_CATALOG") or "sqlite:///pixelfleet.db",
             api_token=env.get("PIXELFLEET_API_TOKEN") or None,
+            pipeline_overrides=pipeline_overrides(env),
         )
 
 
@@ -133,6 +136,35 @@ def default_limits_dir() -> str:
 
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"pixelfleet-limits-{uid}")
+
+
+def pipeline_overrides(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Pipeline field overrides from the environment, like ``--set``, in the order applied.
+
+    - ``PIXELFLEET_SET="steps.0.recipe=swir2-nir-green;source.url=s3://b/x"``: one or
+      more ``field.path=value`` items separated by ``;`` or new lines;
+    - ``PIXELFLEET_SET_STEPS__0__RECIPE=swir2-nir-green``: one field per variable, the
+      path after the prefix with ``__`` between parts (lower-cased).
+
+    ``PIXELFLEET_SET`` comes first, then the single-field variables by name; the
+    command line's ``--set`` is applied after all of them.
+    """
+    out: list[tuple[str, str]] = []
+    combined = env.get("PIXELFLEET_SET", "")
+    for item in combined.replace("\n", ";").split(";"):
+        if item.strip():
+            out.append(("PIXELFLEET_SET", item.strip()))
+    for name in sorted(env):
+        if name.startswith("PIXELFLEET_SET_"):
+            path = name.removeprefix("PIXELFLEET_SET_")
+            if not path or any(not part for part in path.split("__")):
+                raise ConfigError(
+                    f"environment variable {name} names no field; use PIXELFLEET_SET_ then the "
+                    "field path with __ between parts, e.g. PIXELFLEET_SET_STEPS__0__RECIPE"
+                )
+            dotted = ".".join(part.lower() for part in path.split("__"))
+            out.append((name, f"{dotted}={env[name]}"))
+    return tuple(out)
 
 
 _current: Settings | None = None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pixelfleet.errors import PixelfleetError
 from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult, one_line
 from pixelfleet.ops import Op, OpContext
+from pixelfleet.ops.base import group_entry
 from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage
 
@@ -89,6 +90,7 @@ def prepare(context: str) -> _Prepared:
                 source=open_storage(pipeline.source.url, settings),
                 output=open_storage(pipeline.output.url, settings),
                 settings=settings,
+                partition=pipeline.source.partition,
             )
             items = None
             if pipeline.catalog is not None:
@@ -118,6 +120,8 @@ def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> Ent
     state = "skipped"
     try:
         for op in prepared.ops:
+            if op.scope == "task":
+                continue  # run once per task by process_group
             keys = op.output_keys(entry)
             existing = [prepared.ctx.output.head(k) for k in keys]
             if keys and all(op.is_current(out, entry) for out in existing):
@@ -193,6 +197,61 @@ def merge_properties(outputs: list[OutputRecord]) -> dict[str, Any]:
     return merged
 
 
+def process_group(prepared: _Prepared, task: Task) -> EntryResult | None:
+    """Run the task-scope ops once on all of a task's entries (a scene's band files).
+
+    The result is reported under the task's group (the scene) with the combined
+    etag of :func:`~pixelfleet.ops.base.group_entry`; the same rules hold as for one
+    object: outputs that are all current are skipped, and an exception fails this
+    scene only. Returns None when the pipeline has no task-scope op.
+    """
+    group_ops = [op for op in prepared.ops if op.scope == "task"]
+    if not group_ops:
+        return None
+    started = time.perf_counter()
+    label = task.group or (task.entries[0].key if task.entries else task.id)
+    combined = group_entry(label, task.entries)
+    outputs: list[OutputRecord] = []
+    state = "skipped"
+    try:
+        for op in group_ops:
+            keys = op.output_keys_group(label, task.entries)
+            if not keys:
+                continue  # the step does not apply to this scene
+            existing = [prepared.ctx.output.head(k) for k in keys]
+            if keys and all(op.is_current(out, combined) for out in existing):
+                outputs.extend(op.current_record(o) for o in existing if o is not None)
+                continue
+            outputs.extend(op.run_group(prepared.ctx, label, task.entries))
+            state = "done"
+        item = None
+        if prepared.items is not None and task.entries:
+            from pixelfleet.items import build_scene_item
+
+            ctx = prepared.ctx
+            item = build_scene_item(
+                ctx.source, ctx.output, label, task.entries, outputs, prepared.items, ctx.settings
+            )
+    except Exception as exc:  # noqa: BLE001 - a bad scene fails its own task, never the run
+        return EntryResult(
+            key=label,
+            etag=combined.etag,
+            state="failed",
+            outputs=outputs,
+            error_type=type(exc).__name__,
+            error=one_line(str(exc)) or type(exc).__name__,
+            seconds=time.perf_counter() - started,
+        )
+    return EntryResult(
+        key=label,
+        etag=combined.etag,
+        state=state,  # type: ignore[arg-type]
+        outputs=outputs,
+        seconds=time.perf_counter() - started,
+        item=item,
+    )
+
+
 def worker_name() -> str:
     """``host:pid`` of this process, recorded with each result."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -205,9 +264,14 @@ def run_task(context: str, task: Task) -> TaskResult:
         prepared = prepare(context)
     except PixelfleetError as exc:
         return TaskResult.crashed(task.id, exc, worker_name())
-    for op in prepared.ops:
-        op.start_task(prepared.ctx, task.entries)
-    results = [process_entry(prepared, entry) for entry in task.entries]
+    results = []
+    if any(op.scope == "entry" for op in prepared.ops):
+        for op in prepared.ops:
+            op.start_task(prepared.ctx, task.entries)
+        results = [process_entry(prepared, entry) for entry in task.entries]
+    scene = process_group(prepared, task)
+    if scene is not None:
+        results.append(scene)
     failed = any(r.state == "failed" for r in results)
     return TaskResult(
         task_id=task.id,

@@ -107,6 +107,10 @@ def show_dry_run(report: DryRunReport) -> None:
         )
     if todo > len(report.sample):
         click.echo(f"  ... and {todo - len(report.sample)} more")
+    if report.unmatched:
+        click.echo(
+            f"  {plural(report.unmatched, 'object')} matched no scene pattern and were left out"
+        )
 
 
 def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:

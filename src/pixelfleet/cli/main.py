@@ -43,20 +43,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from pixelfleet.cli import retry, run, status
+    from pixelfleet.cli import histogram, index, retry, run, search, serve, status
 
-    cli.add_command(run.run)
-    cli.add_command(status.status)
-    cli.add_command(retry.retry)
-    _register_catalog()
-
-
-def _register_catalog() -> None:
-    from pixelfleet.cli import index, search, serve
-
-    cli.add_command(search.search)
-    cli.add_command(index.index)
-    cli.add_command(serve.serve)
+    for module in (run, status, retry, search, index, serve, histogram):
+        cli.add_command(getattr(module, module.__name__.rsplit(".", 1)[1]))
 
 
 _register()

@@ -38,6 +38,12 @@ from pixelfleet.runner import Runner
     metavar="URL",
     help="Take the source objects from this S3 Inventory manifest.json instead of a listing.",
 )
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="GROUP",
+    help="Run only this task group, e.g. a scene id (repeatable).",
+)
 @ledger_option
 @progress_option
 def run(
@@ -48,6 +54,7 @@ def run(
     overrides: tuple[str, ...],
     shard: str | None,
     inventory: str | None,
+    only: tuple[str, ...],
     ledger_url: str | None,
     progress: bool | None,
 ) -> None:
@@ -66,11 +73,18 @@ def run(
             workers=workers,
             progress=progress,
             shard=parse_shard(shard) if shard else None,
+            only=only,
         )
         if dry_run:
             show_dry_run(runner.dry_run())
             return
         summary = runner.run()
     show_summary(summary)
+    if only and not summary.counts.get("tasks_planned"):
+        click.echo(
+            f"warning: no task group matched --only {', '.join(only)}; "
+            "`--dry-run` without --only lists the groups",
+            err=True,
+        )
     if summary.failed:
         sys.exit(1)

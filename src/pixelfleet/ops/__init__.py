@@ -13,6 +13,7 @@ ops = Registry(
     {
         "thumbnail": "pixelfleet.ops.thumbnail:ThumbnailOp",
         "labels": "pixelfleet.ops.labels:LabelsOp",
+        "composite": "pixelfleet.ops.composite:CompositeOp",
     },
     extras={},
 )

@@ -11,8 +11,8 @@ import posixpath
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +21,9 @@ from pixelfleet.errors import ConfigError
 from pixelfleet.models import Entry, OutputRecord, stable_hash
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage, check_key
+
+if TYPE_CHECKING:
+    from pixelfleet.pipeline import Partition
 
 
 class OpConfig(BaseModel):
@@ -42,6 +45,9 @@ class OpContext:
     source: Storage
     output: Storage
     settings: Settings
+    #: How the pipeline groups source objects into tasks (task-scope ops read band
+    #: names from its pattern); None outside a pipeline.
+    partition: Partition | None = field(default=None)
 
     def write(
         self,
@@ -61,26 +67,66 @@ class OpContext:
         source's STAC item; they are stored with the object too, so an output found
         current later describes itself the same way (:meth:`Op.current_record`).
         """
-        metadata = op.provenance(entry)
-        if content_type:
-            metadata["content-type"] = content_type
-        roles = list(roles) if roles is not None else op.asset_roles(key)
-        if roles:
-            metadata["roles"] = ",".join(roles)
-        if title:
-            metadata["title"] = urllib.parse.quote(title)
-        if asset:
-            metadata["asset"] = asset
-        written = self.output.write(key, data, metadata)
-        return OutputRecord(
-            key=key,
-            size=written.size,
-            step=op.name,
-            media_type=content_type,
-            roles=roles or None,
-            title=title,
-            asset=asset,
-        )
+        record = _describe(op, key, content_type, roles, title, asset)
+        written = self.output.write(key, data, _metadata(op, entry, record))
+        record.size = written.size
+        return record
+
+    def write_file(
+        self,
+        op: Op,
+        entry: Entry,
+        key: str,
+        path: str,
+        content_type: str | None = None,
+        *,
+        roles: Sequence[str] | None = None,
+        title: str | None = None,
+        asset: str | None = None,
+    ) -> OutputRecord:
+        """Like :meth:`write`, from a local file, for outputs too big to hold in memory.
+
+        The file is given up: local storage may move it into place.
+        """
+        record = _describe(op, key, content_type, roles, title, asset)
+        written = self.output.write_file(key, path, _metadata(op, entry, record), consume=True)
+        record.size = written.size
+        return record
+
+
+def _describe(
+    op: Op,
+    key: str,
+    content_type: str | None,
+    roles: Sequence[str] | None,
+    title: str | None,
+    asset: str | None,
+) -> OutputRecord:
+    """The record of an output about to be written (its size filled in once written)."""
+    chosen = list(roles) if roles is not None else op.asset_roles(key)
+    return OutputRecord(
+        key=key,
+        size=0,
+        step=op.name,
+        media_type=content_type,
+        roles=chosen or None,
+        title=title,
+        asset=asset,
+    )
+
+
+def _metadata(op: Op, entry: Entry, record: OutputRecord) -> dict[str, str]:
+    """Provenance plus the asset description, stored with the object."""
+    metadata = op.provenance(entry)
+    if record.media_type:
+        metadata["content-type"] = record.media_type
+    if record.roles:
+        metadata["roles"] = ",".join(record.roles)
+    if record.title:
+        metadata["title"] = urllib.parse.quote(record.title)
+    if record.asset:
+        metadata["asset"] = record.asset
+    return metadata
 
 
 def render_key(template: str, source_key: str) -> str:
@@ -107,11 +153,29 @@ def render_key(template: str, source_key: str) -> str:
     return check_key("/".join(part for part in rendered.split("/") if part))
 
 
+def group_entry(group: str, entries: Sequence[Entry]) -> Entry:
+    """One entry standing for a whole task's entries, for task-scope ops' provenance.
+
+    Its key is the task's group (a scene id), its size the sum of sizes and its etag a
+    hash of every entry's key and etag: an output made from it is current exactly as
+    long as none of the task's objects changed, and none was added or removed.
+    """
+    etag = stable_hash(sorted([e.key, e.etag] for e in entries), 32)
+    return Entry(key=group, size=sum(e.size for e in entries), etag=etag)
+
+
 class Op(ABC):
-    """A pipeline step. Subclasses set ``name`` and ``Config`` and implement two methods."""
+    """A pipeline step. Subclasses set ``name`` and ``Config`` and implement two methods.
+
+    Most ops work on one object at a time (``scope = "entry"``: :meth:`output_keys`
+    and :meth:`run`). An op that needs all of a task's objects at once (a scene's band
+    files) sets ``scope = "task"`` and implements :meth:`output_keys_group` and
+    :meth:`run_group` instead; the worker calls those once per task.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type[OpConfig]]
+    scope: ClassVar[Literal["entry", "task"]] = "entry"
 
     def __init__(self, config: OpConfig):
         self.config = config
@@ -131,6 +195,19 @@ class Op(ABC):
         Ops that work on several objects at once (batching, as the ``labels`` step
         does) override it to see what is coming; the default does nothing.
         """
+
+    def output_keys_group(self, group: str, entries: Sequence[Entry]) -> list[str]:
+        """The keys a task-scope op writes for a task (``group`` is the task's group)."""
+        raise NotImplementedError(f"op {self.name!r} works on single objects (scope 'entry')")
+
+    def run_group(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> list[OutputRecord]:
+        """Process a whole task's entries at once and write the outputs (scope ``"task"``).
+
+        Write through :meth:`OpContext.write` with :func:`group_entry` as the entry, so
+        the outputs carry the provenance :meth:`is_current` checks. Raise an
+        ``InputError`` naming the bad object for bad input.
+        """
+        raise NotImplementedError(f"op {self.name!r} works on single objects (scope 'entry')")
 
     def provenance(self, entry: Entry) -> dict[str, str]:
         """Metadata stored with every output: what made it, from which version of the source."""

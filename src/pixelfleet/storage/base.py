@@ -79,6 +79,18 @@ class Storage(ABC):
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
         """Store ``data`` under ``key`` atomically, with string ``metadata``; return its entry."""
 
+    def write_file(
+        self, key: str, path: str, metadata: dict[str, str] | None = None, consume: bool = False
+    ) -> Entry:
+        """Store the local file ``path`` under ``key`` atomically, like :meth:`write`.
+
+        For outputs too big to hold in memory (a scene composite): storages override
+        it to stream the file. This default reads the file whole. With ``consume``, the
+        caller gives the file up: a storage may move it into place instead of copying.
+        """
+        with open(path, "rb") as f:
+            return self.write(key, f.read(), metadata)
+
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing object is not an error."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete objects")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlparse
@@ -127,6 +128,38 @@ class LocalStorage(Storage):
                 os.unlink(tmp)
             raise
         st = os.stat(path)
+        return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
+
+    def write_file(
+        self, key: str, path: str, metadata: dict[str, str] | None = None, consume: bool = False
+    ) -> Entry:
+        """Put a local file in place through a hidden temp file: moved there when the
+        caller gives it up (``consume``) and it is on the same filesystem, else copied."""
+        dest = self._path(key)
+        folder = os.path.dirname(dest)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + _TMP_MARK, dir=folder)
+        try:
+            moved = False
+            if consume:
+                try:
+                    os.replace(path, tmp)
+                    moved = True
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+            if moved:
+                os.close(fd)
+            else:
+                with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+            _write_xattrs(tmp, metadata or {})
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        st = os.stat(dest)
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
     def delete(self, key: str) -> None:

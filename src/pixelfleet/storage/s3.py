@@ -7,7 +7,8 @@ that changes where a request goes or how it is signed is passed explicitly, and
 credentials come through a provider that returns the settings' keys (which also keeps
 obstore from looking for credentials anywhere else).
 
-A write is one ``PUT`` (never a multipart upload), which S3 applies atomically.
+A write is one ``PUT``, which S3 applies atomically; only ``write_file`` of a file
+over 64 MB uses a multipart upload (also atomic: the object appears on completion).
 Metadata travels as ``x-amz-meta-*`` headers: names come back lower-case and values
 must be printable ASCII. The ``content-type`` entry is sent as the object's
 ``Content-Type`` instead, and :meth:`S3Storage.head` reports the object's content type
@@ -74,6 +75,11 @@ _CLIENT: ClientConfig = {
     "timeout": timedelta(seconds=300),
     "user_agent": f"pixelfleet/{__version__}",
 }
+
+
+# Files up to this size are uploaded in one PUT; bigger ones in parts of _PART_BYTES.
+_SINGLE_PUT_BYTES = 64 * 1024**2
+_PART_BYTES = 16 * 1024**2
 
 
 def _obstore() -> types.ModuleType:
@@ -247,6 +253,38 @@ class S3Storage(Storage):
         stored = {name.lower(): value for name, value in (metadata or {}).items()}
         # The PUT response has no Last-Modified; asking would cost a request.
         return Entry(key, len(data), etag, time.time(), stored)
+
+    def write_file(
+        self, key: str, path: str, metadata: dict[str, str] | None = None, consume: bool = False
+    ) -> Entry:
+        """Upload a local file: one ``PUT`` up to 64 MB, else a multipart upload.
+
+        Both are atomic on S3: a multipart object appears only when the upload
+        completes, and an abandoned upload leaves no object behind.
+        """
+        import os
+
+        size = os.path.getsize(path)
+        if size <= _SINGLE_PUT_BYTES:
+            return super().write_file(key, path, metadata)
+        check_key(key)
+        attributes = _attributes(key, metadata or {})
+        try:
+            with open(path, "rb") as f:
+                result = self._obs.put(
+                    self._store,
+                    key,
+                    f,
+                    attributes=attributes,
+                    use_multipart=True,
+                    chunk_size=_PART_BYTES,
+                    max_concurrency=4,
+                )
+        except self._failures() as exc:
+            raise self._failure("write", key, exc) from exc
+        etag = (result.get("e_tag") or "").strip('"')
+        stored = {name.lower(): value for name, value in (metadata or {}).items()}
+        return Entry(key, size, etag, time.time(), stored)
 
     def delete(self, key: str) -> None:
         check_key(key)
