@@ -229,7 +229,7 @@ def test_results_carry_media_types_and_roles(tmp_path: Path) -> None:
             "image/tiff; application=geotiff; profile=cloud-optimized",
             ["visual"],
         ),
-        f"{SCENE}_true-color.png": ("image/png", ["overview"]),
+        f"{SCENE}_true-color.png": ("image/png", ["overview", "thumbnail"]),
         f"{SCENE}.h.png": ("image/png", ["metadata"]),
         f"{SCENE}.h.json": ("application/json", ["metadata"]),
     }
