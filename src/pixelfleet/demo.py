@@ -164,7 +164,9 @@ def main() -> int:
         scene = "demo/bucket/landsat/LC81070352015122LGN00/"
         click.echo(f"  explore a scene: .venv/bin/pixelfleet histogram {scene} --bands 4,3,2")
     click.echo("  run status:     .venv/bin/pixelfleet status")
+    indexed = fill_catalog(pipeline, indexed)  # now with the scenes and labelled images too
     click.echo(f"  catalog:        {indexed} STAC items in {catalog_url(pipeline)}")
+    click.echo('  search labels:  .venv/bin/pixelfleet search "cat"')
     click.echo('  search:         .venv/bin/pixelfleet search "flower"   (or --bbox, --datetime)')
     click.secho(
         "  search page:    .venv/bin/pixelfleet serve   then open http://127.0.0.1:8000/",
