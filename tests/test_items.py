@@ -135,3 +135,14 @@ def test_ops_add_assets_and_searchable_properties(tmp_path: Path) -> None:
     assert labels["roles"] == ["metadata"] and labels["type"] == "application/json"
     assert labels["title"] == "Labels"
     assert item["assets"]["thumbnail"]["roles"] == ["thumbnail"]
+
+
+def test_landsat_scene_ids_give_their_acquisition_day() -> None:
+    from datetime import UTC, datetime
+
+    from pixelfleet.items import key_date
+
+    assert key_date("LC81070352015122LGN00/LC81070352015122LGN00_B4.tif") == datetime(
+        2015, 5, 2, tzinfo=UTC
+    )
+    assert key_date("LC81070352015999LGN00_B4.tif") is None  # day 999 is no day

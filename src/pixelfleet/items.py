@@ -17,7 +17,7 @@ import re
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pixelfleet import __version__
@@ -32,6 +32,7 @@ RASTER_EXT = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 _KEY_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+_LANDSAT_ID = re.compile(r"L[COTEM]\d\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}")
 _PHOTO_TYPES = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
@@ -88,8 +89,15 @@ def key_year(key: str) -> int | None:
 
 
 def key_date(key: str) -> datetime | None:
-    """A ``YYYYMMDD`` date in an object's file name (NAIP: ``m_..._20160620.tif``)."""
-    for match in _KEY_DATE.finditer(posixpath.basename(key)):
+    """A ``YYYYMMDD`` date in an object's file name (NAIP: ``m_..._20160620.tif``), or the
+    year and day of year of a pre-collection Landsat scene id (``LC8PPPRRRYYYYDDD...``)."""
+    name = posixpath.basename(key)
+    landsat = _LANDSAT_ID.match(name)
+    if landsat is not None:
+        year, day = int(landsat[1]), int(landsat[2])
+        if 1972 <= year <= 2099 and 1 <= day <= 366:
+            return datetime(year, 1, 1, tzinfo=UTC) + timedelta(days=day - 1)
+    for match in _KEY_DATE.finditer(name):
         try:
             return datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC)
         except ValueError:
