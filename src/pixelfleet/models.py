@@ -81,7 +81,7 @@ class OutputRecord:
     #: IANA media type (e.g. ``image/tiff; application=geotiff; profile=cloud-optimized``),
     #: and STAC asset roles (``visual``, ``overview``, ``metadata``...), when the op knows them.
     media_type: str | None = None
-    roles: list[str] = field(default_factory=list)
+    roles: list[str] | None = None
 
 
 @dataclass

@@ -64,7 +64,11 @@ class OpContext:
             metadata["content-type"] = content_type
         written = self.output.write(key, data, metadata)
         return OutputRecord(
-            key=key, size=written.size, step=op.name, media_type=content_type, roles=list(roles)
+            key=key,
+            size=written.size,
+            step=op.name,
+            media_type=content_type,
+            roles=list(roles) or None,
         )
 
     def write_file(
@@ -85,7 +89,11 @@ class OpContext:
             metadata["content-type"] = content_type
         written = self.output.write_file(key, path, metadata, consume=True)
         return OutputRecord(
-            key=key, size=written.size, step=op.name, media_type=content_type, roles=list(roles)
+            key=key,
+            size=written.size,
+            step=op.name,
+            media_type=content_type,
+            roles=list(roles) or None,
         )
 
 
