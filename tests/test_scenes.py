@@ -203,3 +203,14 @@ def test_histogram_of_a_scene_in_s3(tmp_path: Path, s3_env: object) -> None:
     single = f"{env.url}/c2/{SCENE}/{SCENE}_B4.TIF"  # type: ignore[attr-defined]
     result = CliRunner().invoke(cli, ["histogram", single, "--bands", "1", "-o", str(plot)])
     assert result.exit_code == 0, result.output
+
+
+def test_histogram_ranges_accept_negative_numbers() -> None:
+    from pixelfleet.cli.histogram import _range
+
+    assert _range("5900-11000") == (5900.0, 11000.0)
+    assert _range("-0.2:0.8") == _range("-0.2-0.8") == (-0.2, 0.8)
+    with pytest.raises(ConfigError, match="LOW must be below HIGH"):
+        _range("3-1")
+    with pytest.raises(ConfigError, match="must look like"):
+        _range("a-b")

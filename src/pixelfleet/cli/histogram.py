@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import posixpath
+import re
 from typing import Any
 
 import click
@@ -46,7 +47,7 @@ from pixelfleet.storage import Storage, open_storage
     "--ranges",
     default=None,
     metavar="LO-HI,...",
-    help="Fixed ranges per channel, e.g. 5900-11000,6200-11000,7600-11000.",
+    help="Fixed ranges per channel, e.g. 5900-11000,6200-11000,7600-11000 (or -0.2:0.8).",
 )
 @click.option(
     "--sample",
@@ -92,7 +93,7 @@ def histogram(
         else list(recipe_bands(recipe or "true-color"))
     )
     low_high = _pair(percentiles, "--percentiles", ",")
-    fixed = [_pair(r, "--ranges", "-") for r in ranges.split(",")] if ranges else None
+    fixed = [_range(r) for r in ranges.split(",")] if ranges else None
     if stretch == "fixed" and not fixed:
         raise ConfigError("--stretch fixed needs --ranges, e.g. 5900-11000,6200-11000,7600-11000")
     if fixed and len(fixed) == 1:
@@ -133,6 +134,20 @@ def _pair(text: str, option: str, sep: str) -> tuple[float, float]:
         raise ConfigError(f"{option} {text!r} must look like LOW{sep}HIGH") from None
     if high <= low:
         raise ConfigError(f"{option} {text!r}: LOW must be below HIGH")
+    return low, high
+
+
+_RANGE = re.compile(r"\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*[:-]\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*", re.I)
+
+
+def _range(text: str) -> tuple[float, float]:
+    """``5900-11000`` or ``-0.2:0.8`` -> (low, high)."""
+    m = _RANGE.fullmatch(text)
+    if m is None:
+        raise ConfigError(f"--ranges item {text!r} must look like LOW-HIGH or LOW:HIGH")
+    low, high = float(m.group(1)), float(m.group(2))
+    if high <= low:
+        raise ConfigError(f"--ranges item {text!r}: LOW must be below HIGH")
     return low, high
 
 
