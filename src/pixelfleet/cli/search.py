@@ -86,10 +86,10 @@ def search(
         click.echo(f"{when_text:<10}  {item.get('collection', ''):<12} {item['id']}")
         labels = [lab for lab in props.get("labels") or [] if isinstance(lab, dict)]
         if labels:
-            shown = ", ".join(
+            names = ", ".join(
                 f"{lab.get('name')} {float(lab.get('confidence') or 0):.0f}%" for lab in labels[:4]
             )
-            click.echo(f"{'':<10}  {'':<12} labels: {shown}")
+            click.echo(f"{'':<10}  {'':<12} labels: {names}")
         if thumb:
             click.echo(f"{'':<10}  {'':<12} thumbnail: {thumb}")
     shown = len(page.items)
