@@ -39,7 +39,7 @@ import httpx
 from pixelfleet.catalog import new_collection, open_catalog
 
 VOCAB_SIZE = 1000
-BATCH = 10_000
+BATCH = 50_000
 COLLECTION = "bench"
 CONUS = (-124.0, 25.0, -67.0, 49.0)
 START, END = 1262304000.0, 1609459200.0  # 2010-01-01 .. 2021-01-01
@@ -127,7 +127,7 @@ def load(url: str, n: int) -> tuple[float, float]:
             spent += time.perf_counter() - t
             cpu += time.process_time() - c
             done += len(batch)
-            if done % 200_000 == 0:
+            if done % 200_000 == 0 or done == n:
                 print(f"    {done:,} items, {done / spent:,.0f} items/s so far", flush=True)
     return n / spent, n / cpu
 

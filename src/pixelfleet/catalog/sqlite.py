@@ -54,8 +54,7 @@ CREATE TABLE IF NOT EXISTS items (
     content TEXT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items(collection, id);
-CREATE INDEX IF NOT EXISTS items_sort ON items(datetime DESC, collection, id);
-CREATE INDEX IF NOT EXISTS items_id ON items(id);
+CREATE INDEX IF NOT EXISTS items_sort ON items(datetime);
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree(id, minx, maxx, miny, maxy);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
@@ -201,66 +200,45 @@ class SqliteCatalog(Catalog):
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                found = self._existing_rowids([(i["collection"], i["id"]) for i in items])
-                existing = {key: rowid for key, (rowid, _) in found.items()}
-                if found:
-                    old_text = [(fts_key(dt, r),) for r, dt in found.values()]
-                    db.executemany("DELETE FROM items_fts WHERE rowid = ?", old_text)
-                    db.executemany(
-                        "DELETE FROM items_rtree WHERE id = ?", [(r,) for r in existing.values()]
-                    )
                 next_id = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM items").fetchone()[0]
-                assigned: dict[tuple[str, str], int] = {}
-                item_rows: dict[int, tuple[Any, ...]] = {}
-                fts_rows: dict[int, tuple[Any, ...]] = {}
-                tree_rows: dict[int, tuple[Any, ...]] = {}
-                for item, dt, start, end, box, text in rows:
-                    key = (item["collection"], item["id"])
-                    rowid = existing.get(key) or assigned.get(key)
-                    if rowid is None:
-                        next_id += 1
-                        rowid = next_id
-                        if rowid > ROWID_MASK:
-                            raise CatalogError(f"{self.url} holds over 2**31 items: split it")
-                    assigned[key] = rowid
-                    minx, miny, maxx, maxy = box if box else (None, None, None, None)
-                    # Keyed by rowid: the same item twice in one batch, the last one wins.
-                    item_rows[rowid] = (
-                        rowid,
-                        *key,
-                        dt,
-                        start,
-                        end,
-                        minx,
-                        miny,
-                        maxx,
-                        maxy,
-                        dumps(item),
-                    )
-                    fts_rows[rowid] = (
-                        fts_key(dt, rowid),
-                        text["title"],
-                        text["keys"],
-                        text["labels"],
-                        text["description"],
-                    )
-                    tree_rows.pop(rowid, None)
-                    if box:
-                        tree_rows[rowid] = (rowid, box[0], box[2], box[1], box[3])
+                # Fast path: store the batch as new items; the unique (collection, id) index
+                # refuses those already there, and only then are old rows looked up.
+                db.execute("SAVEPOINT fresh")
+                item_rows, fts_rows, tree_rows = self._rows(rows, {}, next_id)
+                before = db.total_changes
                 db.executemany(
-                    "INSERT OR REPLACE INTO items (rowid, collection, id, datetime, dt_start,"
+                    "INSERT OR IGNORE INTO items (rowid, collection, id, datetime, dt_start,"
                     " dt_end, minx, miny, maxx, maxy, content)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    list(item_rows.values()),
+                    item_rows,
                 )
+                if db.total_changes - before == len(item_rows):
+                    db.execute("RELEASE fresh")
+                else:
+                    db.execute("ROLLBACK TO fresh")
+                    db.execute("RELEASE fresh")
+                    found = self._existing_rowids([(i["collection"], i["id"]) for i in items])
+                    if found:
+                        old_text = [(fts_key(dt, r),) for r, dt in found.values()]
+                        db.executemany("DELETE FROM items_fts WHERE rowid = ?", old_text)
+                        db.executemany(
+                            "DELETE FROM items_rtree WHERE id = ?",
+                            [(r,) for r, _ in found.values()],
+                        )
+                    existing = {key: rowid for key, (rowid, _) in found.items()}
+                    item_rows, fts_rows, tree_rows = self._rows(rows, existing, next_id)
+                    db.executemany(
+                        "INSERT OR REPLACE INTO items (rowid, collection, id, datetime,"
+                        " dt_start, dt_end, minx, miny, maxx, maxy, content)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        item_rows,
+                    )
                 db.executemany(
                     "INSERT INTO items_fts (rowid, title, keys, labels, description)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    list(fts_rows.values()),
+                    fts_rows,
                 )
-                db.executemany(
-                    "INSERT INTO items_rtree VALUES (?, ?, ?, ?, ?)", list(tree_rows.values())
-                )
+                db.executemany("INSERT INTO items_rtree VALUES (?, ?, ?, ?, ?)", tree_rows)
                 self._grow_extents(rows)
                 # The longest item interval bounds datetime searches to an index range.
                 span = max(max(r[3], r[1]) - min(r[2], r[1]) for r in rows)
@@ -274,6 +252,38 @@ class SqliteCatalog(Catalog):
                 db.execute("ROLLBACK")
                 raise
         return len(items)
+
+    def _rows(
+        self, rows: list[Any], existing: dict[tuple[str, str], int], next_id: int
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Rows for items, text and boxes; new items get rowids after ``next_id``.
+        The same item twice in one batch: the last one wins."""
+        assigned: dict[tuple[str, str], int] = {}
+        item_rows: dict[int, tuple[Any, ...]] = {}
+        fts_rows: dict[int, tuple[Any, ...]] = {}
+        tree_rows: dict[int, tuple[Any, ...]] = {}
+        for item, dt, start, end, box, text in rows:
+            key = (item["collection"], item["id"])
+            rowid = existing.get(key) or assigned.get(key)
+            if rowid is None:
+                next_id += 1
+                rowid = next_id
+                if rowid > ROWID_MASK:
+                    raise CatalogError(f"{self.url} holds over 2**31 items: split it")
+            assigned[key] = rowid
+            minx, miny, maxx, maxy = box if box else (None, None, None, None)
+            item_rows[rowid] = (rowid, *key, dt, start, end, minx, miny, maxx, maxy, dumps(item))
+            fts_rows[rowid] = (
+                fts_key(dt, rowid),
+                text["title"],
+                text["keys"],
+                text["labels"],
+                text["description"],
+            )
+            tree_rows.pop(rowid, None)
+            if box:
+                tree_rows[rowid] = (rowid, box[0], box[2], box[1], box[3])
+        return list(item_rows.values()), list(fts_rows.values()), list(tree_rows.values())
 
     def _existing_rowids(
         self, keys: list[tuple[str, str]]
@@ -372,6 +382,9 @@ class SqliteCatalog(Catalog):
                       *query.collections)  # fmt: skip
         if query.ids is not None:
             found.add(f"items.id IN ({', '.join('?' * len(query.ids))})", *query.ids)
+            if query.collections is None:
+                # Lets the (collection, id) index find ids without an index of its own.
+                found.add("items.collection IN (SELECT id FROM stac_collections)")
         if query.datetime is not None:
             low, high = query.datetime
             if high is not None:
