@@ -4,8 +4,8 @@ For each backend (SQLite; pgstac when PostgreSQL is reachable) it
 
 1. generates N synthetic STAC items (random 0.05-degree footprints over the
    continental US, datetimes over 2010-2020, titles and labels drawn from a
-   1000-word vocabulary with a Zipf-like skew) and upserts them in batches of 10,000,
-   timing only the upserts (items/s);
+   1000-word vocabulary with a Zipf-like skew) and upserts them in batches of 50,000
+   (one transaction each), timing only the upserts (items/s);
 2. starts ``pixelfleet serve`` on 127.0.0.1, pinned to one core, and sends text,
    bbox, datetime and combined searches (limit 10, newest first, one at a time),
    timing each request (p50/p95, ms);

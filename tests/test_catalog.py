@@ -12,7 +12,7 @@ import pytest
 from catalog_helpers import make_item
 from pixelfleet.catalog import Catalog, new_collection, open_catalog, parse_query
 from pixelfleet.catalog.memory import MemoryCatalog
-from pixelfleet.catalog.sqlite import fts_query
+from pixelfleet.catalog.sqlite_search import fts_query
 from pixelfleet.errors import BadQueryError, ConfigError, ItemNotFoundError
 
 N = 60
@@ -274,7 +274,7 @@ def test_sqlite_plans_agree_with_the_reference(
 ) -> None:
     """Whichever index drives a search (text in datetime order, text, R*Tree, or the sort
     order; the text stream cut short), results agree, ties within a second included."""
-    import pixelfleet.catalog.sqlite as sqlite_catalog
+    import pixelfleet.catalog.sqlite_search as sqlite_catalog
 
     monkeypatch.setattr(sqlite_catalog, "DRIVE_CAP", cap)
     monkeypatch.setattr(sqlite_catalog, "STREAM_SECONDS", stream)
