@@ -254,6 +254,14 @@ def pg_url() -> str | None:
     return f"postgresql://root@127.0.0.1:5432/{name}"
 
 
+def analyze(url: str) -> None:
+    """VACUUM ANALYZE after a bulk load, as one does with PostgreSQL."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
 def report(
     name: str, n: int, rates: tuple[float, float], http: dict[str, Any], scan: dict[str, Any]
 ) -> None:
@@ -306,6 +314,7 @@ def main() -> int:
         else:
             print(f"\npgstac: loading {args.pg_items:,} items ...", flush=True)
             rate = load(pg, args.pg_items)
+            analyze(pg)
             proc, base = serve(pg)
             try:
                 http = over_http(base, qs)
