@@ -53,7 +53,7 @@ def thumbnail_of(item: dict[str, Any], base: str) -> str | None:
     href = str(assets[chosen].get("href", ""))
     if href.startswith(("http://", "https://")):
         return href
-    if is_local_href(href):
+    if is_local_href(href) or href.startswith("s3://"):
         return asset_url(base, item.get("collection", ""), chosen, item["id"])
     return None
 
