@@ -258,7 +258,6 @@ def test_server_binds_loopback_by_default(tmp_path: Path) -> None:
 @pytest.mark.s3
 def test_s3_thumbnails_are_relayed(s3_env: Any) -> None:
     from catalog_helpers import make_item
-
     from pixelfleet.catalog import new_collection
     from pixelfleet.catalog.memory import MemoryCatalog
     from pixelfleet.settings import get_settings
