@@ -295,3 +295,20 @@ def test_sqlite_plans_agree_with_the_reference(
                 page = catalog.search(parse_query(**query, limit=4))
                 want = reference.search(parse_query(**query, limit=4)).matched
                 assert page.matched == want or (stream == 0 and page.matched is None)
+
+
+def test_sqlite_text_index_is_rebuilt_for_another_version(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    with open_catalog(url) as catalog:
+        catalog.save_collection(new_collection("v"))
+        catalog.upsert([make_item(n, "v") for n in range(20)])
+    with sqlite3.connect(tmp_path / "v.db") as db:  # as an older version would have left it
+        db.execute("INSERT INTO items_fts(items_fts) VALUES ('delete-all')")
+        db.execute("UPDATE catalog_meta SET value = 1 WHERE key = 'text_version'")
+    with open_catalog(url) as catalog:
+        assert len(ids(catalog, q="glacier", limit=50)) == 3
+        catalog.upsert([make_item(0, "v", title="renamed")])  # old words removed exactly
+        assert "i0000" not in ids(catalog, q="glacier", limit=50)
+        assert ids(catalog, q="renamed") == ["i0000"]

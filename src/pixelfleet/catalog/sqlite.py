@@ -51,11 +51,22 @@ CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items(collection, id);
 CREATE INDEX IF NOT EXISTS items_sort ON items(datetime);
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree(id, minx, maxx, miny, maxy);
+"""
+
+# Contentless (the text is never read back) and without column sizes (no ranking): the
+# index is all that is written. Its rowids are datetime-ordered (see fts_key), so a
+# table of content or sizes keyed by them would take random writes.
+_TEXT_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
     title, keys, labels, description,
-    tokenize = 'porter unicode61 remove_diacritics 2'
+    tokenize = 'porter unicode61 remove_diacritics 2',
+    content = '', columnsize = 0
 );
 """
+
+#: Bumped whenever what is indexed for text changes: the text index is then rebuilt, since
+#: removing an item's old words needs exactly the words it was indexed with.
+TEXT_VERSION = 2
 
 try:  # orjson (a pypgstac dependency) encodes items about five times faster
     import orjson
@@ -95,9 +106,40 @@ class SqliteCatalog(SqliteSearch, Catalog):
             ):
                 self._db.execute(f"PRAGMA {pragma}")
             self._db.executescript(_SCHEMA)
+            self._check_text_index()
         except sqlite3.Error as exc:
             raise CatalogError(f"cannot open the catalog {url!r}: {exc}") from exc
         self._known: set[str] = set()
+
+    def _check_text_index(self) -> None:
+        """Create the text index, or rebuild it when it was made by another TEXT_VERSION."""
+        row = self._db.execute(
+            "SELECT value FROM catalog_meta WHERE key = 'text_version'"
+        ).fetchone()
+        if row is not None and int(row[0]) == TEXT_VERSION:
+            self._db.execute(_TEXT_SCHEMA)
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DROP TABLE IF EXISTS items_fts")
+            db.execute(_TEXT_SCHEMA)  # (executescript would commit the transaction)
+            rows = db.execute("SELECT rowid, datetime, content FROM items")
+            while chunk := rows.fetchmany(5000):
+                db.executemany(
+                    "INSERT INTO items_fts (rowid, title, keys, labels, description)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [_text_row(rowid, dt, json.loads(content)) for rowid, dt, content in chunk],
+                )
+            db.execute(
+                "INSERT INTO catalog_meta VALUES ('text_version', ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value",
+                (TEXT_VERSION,),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -148,13 +190,16 @@ class SqliteCatalog(SqliteSearch, Catalog):
                     db.execute("RELEASE fresh")
                     found = self._existing_rowids([(i["collection"], i["id"]) for i in items])
                     if found:
-                        old_text = [(fts_key(dt, r),) for r, dt in found.values()]
-                        db.executemany("DELETE FROM items_fts WHERE rowid = ?", old_text)
+                        db.executemany(
+                            "INSERT INTO items_fts (items_fts, rowid, title, keys, labels,"
+                            " description) VALUES ('delete', ?, ?, ?, ?, ?)",
+                            [_text_row(r, dt, json.loads(old)) for r, dt, old in found.values()],
+                        )
                         db.executemany(
                             "DELETE FROM items_rtree WHERE id = ?",
-                            [(r,) for r, _ in found.values()],
+                            [(r,) for r, _, _ in found.values()],
                         )
-                    existing = {key: rowid for key, (rowid, _) in found.items()}
+                    existing = {key: rowid for key, (rowid, _, _) in found.items()}
                     item_rows, fts_rows, tree_rows = self._rows(rows, existing, next_id)
                     db.executemany(
                         "INSERT OR REPLACE INTO items (rowid, collection, id, datetime,"
@@ -216,9 +261,9 @@ class SqliteCatalog(SqliteSearch, Catalog):
 
     def _existing_rowids(
         self, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[int, float]]:
-        """``(collection, id) -> (rowid, sort datetime)`` of the items already stored."""
-        found: dict[tuple[str, str], tuple[int, float]] = {}
+    ) -> dict[tuple[str, str], tuple[int, float, str]]:
+        """``(collection, id) -> (rowid, sort datetime, item JSON)`` of the items stored."""
+        found: dict[tuple[str, str], tuple[int, float, str]] = {}
         by_collection: dict[str, list[str]] = {}
         for collection, ident in keys:
             by_collection.setdefault(collection, []).append(ident)
@@ -226,12 +271,12 @@ class SqliteCatalog(SqliteSearch, Catalog):
             for first in range(0, len(idents), 500):
                 chunk = idents[first : first + 500]
                 marks = ", ".join("?" * len(chunk))
-                for rowid, ident, dt in self._db.execute(
-                    f"SELECT rowid, id, datetime FROM items WHERE collection = ?"
+                for rowid, ident, dt, content in self._db.execute(
+                    f"SELECT rowid, id, datetime, content FROM items WHERE collection = ?"
                     f" AND id IN ({marks})",
                     [collection, *chunk],
                 ):
-                    found[(collection, ident)] = (rowid, dt)
+                    found[(collection, ident)] = (rowid, dt, content)
         return found
 
     def _check_collections(self, wanted: set[str]) -> None:
@@ -286,3 +331,9 @@ class SqliteCatalog(SqliteSearch, Catalog):
                 collection["extent"]["temporal"]["interval"] = [[iso(start), iso(end)]]
             out.append(collection)
         return out
+
+
+def _text_row(rowid: int, dt: float, item: dict[str, Any]) -> tuple[Any, ...]:
+    """The text index row of an item, as inserted (and as a 'delete' must repeat it)."""
+    text = item_text(item)
+    return (fts_key(dt, rowid), text["title"], text["keys"], text["labels"], text["description"])
