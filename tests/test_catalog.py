@@ -312,3 +312,38 @@ def test_sqlite_text_index_is_rebuilt_for_another_version(tmp_path: Path) -> Non
         catalog.upsert([make_item(0, "v", title="renamed")])  # old words removed exactly
         assert "i0000" not in ids(catalog, q="glacier", limit=50)
         assert ids(catalog, q="renamed") == ["i0000"]
+
+
+@pytest.mark.postgres
+def test_pgstac_takes_odd_text_and_filters_without_failing(pg_url: str) -> None:
+    """Free text and filters that pass parsing never make pgstac fail (only 400s)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    with open_catalog(pg_url) as catalog:
+        catalog.save_collection(new_collection("fuzz"))
+        catalog.upsert([make_item(n, "fuzz") for n in range(10)])
+
+        values = st.one_of(
+            st.text(max_size=12), st.integers(-5, 50), st.floats(-1e6, 1e6), st.booleans()
+        )
+        leaf = st.builds(
+            lambda op, name, value: {"op": op, "args": [{"property": name}, value]},
+            st.sampled_from(["=", "<>", "<", ">=", "like"]),
+            st.sampled_from(["cloud", "kind", "title", "id", "datetime", "x:y"]),
+            values,
+        )
+
+        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.text(max_size=40), st.one_of(st.none(), leaf))
+        def search(text: str, expr: Any) -> None:
+            try:
+                query = parse_query(q=text or None, filter=expr, collections=["fuzz"])
+            except BadQueryError:
+                return
+            try:
+                catalog.search(query)
+            except BadQueryError:
+                pass
+
+        search()
