@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -341,9 +342,7 @@ def test_pgstac_takes_odd_text_and_filters_without_failing(pg_url: str) -> None:
                 query = parse_query(q=text or None, filter=expr, collections=["fuzz"])
             except BadQueryError:
                 return
-            try:
+            with contextlib.suppress(BadQueryError):  # a 400, never anything else
                 catalog.search(query)
-            except BadQueryError:
-                pass
 
         search()
