@@ -12,7 +12,7 @@ For each backend (SQLite; pgstac when PostgreSQL is reachable) it
 3. answers the same queries with a plain scan (the SQLite ``items`` table read without
    its indexes, in this process) as the baseline.
 
-Usage: python benchmarks/catalog.py [--items 1000000] [--pg-items 100000] [--queries 100]
+Usage: python benchmarks/catalog.py [--items 1000000] [--pg-items N] [--queries 100]
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def items(n: int, seed: int = 1) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def load(url: str, n: int) -> tuple[float, float]:
+def load(url: str, n: int, quiet: bool = False) -> tuple[float, float]:
     """Upsert N items; return items per second of wall time and of this process's CPU time
     (upserts only; the CPU figure is steadier on a shared machine)."""
     spent = 0.0
@@ -127,7 +127,7 @@ def load(url: str, n: int) -> tuple[float, float]:
             spent += time.perf_counter() - t
             cpu += time.process_time() - c
             done += len(batch)
-            if done % 200_000 == 0 or done == n:
+            if not quiet and (done % 200_000 == 0 or done == n):
                 print(f"    {done:,} items, {done / spent:,.0f} items/s so far", flush=True)
     return n / spent, n / cpu
 
@@ -282,10 +282,14 @@ def report(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--pg-items", type=int, default=100_000)
+    parser.add_argument(
+        "--pg-items", type=int, default=None, help="items for pgstac (default: --items; 0 skips)"
+    )
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
+    if args.pg_items is None:
+        args.pg_items = args.items
     folder = Path(tempfile.mkdtemp(prefix="pixelfleet-bench-"))
     qs = queries(args.queries)
     print(f"machine: {os.cpu_count()} cores; server pinned to core 0; {args.queries} queries"
@@ -321,10 +325,11 @@ def main() -> int:
             finally:
                 proc.terminate()
                 proc.wait(10)
-            # The baseline for pgstac is the same plain scan of the first pg-items items.
-            small = folder / "small.db"
-            load(f"sqlite:///{small}", args.pg_items)
-            scan = plain_scan(str(small), qs)
+            # The baseline for pgstac is the same plain scan over the same items.
+            if args.pg_items != args.items:
+                small = folder / "small.db"
+                load(f"sqlite:///{small}", args.pg_items, quiet=True)
+                scan = plain_scan(str(small), qs)
             report("pgstac", args.pg_items, rate, http, scan)
     finally:
         if not args.keep:
