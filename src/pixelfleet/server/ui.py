@@ -173,7 +173,8 @@ def item_page(collection_id: str, item_id: str, request: Request) -> Response:
     assets = []
     for name, asset in (found.get("assets") or {}).items():
         href = str(asset.get("href", ""))
-        link = asset_url(base, collection_id, name, item_id) if is_local_href(href) else href
+        served = is_local_href(href) or href.startswith("s3://")
+        link = asset_url(base, collection_id, name, item_id) if served else href
         assets.append(
             {
                 "name": name,
