@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-catalog clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/thumbnails.py
 	$(BIN)/python benchmarks/labels.py
+
+bench-catalog: $(STAMP)
+	$(BIN)/python benchmarks/catalog.py
 
 clean:
 	rm -rf $(VENV) demo-output pixelfleet.db build *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from catalog_helpers import make_item
 from pixelfleet.catalog import Catalog, new_collection, open_catalog, parse_query
 from pixelfleet.catalog.memory import MemoryCatalog
-from pixelfleet.catalog.sqlite import fts_query
+from pixelfleet.catalog.sqlite_search import fts_query
 from pixelfleet.errors import BadQueryError, ConfigError, ItemNotFoundError
 
 N = 60
@@ -274,7 +275,7 @@ def test_sqlite_plans_agree_with_the_reference(
 ) -> None:
     """Whichever index drives a search (text in datetime order, text, R*Tree, or the sort
     order; the text stream cut short), results agree, ties within a second included."""
-    import pixelfleet.catalog.sqlite as sqlite_catalog
+    import pixelfleet.catalog.sqlite_search as sqlite_catalog
 
     monkeypatch.setattr(sqlite_catalog, "DRIVE_CAP", cap)
     monkeypatch.setattr(sqlite_catalog, "STREAM_SECONDS", stream)
@@ -295,3 +296,53 @@ def test_sqlite_plans_agree_with_the_reference(
                 page = catalog.search(parse_query(**query, limit=4))
                 want = reference.search(parse_query(**query, limit=4)).matched
                 assert page.matched == want or (stream == 0 and page.matched is None)
+
+
+def test_sqlite_text_index_is_rebuilt_for_another_version(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    with open_catalog(url) as catalog:
+        catalog.save_collection(new_collection("v"))
+        catalog.upsert([make_item(n, "v") for n in range(20)])
+    with sqlite3.connect(tmp_path / "v.db") as db:  # as an older version would have left it
+        db.execute("INSERT INTO items_fts(items_fts) VALUES ('delete-all')")
+        db.execute("UPDATE catalog_meta SET value = 1 WHERE key = 'text_version'")
+    with open_catalog(url) as catalog:
+        assert len(ids(catalog, q="glacier", limit=50)) == 3
+        catalog.upsert([make_item(0, "v", title="renamed")])  # old words removed exactly
+        assert "i0000" not in ids(catalog, q="glacier", limit=50)
+        assert ids(catalog, q="renamed") == ["i0000"]
+
+
+@pytest.mark.postgres
+def test_pgstac_takes_odd_text_and_filters_without_failing(pg_url: str) -> None:
+    """Free text and filters that pass parsing never make pgstac fail (only 400s)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    with open_catalog(pg_url) as catalog:
+        catalog.save_collection(new_collection("fuzz"))
+        catalog.upsert([make_item(n, "fuzz") for n in range(10)])
+
+        values = st.one_of(
+            st.text(max_size=12), st.integers(-5, 50), st.floats(-1e6, 1e6), st.booleans()
+        )
+        leaf = st.builds(
+            lambda op, name, value: {"op": op, "args": [{"property": name}, value]},
+            st.sampled_from(["=", "<>", "<", ">=", "like"]),
+            st.sampled_from(["cloud", "kind", "title", "id", "datetime", "x:y"]),
+            values,
+        )
+
+        @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.text(max_size=40), st.one_of(st.none(), leaf))
+        def search(text: str, expr: Any) -> None:
+            try:
+                query = parse_query(q=text or None, filter=expr, collections=["fuzz"])
+            except BadQueryError:
+                return
+            with contextlib.suppress(BadQueryError):  # a 400, never anything else
+                catalog.search(query)
+
+        search()

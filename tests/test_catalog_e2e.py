@@ -145,6 +145,11 @@ def test_cli_search_and_index(small_bucket: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "bbox" in result.output
     result = runner.invoke(cli, ["index", str(toml)])
     assert result.exit_code == 0 and "indexed 3 items" in result.output
+    missing = f"sqlite:///{tmp_path / 'nope.db'}"
+    for command in (["search", "--catalog", missing, "x"], ["serve", "--catalog", missing]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 1 and "no catalog at" in result.output
+        assert not (tmp_path / "nope.db").exists()
 
 
 def test_pipeline_catalog_section_is_validated(tmp_path: Path) -> None:

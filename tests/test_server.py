@@ -253,3 +253,32 @@ def test_server_binds_loopback_by_default(tmp_path: Path) -> None:
 
     host = next(p for p in serve.params if p.name == "host")
     assert host.default == "127.0.0.1"
+
+
+@pytest.mark.s3
+def test_s3_thumbnails_are_relayed(s3_env: Any) -> None:
+    from catalog_helpers import make_item
+    from pixelfleet.catalog import new_collection
+    from pixelfleet.catalog.memory import MemoryCatalog
+    from pixelfleet.settings import get_settings
+
+    jpeg = (Path(__file__).parent / "data" / "flower.jpg").read_bytes()
+    s3_env.client.put_object(Bucket=s3_env.bucket, Key="t/x.thumb.jpg", Body=jpeg)
+    catalog = MemoryCatalog()
+    catalog.save_collection(new_collection("s3"))
+    item = make_item(1, "s3")
+    item["assets"]["thumbnail"] = {
+        "href": f"{s3_env.url}/t/x.thumb.jpg",
+        "type": "image/jpeg",
+        "roles": ["thumbnail"],
+    }
+    missing = make_item(2, "s3")
+    missing["assets"]["thumbnail"]["href"] = f"{s3_env.url}/t/gone.jpg"
+    catalog.upsert([item, missing])
+    with TestClient(create_app(get_settings(), catalog=catalog)) as client:
+        page = client.get("/")
+        assert "/assets/s3/thumbnail/i0001" in page.text
+        image = client.get("/assets/s3/thumbnail/i0001")
+        assert image.status_code == 200 and image.content == jpeg
+        assert image.headers["content-type"] == "image/jpeg"
+        assert client.get("/assets/s3/thumbnail/i0002").status_code == 404

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
-from pixelfleet.catalog import open_catalog, parse_query
+from pixelfleet.catalog import Catalog, open_catalog, parse_query
+from pixelfleet.errors import ConfigError
 from pixelfleet.settings import get_settings
 
 catalog_option = click.option(
@@ -16,6 +18,27 @@ catalog_option = click.option(
     default=None,
     help="Catalog to use (default: $PIXELFLEET_CATALOG, else sqlite:///pixelfleet.db).",
 )
+
+
+def existing_catalog_url(url: str | None) -> str:
+    """The catalog URL to read (default: the settings'); a SQLite file must exist, so
+    that a typo or the wrong folder is an error rather than a new, empty catalog."""
+    url = url or get_settings().catalog_url
+    if url.startswith("sqlite:///"):
+        from pixelfleet.ledger.sqlite import sqlite_path
+
+        path = sqlite_path(url)
+        if path != ":memory:" and not os.path.exists(path):
+            raise ConfigError(
+                f"no catalog at {os.path.abspath(path)}; run a pipeline that has a [catalog]"
+                " section (make demo does), or name one with --catalog or PIXELFLEET_CATALOG"
+            )
+    return url
+
+
+def open_existing_catalog(url: str | None) -> Catalog:
+    """Open the catalog to read from (see :func:`existing_catalog_url`)."""
+    return open_catalog(existing_catalog_url(url))
 
 
 @click.command()
@@ -57,7 +80,7 @@ def search(
         limit=limit,
         token=token,
     )
-    with open_catalog(catalog_url or get_settings().catalog_url) as catalog:
+    with open_existing_catalog(catalog_url) as catalog:
         page = catalog.search(query)
     if as_json:
         body = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pixelfleet.cli.options import ledger_option
-from pixelfleet.cli.search import catalog_option
+from pixelfleet.cli.search import catalog_option, existing_catalog_url
 from pixelfleet.errors import MissingExtraError
 from pixelfleet.settings import get_settings
 
@@ -30,7 +30,7 @@ def serve(host: str, port: int, catalog_url: str | None, ledger_url: str | None)
     from pixelfleet.server import create_app
 
     settings = get_settings()
-    app = create_app(settings, catalog_url=catalog_url, ledger_url=ledger_url)
+    app = create_app(settings, catalog_url=existing_catalog_url(catalog_url), ledger_url=ledger_url)
     click.echo(f"pixelfleet: search page http://{host}:{port}/  STAC API http://{host}:{port}/stac")
     if settings.api_token is None:
         click.echo("  writes are disabled (set PIXELFLEET_API_TOKEN to enable them)")

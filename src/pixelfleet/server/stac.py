@@ -407,6 +407,8 @@ def asset_file(collection_id: str, asset: str, item_id: str, request: Request) -
     href = str(entry["href"])
     if href.startswith(("http://", "https://")):
         return RedirectResponse(href, status_code=307)
+    if href.startswith("s3://"):
+        return s3_asset(request, href, entry.get("type"))
     if not is_local_href(href):
         raise ItemNotFoundError(
             f"asset {asset!r} is at {href}, which this server cannot fetch; give the pipeline's"
@@ -416,6 +418,30 @@ def asset_file(collection_id: str, asset: str, item_id: str, request: Request) -
     if not os.path.isfile(path):
         raise ItemNotFoundError(f"asset file {path} is gone; run the pipeline again")
     return FileResponse(path, media_type=entry.get("type") or None)
+
+
+#: Largest object the server relays from S3 (thumbnails and previews, not scenes).
+MAX_RELAY_BYTES = 32 * 1024**2
+
+
+def s3_asset(request: Request, href: str, media_type: str | None) -> Response:
+    """Relay an asset from S3 with the server's credentials (for outputs without a
+    ``public_url``); only hrefs the catalog holds get here, and only small objects."""
+    from pixelfleet.storage import open_storage
+
+    bucket, _, key = href.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise ItemNotFoundError(f"asset href {href!r} names no object")
+    storage = open_storage(f"s3://{bucket}", request.app.state.settings)
+    head = storage.head(key)
+    if head is None:
+        raise ItemNotFoundError(f"asset {href} does not exist")
+    if head.size > MAX_RELAY_BYTES:
+        raise BadQueryError(
+            f"asset {href} is {head.size:,} bytes; the server relays objects up to"
+            f" {MAX_RELAY_BYTES:,} bytes: fetch it from S3 directly"
+        )
+    return Response(storage.read(key), media_type=media_type or "application/octet-stream")
 
 
 async def read_json(request: Request) -> Any:

@@ -53,7 +53,7 @@ def thumbnail_of(item: dict[str, Any], base: str) -> str | None:
     href = str(assets[chosen].get("href", ""))
     if href.startswith(("http://", "https://")):
         return href
-    if is_local_href(href):
+    if is_local_href(href) or href.startswith("s3://"):
         return asset_url(base, item.get("collection", ""), chosen, item["id"])
     return None
 
@@ -173,7 +173,8 @@ def item_page(collection_id: str, item_id: str, request: Request) -> Response:
     assets = []
     for name, asset in (found.get("assets") or {}).items():
         href = str(asset.get("href", ""))
-        link = asset_url(base, collection_id, name, item_id) if is_local_href(href) else href
+        served = is_local_href(href) or href.startswith("s3://")
+        link = asset_url(base, collection_id, name, item_id) if served else href
         assets.append(
             {
                 "name": name,
