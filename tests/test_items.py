@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from pixelfleet.catalog import open_catalog, parse_query
@@ -146,3 +147,39 @@ def test_landsat_scene_ids_give_their_acquisition_day() -> None:
         2015, 5, 2, tzinfo=UTC
     )
     assert key_date("LC81070352015999LGN00_B4.tif") is None  # day 999 is no day
+
+
+def test_raster_facts_datetime_tag_and_no_crs(tmp_path: Path) -> None:
+    import numpy as np
+    import rasterio
+    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
+
+    data = np.zeros((1, 16, 16), "uint8")
+    with rasterio.open(
+        tmp_path / "tagged.tif", "w", driver="GTiff", width=16, height=16, count=1,
+        dtype="uint8", crs="EPSG:4326", transform=Affine(0.1, 0, 10, 0, -0.1, 50), nodata=0,
+    ) as dst:  # fmt: skip
+        dst.write(data)
+        dst.update_tags(TIFFTAG_DATETIME="2019:01:02 03:04:05")
+    with (
+        pytest.warns(NotGeoreferencedWarning),
+        rasterio.open(
+            tmp_path / "plain.tif", "w", driver="GTiff", width=16, height=16, count=1,
+            dtype="uint8",
+        ) as dst,
+    ):  # fmt: skip
+        dst.write(data)
+    storage = open_storage(str(tmp_path))
+    tagged = storage.head("tagged.tif")
+    plain = storage.head("plain.tif")
+    assert tagged is not None and plain is not None
+    facts = read_facts(storage, tagged, Settings())
+    assert facts.when == datetime(2019, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert facts.bbox == pytest.approx([10.0, 48.4, 11.6, 50.0])
+    assert facts.properties["proj:code"] == "EPSG:4326"
+    assert facts.asset_fields["raster:bands"] == [
+        {"data_type": "uint8", "nodata": 0.0, "spatial_resolution": 0.1}
+    ]
+    bare = read_facts(storage, plain, Settings())
+    assert bare.geometry is None and bare.bbox is None and "proj:code" not in bare.properties

@@ -146,6 +146,9 @@ def test_writes_need_the_token(client: TestClient, urls: tuple[str, str]) -> Non
     assert client.get(f"{url}/photos/rocket.jpg").json()["properties"]["title"] == (
         "rocket, relabelled"
     )
+    sneaky = {**item, "assets": {"thumbnail": {"href": "/etc/passwd", "roles": ["thumbnail"]}}}
+    refused = client.post(url, json=sneaky, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert refused.status_code == 400 and "http(s)" in refused.json()["detail"]
     created = client.post(
         "/stac/collections", json={"id": "x"}, headers={"Authorization": f"Bearer {TOKEN}"}
     )

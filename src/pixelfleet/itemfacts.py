@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from typing import Any
 
 from pixelfleet.errors import CorruptInputError
@@ -22,7 +23,7 @@ def raster_facts(storage: Storage, entry: Entry) -> SourceFacts:
     """Footprint, bbox, datetime tags, projection and bands of a GeoTIFF."""
     import rasterio
     from rasterio._err import CPLE_BaseError
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     from pixelfleet.imaging import _opener_for
     from pixelfleet.rasters import GDAL_OPTIONS
@@ -30,7 +31,9 @@ def raster_facts(storage: Storage, entry: Entry) -> SourceFacts:
     label = storage.describe(entry.key)
     path = storage.local_path(entry.key)
     try:
-        with rasterio.Env(**GDAL_OPTIONS):
+        with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
+            # A TIFF without georeferencing is expected here (it gets no footprint).
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if path is not None:
                 with rasterio.open(path, driver="GTiff") as src:
                     return _dataset_facts(src)

@@ -334,6 +334,15 @@ async def add_items(collection_id: str, request: Request) -> Response:
         if isinstance(item, dict):
             item.setdefault("collection", collection_id)
         check_item(item)
+        for name, asset in (item.get("assets") or {}).items():
+            href = str(asset.get("href", "")) if isinstance(asset, dict) else ""
+            if is_local_href(href) or href.startswith("s3://"):
+                # The server serves such hrefs itself (files, S3 with its credentials):
+                # only pipelines, run by the operator, may name them.
+                raise BadQueryError(
+                    f"item {item['id']!r} asset {name!r}: href {href!r} names a file or an S3"
+                    " object; items written over HTTP may only link http(s) URLs"
+                )
         if item["collection"] != collection_id:
             raise BadQueryError(
                 f"item {item['id']!r} says collection {item['collection']!r}, not {collection_id!r}"
