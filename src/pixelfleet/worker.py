@@ -146,26 +146,9 @@ def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> Ent
                 ctx.source, ctx.output, entry, outputs, properties, prepared.items, ctx.settings
             )
     except Exception as exc:  # noqa: BLE001 - a bad input fails its own entry, never the run
-        if source_gone(prepared, entry):
-            # Listed (e.g. by an S3 Inventory report) but deleted since: not a failure.
-            return EntryResult(
-                key=entry.key,
-                etag=entry.etag,
-                state="skipped-missing",
-                outputs=outputs,
-                error_type=type(exc).__name__,
-                error=one_line(str(exc)) or type(exc).__name__,
-                seconds=time.perf_counter() - started,
-            )
-        return EntryResult(
-            key=entry.key,
-            etag=entry.etag,
-            state="failed",
-            outputs=outputs,
-            error_type=type(exc).__name__,
-            error=one_line(str(exc)) or type(exc).__name__,
-            seconds=time.perf_counter() - started,
-        )
+        # Listed (e.g. by an S3 Inventory report) but deleted since: not a failure.
+        gone = source_gone(prepared, entry)
+        return failed_result(entry.key, entry.etag, exc, outputs, started, gone)
     return EntryResult(
         key=entry.key,
         etag=entry.etag,
@@ -174,6 +157,26 @@ def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> Ent
         seconds=time.perf_counter() - started,
         properties=merge_properties(outputs),
         item=item,
+    )
+
+
+def failed_result(
+    key: str,
+    etag: str,
+    exc: Exception,
+    outputs: list[OutputRecord],
+    started: float,
+    gone: bool = False,
+) -> EntryResult:
+    """The result of an object (or scene) whose processing raised ``exc``."""
+    return EntryResult(
+        key=key,
+        etag=etag,
+        state="skipped-missing" if gone else "failed",
+        outputs=outputs,
+        error_type=type(exc).__name__,
+        error=one_line(str(exc)) or type(exc).__name__,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -233,15 +236,7 @@ def process_group(prepared: _Prepared, task: Task) -> EntryResult | None:
                 ctx.source, ctx.output, label, task.entries, outputs, prepared.items, ctx.settings
             )
     except Exception as exc:  # noqa: BLE001 - a bad scene fails its own task, never the run
-        return EntryResult(
-            key=label,
-            etag=combined.etag,
-            state="failed",
-            outputs=outputs,
-            error_type=type(exc).__name__,
-            error=one_line(str(exc)) or type(exc).__name__,
-            seconds=time.perf_counter() - started,
-        )
+        return failed_result(label, combined.etag, exc, outputs, started)
     return EntryResult(
         key=label,
         etag=combined.etag,

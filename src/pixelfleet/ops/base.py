@@ -129,6 +129,17 @@ def _metadata(op: Op, entry: Entry, record: OutputRecord) -> dict[str, str]:
     return metadata
 
 
+def check_percentiles(value: tuple[float, float]) -> tuple[float, float]:
+    """Validate a ``[low, high]`` percentile pair (for ops' settings models)."""
+    low, high = value
+    if not 0 <= low < high <= 100:
+        raise ValueError(
+            f"percentiles {list(value)} must be [low, high] with 0 <= low < high <= 100, "
+            "such as [2, 98]"
+        )
+    return value
+
+
 def render_key(template: str, source_key: str) -> str:
     """Turn a key template into an output key that mirrors the source key's folders.
 

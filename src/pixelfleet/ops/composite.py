@@ -31,7 +31,7 @@ from pixelfleet.compositing import (
 from pixelfleet.errors import ConfigError, InputError, UnknownNameError, UnsupportedFormatError
 from pixelfleet.imaging import CONTENT_TYPES, _opener_for, sniff_format
 from pixelfleet.models import Entry, OutputRecord
-from pixelfleet.ops.base import Op, OpConfig, OpContext, group_entry
+from pixelfleet.ops.base import Op, OpConfig, OpContext, check_percentiles, group_entry
 from pixelfleet.scenes import ScenePattern, scene_name
 from pixelfleet.storage.base import Storage, check_key
 from pixelfleet.stretch import StretchMode
@@ -120,12 +120,7 @@ class CompositeConfig(OpConfig):
     @field_validator("percentiles")
     @classmethod
     def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if not 0 <= low < high <= 100:
-            raise ValueError(
-                f"percentiles {list(value)} must be [low, high], 0 <= low < high <= 100"
-            )
-        return value
+        return check_percentiles(value)
 
     @field_validator("background")
     @classmethod

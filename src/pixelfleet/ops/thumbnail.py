@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pixelfleet.imaging import CONTENT_TYPES, render_object
 from pixelfleet.models import Entry, OutputRecord
-from pixelfleet.ops.base import Op, OpConfig, OpContext, render_key
+from pixelfleet.ops.base import Op, OpConfig, OpContext, check_percentiles, render_key
 
 #: File extensions that name an output format, for ``format`` inference.
 EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
@@ -70,13 +70,7 @@ class ThumbnailConfig(OpConfig):
     @field_validator("percentiles")
     @classmethod
     def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
-        low, high = value
-        if not 0 <= low < high <= 100:
-            raise ValueError(
-                f"percentiles {list(value)} must be [low, high] with 0 <= low < high <= 100, "
-                "such as [2, 98]"
-            )
-        return value
+        return check_percentiles(value)
 
     @field_validator("background")
     @classmethod
