@@ -314,7 +314,8 @@ def main() -> int:
 
         pg = pg_url() if args.pg_items else None
         if pg is None:
-            print("\npgstac: skipped (PostgreSQL not reachable on 127.0.0.1:5432)")
+            why = "not reachable on 127.0.0.1:5432" if args.pg_items else "--pg-items 0"
+            print(f"\npgstac: skipped ({why})")
         else:
             print(f"\npgstac: loading {args.pg_items:,} items ...", flush=True)
             rate = load(pg, args.pg_items)

@@ -176,3 +176,15 @@ def test_a_pipeline_writes_to_pgstac(small_bucket: Path, tmp_path: Path, pg_url:
         assert [i["id"] for i in page.items] == ["photos/flower.jpg"]
         page = catalog.search(parse_query(collections=["demo"], bbox="-79,36,-77,37"))
         assert [i["id"] for i in page.items] == [NAIP]
+
+
+def test_an_unreachable_catalog_interrupts_the_run(small_bucket: Path, tmp_path: Path) -> None:
+    from pixelfleet.errors import CatalogError
+
+    bad = tmp_path / "not-a-folder"
+    bad.write_text("a file where the catalog's folder should be")
+    p = pipeline(small_bucket, tmp_path / "out", f"sqlite:///{bad / 'cat.db'}")
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        with pytest.raises(CatalogError, match="cannot open the catalog"):
+            Runner(p, ledger, progress=False).run()
+        assert ledger.get_run().state == "interrupted"

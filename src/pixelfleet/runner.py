@@ -204,7 +204,7 @@ class Runner:
             ),
             0,
         )
-        indexer = ItemIndexer.for_pipeline(pipeline, self.catalog, record.run_id)
+        indexer: ItemIndexer | None = None
         by_id = {r.task_id: r for r in known or []}
         lost: list[TaskRecord] = []  # tasks whose worker died: they may have left partial writes
         inflight: dict[str, TaskRecord] = {}
@@ -235,6 +235,8 @@ class Runner:
                 counts["items_indexed"] += indexer.flush(force)
 
         try:
+            # Opened inside: a catalog that cannot be reached ends the run as interrupted.
+            indexer = ItemIndexer.for_pipeline(pipeline, self.catalog, record.run_id)
             executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
             capacity = max(1, executor.capacity())
             while True:

@@ -88,10 +88,10 @@ class SqliteCatalog(SqliteSearch, Catalog):
     def __init__(self, url: str):
         self.url = url
         path = sqlite_path(url)
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._lock = threading.Lock()
         try:
+            if path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self._db = sqlite3.connect(
                 path, check_same_thread=False, timeout=30.0, isolation_level=None
             )
@@ -107,7 +107,7 @@ class SqliteCatalog(SqliteSearch, Catalog):
                 self._db.execute(f"PRAGMA {pragma}")
             self._db.executescript(_SCHEMA)
             self._check_text_index()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise CatalogError(f"cannot open the catalog {url!r}: {exc}") from exc
         self._known: set[str] = set()
 
