@@ -140,6 +140,19 @@ def check_percentiles(value: tuple[float, float]) -> tuple[float, float]:
     return value
 
 
+def check_colour(value: str) -> str:
+    """Validate a CSS colour name or ``#rrggbb`` (for ops' ``background`` settings)."""
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(value)
+    except ValueError:
+        raise ValueError(
+            f"background {value!r} is not a colour; use a CSS name such as 'white' or '#rrggbb'"
+        ) from None
+    return value
+
+
 def render_key(template: str, source_key: str) -> str:
     """Turn a key template into an output key that mirrors the source key's folders.
 

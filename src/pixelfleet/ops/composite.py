@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Literal, cast
 
-from PIL import ImageColor
 from pydantic import Field, field_validator, model_validator
 
 from pixelfleet.bandmath import is_expression
@@ -31,7 +30,14 @@ from pixelfleet.compositing import (
 from pixelfleet.errors import ConfigError, InputError, UnknownNameError, UnsupportedFormatError
 from pixelfleet.imaging import CONTENT_TYPES, _opener_for, sniff_format
 from pixelfleet.models import Entry, OutputRecord
-from pixelfleet.ops.base import Op, OpConfig, OpContext, check_percentiles, group_entry
+from pixelfleet.ops.base import (
+    Op,
+    OpConfig,
+    OpContext,
+    check_colour,
+    check_percentiles,
+    group_entry,
+)
 from pixelfleet.scenes import ScenePattern, scene_name
 from pixelfleet.storage.base import Storage, check_key
 from pixelfleet.stretch import StretchMode
@@ -125,11 +131,7 @@ class CompositeConfig(OpConfig):
     @field_validator("background")
     @classmethod
     def _check_background(cls, value: str) -> str:
-        try:
-            ImageColor.getrgb(value)
-        except ValueError:
-            raise ValueError(f"background {value!r} is not a colour; use e.g. 'black'") from None
-        return value
+        return check_colour(value)
 
     @model_validator(mode="after")
     def _check_all(self) -> CompositeConfig:

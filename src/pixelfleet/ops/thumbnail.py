@@ -9,12 +9,11 @@ from __future__ import annotations
 import posixpath
 from typing import Literal, cast
 
-from PIL import ImageColor
 from pydantic import Field, field_validator, model_validator
 
 from pixelfleet.imaging import CONTENT_TYPES, render_object
 from pixelfleet.models import Entry, OutputRecord
-from pixelfleet.ops.base import Op, OpConfig, OpContext, check_percentiles, render_key
+from pixelfleet.ops.base import Op, OpConfig, OpContext, check_colour, check_percentiles, render_key
 
 #: File extensions that name an output format, for ``format`` inference.
 EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
@@ -75,13 +74,7 @@ class ThumbnailConfig(OpConfig):
     @field_validator("background")
     @classmethod
     def _check_background(cls, value: str) -> str:
-        try:
-            ImageColor.getrgb(value)
-        except ValueError:
-            raise ValueError(
-                f"background {value!r} is not a colour; use a CSS name such as 'white' or '#rrggbb'"
-            ) from None
-        return value
+        return check_colour(value)
 
     @model_validator(mode="after")
     def _check_format(self) -> ThumbnailConfig:

@@ -117,16 +117,8 @@ class LocalStorage(Storage):
         path = self._path(key)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + _TMP_MARK, dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            _write_xattrs(tmp, metadata or {})
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with _staged(path, metadata) as (fd, _tmp), os.fdopen(fd, "wb") as f:
+            f.write(data)
         st = os.stat(path)
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
@@ -138,8 +130,7 @@ class LocalStorage(Storage):
         dest = self._path(key)
         folder = os.path.dirname(dest)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + _TMP_MARK, dir=folder)
-        try:
+        with _staged(dest, metadata) as (fd, tmp):
             moved = False
             if consume:
                 try:
@@ -153,12 +144,6 @@ class LocalStorage(Storage):
             else:
                 with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                     shutil.copyfileobj(src, out, 4 * 1024 * 1024)
-            _write_xattrs(tmp, metadata or {})
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         st = os.stat(dest)
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
@@ -182,6 +167,23 @@ class LocalStorage(Storage):
                             os.unlink(item.path)
                             removed += 1
         return removed
+
+
+@contextlib.contextmanager
+def _staged(dest: str, metadata: dict[str, str] | None) -> Iterator[tuple[int, str]]:
+    """A hidden temp file beside ``dest``, opened for the caller to fill; on success it
+    gets the metadata and is renamed into place, on any failure it is removed."""
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(dest) + _TMP_MARK, dir=os.path.dirname(dest)
+    )
+    try:
+        yield fd, tmp
+        _write_xattrs(tmp, metadata or {})
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_xattrs(path: str, metadata: dict[str, str]) -> None:
