@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(BIN)/python -m pixelfleet.demo
+	@$(BIN)/python -m pixelfleet.cli.demo
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

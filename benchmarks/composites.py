@@ -127,7 +127,7 @@ def run_pixelfleet(inputs: Path, out: Path) -> dict[str, object]:
     import rasterio
 
     # The stretch ranges pixelfleet chose, to compare with exact percentiles.
-    from pixelfleet.compositing import BandFile, CompositeSpec, make_composite
+    from pixelfleet.imagery.composite import BandFile, CompositeSpec, make_composite
 
     spec = CompositeSpec(
         channels=list(BANDS), stretch=["percentile"] * 3, cog=False, image_size=None
@@ -172,7 +172,7 @@ def run_naive(inputs: Path, out: Path) -> dict[str, object]:
     profile.update(count=4, dtype="uint8", photometric="RGB", alpha="YES")
     with rasterio.open(tmp, "w", **profile) as dst:
         dst.write(stack)
-    from pixelfleet.cogs import cog_options
+    from pixelfleet.imagery.cogs import cog_options
 
     rasterio.shutil.copy(tmp, out / "naive-cog.tif", driver="COG", **cog_options())
     os.unlink(tmp)
@@ -219,7 +219,7 @@ def run_floor(inputs: Path, out: Path, gdal_overviews: bool = False) -> dict[str
         # The plain way: GDAL's COG driver computes the overviews itself.
         import rasterio.shutil
 
-        from pixelfleet.cogs import cog_options, render_image
+        from pixelfleet.imagery.cogs import cog_options, render_image
 
         cog = out / "floor-cog.tif"
         rasterio.shutil.copy(tmp, cog, driver="COG", **cog_options())
@@ -227,7 +227,7 @@ def run_floor(inputs: Path, out: Path, gdal_overviews: bool = False) -> dict[str
         os.unlink(tmp)
     else:
         # The same writer as pixelfleet's: its own overviews, COG, 1024 px PNG.
-        from pixelfleet.cogs import write_outputs
+        from pixelfleet.imagery.cogs import write_outputs
 
         _cog, picture = write_outputs(str(tmp), str(out), image_size=1024)
         (out / "floor.png").write_bytes(picture or b"")

@@ -23,7 +23,7 @@ shown too):
    size with the GDAL resampling pixelfleet uses (Pillow ``draft`` + decode for the
    JPEG), nothing around it. The "read" column says what pixelfleet reads: GDAL's
    resampling, and the samples per pixel it averages itself (see
-   ``pixelfleet.rasters``).
+   ``pixelfleet.imagery.rasters``).
 
 Peak RSS is that of a fresh process rendering one thumbnail of the input. The row
 ``tiled_noovr/nn`` repeats ``tiled_noovr`` with ``resampling = "nearest"``, to show
@@ -230,7 +230,7 @@ def floor_runner(
     """The bare read behind a thumbnail of ``path``, and a word on what it reads."""
     from PIL import Image
 
-    from pixelfleet.imaging import fit_size
+    from pixelfleet.imagery.pictures import fit_size
     from pixelfleet.ops.thumbnail import ThumbnailConfig
 
     config = ThumbnailConfig(**(settings or {}))
@@ -246,7 +246,7 @@ def floor_runner(
 
     import rasterio
 
-    from pixelfleet.rasters import GDAL_OPTIONS, plan_read
+    from pixelfleet.imagery.rasters import GDAL_OPTIONS, plan_read
     from pixelfleet.settings import get_settings
 
     with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as src:
@@ -303,8 +303,8 @@ def child_rss(target: str) -> None:
     import rasterio  # noqa: F401
     from PIL import Image  # noqa: F401
 
-    import pixelfleet.photos  # noqa: F401
-    import pixelfleet.rasters  # noqa: F401
+    import pixelfleet.imagery.photos  # noqa: F401
+    import pixelfleet.imagery.rasters  # noqa: F401
 
     if target != "-":
         path = Path(target)

@@ -20,7 +20,8 @@ from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 
 from pixelfleet.errors import StorageError
-from pixelfleet.imaging import render_thumbnail
+from pixelfleet.imagery.pictures import ThumbnailOptions
+from pixelfleet.imagery.thumbnails import render_thumbnail
 from pixelfleet.ops.thumbnail import ThumbnailConfig
 from pixelfleet.settings import Settings
 from pixelfleet.storage.memory import MemoryStorage
@@ -28,10 +29,11 @@ from pixelfleet.storage.memory import MemoryStorage
 RGB = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
 
 
-def config(**kwargs: Any) -> ThumbnailConfig:
-    """A thumbnail config writing lossless PNG, so pixels can be compared exactly."""
+def config(**kwargs: Any) -> ThumbnailOptions:
+    """Thumbnail options writing lossless PNG, so pixels can be compared exactly (validated
+    as the thumbnail step's settings are)."""
     kwargs.setdefault("key", "{stem}.png")
-    return ThumbnailConfig(**kwargs)
+    return ThumbnailConfig(**kwargs).to_options()
 
 
 def render(source: Any, settings: Settings | None = None, **kwargs: Any) -> Image.Image:

@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import time
+from typing import Any
 
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.ops import Op, OpConfig, OpContext, render_key
@@ -83,3 +84,36 @@ class ProbeOp(Op):
         except FileExistsError:
             return False
         return True
+
+
+class LabelConfig(OpConfig):
+    """Settings of :class:`LabelOp`."""
+
+    key: str = "{stem}.labels.json"
+
+
+class LabelOp(Op):
+    """A stand-in for the labels step: writes labels as JSON and puts them in the item."""
+
+    name = "test-labels"
+    Config = LabelConfig
+    runs = 0
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        return [render_key(self.config.key, entry.key)]  # type: ignore[attr-defined]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        type(self).runs += 1
+        labels = [{"name": "glacier" if "rocket" in entry.key else "flower", "confidence": 90.0}]
+        data = json.dumps(labels).encode()
+        (key,) = self.output_keys(entry)
+        return [
+            ctx.write(self, entry, key, data, "application/json", roles=["metadata"],
+                      title="Labels", asset="labels")
+        ]  # fmt: skip
+
+    def item_properties(self, ctx: OpContext, entry: Entry, outputs: Any) -> dict[str, Any]:
+        """Read the labels back from the output, so current outputs give them too."""
+        for record in outputs:
+            return {"labels": json.loads(ctx.output.read(record.key))}
+        return {}

@@ -38,13 +38,13 @@ class Partition(_Strict):
     pattern: str | list[str] | None = Field(
         None,
         description="for by = 'scene': file-name pattern(s) such as '{scene}_B{band}.TIF'"
-        " (see pixelfleet.scenes)",
+        " (see pixelfleet.sources.scenes)",
     )
 
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str | list[str] | None) -> str | list[str] | None:
-        from pixelfleet.scenes import ScenePattern
+        from pixelfleet.sources.scenes import ScenePattern
 
         if value is not None:
             ScenePattern(value)  # raises a ConfigError (a ValueError) naming the problem

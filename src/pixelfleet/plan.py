@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pixelfleet.errors import ConfigError
 from pixelfleet.models import Entry, Task, stable_hash
 from pixelfleet.pipeline import Partition
-from pixelfleet.scenes import ScenePattern
+from pixelfleet.sources.scenes import ScenePattern
 
 
 @dataclass

@@ -16,10 +16,10 @@ from typing import Any
 
 from pixelfleet.catalog import Catalog, open_catalog
 from pixelfleet.errors import ConfigError
-from pixelfleet.inventory import select
 from pixelfleet.models import Entry, EntryResult
 from pixelfleet.pipeline import Pipeline
 from pixelfleet.settings import get_settings
+from pixelfleet.sources.listing import select
 from pixelfleet.storage import open_storage
 
 

@@ -21,12 +21,12 @@ from typing import Any
 from pixelfleet.catalog import Catalog
 from pixelfleet.errors import ConfigError, PixelfleetError
 from pixelfleet.executors import Executor, Job, open_executor
-from pixelfleet.inventory import select
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.models import Entry, Task, TaskResult
 from pixelfleet.pipeline import Pipeline, Source, pipeline_from_dict
 from pixelfleet.plan import PlanStats, in_shard, plan
 from pixelfleet.settings import get_settings
+from pixelfleet.sources.listing import select
 from pixelfleet.storage import open_storage, scheme_of
 
 #: How many planned tasks are checked against the ledger at once.
@@ -374,7 +374,7 @@ def source_entries(src: Source) -> Iterator[Entry]:
     through the include/exclude globs and content types either way."""
     settings = get_settings()
     if src.inventory:
-        from pixelfleet.s3inventory import inventory_entries, read_manifest
+        from pixelfleet.sources.s3inventory import inventory_entries, read_manifest
 
         manifest, root = read_manifest(src.inventory, settings)
         return inventory_entries(
@@ -383,7 +383,7 @@ def source_entries(src: Source) -> Iterator[Entry]:
     entries = select(open_storage(src.url, settings), src.include, src.exclude, src.ignore_case)
     if not src.content_types:
         return entries
-    from pixelfleet.s3inventory import extensions_for
+    from pixelfleet.sources.s3inventory import extensions_for
 
     extensions = extensions_for(src.content_types)
     return (e for e in entries if os.path.splitext(e.key)[1].lower() in extensions)

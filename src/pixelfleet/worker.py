@@ -24,7 +24,7 @@ from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage
 
 if TYPE_CHECKING:  # items (and Pillow, pystac) are imported only by pipelines with a catalog
-    from pixelfleet.items import ItemSettings
+    from pixelfleet.catalog.items import ItemSettings
 
 
 @dataclass
@@ -90,11 +90,11 @@ def prepare(context: str) -> _Prepared:
                 source=open_storage(pipeline.source.url, settings),
                 output=open_storage(pipeline.output.url, settings),
                 settings=settings,
-                partition=pipeline.source.partition,
+                scene_pattern=pipeline.source.partition.pattern,
             )
             items = None
             if pipeline.catalog is not None:
-                from pixelfleet.items import ItemSettings
+                from pixelfleet.catalog.items import ItemSettings
 
                 items = ItemSettings(
                     collection=pipeline.catalog.collection,
@@ -139,7 +139,7 @@ def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> Ent
             if prepared.items is not None:
                 properties.update(op.item_properties(prepared.ctx, entry, mine))
         if prepared.items is not None:
-            from pixelfleet.items import build_item
+            from pixelfleet.catalog.items import build_item
 
             ctx = prepared.ctx
             item = build_item(
@@ -229,7 +229,7 @@ def process_group(prepared: _Prepared, task: Task) -> EntryResult | None:
             state = "done"
         item = None
         if prepared.items is not None and task.entries:
-            from pixelfleet.items import build_scene_item
+            from pixelfleet.catalog.items import build_scene_item
 
             ctx = prepared.ctx
             item = build_scene_item(

@@ -19,6 +19,7 @@ import math
 import re
 from typing import Any
 
+from pixelfleet.catalog.values import item_bbox, item_interval, parse_bbox, to_epoch
 from pixelfleet.errors import BadQueryError
 
 MAX_DEPTH = 12
@@ -148,8 +149,6 @@ def _short(value: Any) -> str:
 
 def timestamp(node: dict[str, Any]) -> float:
     """Epoch seconds of ``{"timestamp": ...}`` or ``{"date": ...}``."""
-    from pixelfleet.catalog.query import to_epoch
-
     text = node.get("timestamp", node.get("date"))
     if not isinstance(text, str):
         raise BadQueryError(f"filter: {_short(node)} needs an RFC 3339 string")
@@ -158,8 +157,6 @@ def timestamp(node: dict[str, Any]) -> float:
 
 def temporal_interval(node: Any) -> tuple[float, float]:
     """``(start, end)`` of a timestamp, date or interval operand (open ends are infinite)."""
-    from pixelfleet.catalog.query import to_epoch
-
     if isinstance(node, dict) and "interval" in node:
         parts = node["interval"]
         if not isinstance(parts, list) or len(parts) != 2:
@@ -185,8 +182,6 @@ def temporal_interval(node: Any) -> tuple[float, float]:
 
 def geometry_bbox(node: Any, what: str) -> tuple[float, float, float, float]:
     """The bbox of a GeoJSON geometry (or ``{"bbox": [...]}``), checked."""
-    from pixelfleet.catalog.query import parse_bbox
-
     if isinstance(node, dict) and "bbox" in node and "type" not in node:
         box = parse_bbox(node["bbox"])
         if box is None:
@@ -240,8 +235,6 @@ def _value(node: Any, item: dict[str, Any]) -> Any:
         if name == "collection":
             return item.get("collection")
         if name == "datetime":
-            from pixelfleet.catalog.query import item_interval
-
             return item_interval(item)[0]
         value = (item.get("properties") or {}).get(name)
         if isinstance(value, dict | list):
@@ -334,16 +327,12 @@ def _eval(node: dict[str, Any], item: dict[str, Any]) -> bool | None:
     if op == "isNull":
         return _value(args[0], item) is None
     if op == "s_intersects":
-        from pixelfleet.catalog.query import item_bbox
-
         box = item_bbox(item)
         if box is None:
             return False
         w, s, e, n = geometry_bbox(args[1], "s_intersects")
         return box[0] <= e and box[2] >= w and box[1] <= n and box[3] >= s
     if op in TEMPORAL:
-        from pixelfleet.catalog.query import item_interval
-
         _, start, end = item_interval(item)
         first, last = temporal_interval(args[1])
         return start <= last and end >= first

@@ -18,11 +18,10 @@ from pixelfleet.catalog.query import (
     decode_token,
     encode_token,
     iso,
-    item_bbox,
-    item_interval,
     item_text,
     text_words,
 )
+from pixelfleet.catalog.values import item_bbox, item_interval
 from pixelfleet.errors import ItemNotFoundError
 
 

@@ -22,11 +22,10 @@ from typing import Any
 from pixelfleet.catalog.base import Catalog, check_item
 from pixelfleet.catalog.query import (
     iso,
-    item_bbox,
-    item_interval,
     item_text,
 )
 from pixelfleet.catalog.sqlite_search import ROWID_MASK, SqliteSearch, fts_key
+from pixelfleet.catalog.values import item_bbox, item_interval
 from pixelfleet.errors import CatalogError, ItemNotFoundError
 from pixelfleet.ledger.sqlite import sqlite_path
 

@@ -14,8 +14,8 @@ import click
 from pixelfleet.errors import ConfigError, InputError
 from pixelfleet.models import Entry
 from pixelfleet.ops.composite import RECIPES, band_files, recipe_bands
-from pixelfleet.scenes import LANDSAT_PATTERN, ScenePattern
 from pixelfleet.settings import get_settings
+from pixelfleet.sources.scenes import LANDSAT_PATTERN, ScenePattern
 from pixelfleet.storage import Storage, open_storage
 
 
@@ -83,7 +83,7 @@ def histogram(
     multi-band file. Writes a PNG plot and JSON statistics, prints a summary and the
     --set options that would fix the stretch at the ranges shown.
     """
-    from pixelfleet.histograms import plot_histograms, scene_histograms
+    from pixelfleet.imagery.histograms import plot_histograms, scene_histograms
 
     if bands and recipe:
         raise ConfigError("give --bands or --recipe, not both")
@@ -98,7 +98,7 @@ def histogram(
         raise ConfigError("--stretch fixed needs --ranges, e.g. 5900-11000,6200-11000,7600-11000")
     if fixed and len(fixed) == 1:
         fixed = fixed * len(channels)
-    from pixelfleet.compositing import parse_channels
+    from pixelfleet.imagery.composite import parse_channels
 
     needed = parse_channels(channels)
     storage, group, entries, pattern = _find_scene(url, patterns or (LANDSAT_PATTERN,), scene)

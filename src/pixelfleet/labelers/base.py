@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixelfleet.inventory import compile_globs
 from pixelfleet.models import Entry
 from pixelfleet.settings import Settings
+from pixelfleet.sources.listing import compile_globs
 from pixelfleet.storage.base import Storage
 
 

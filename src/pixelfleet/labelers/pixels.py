@@ -7,6 +7,7 @@ JPEG DCT-domain shrinking).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -14,9 +15,9 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from pixelfleet.imaging import flatten, sniff_format
+from pixelfleet.imagery.pictures import ThumbnailOptions, flatten
+from pixelfleet.imagery.reading import sniff_format
 from pixelfleet.labelers.base import ImageRef
-from pixelfleet.ops.thumbnail import ThumbnailConfig
 
 # Bytes read to recognise a format.
 _SNIFF = 64
@@ -30,10 +31,10 @@ def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> I
     Transparent pixels are laid on white. Raises an
     :class:`~pixelfleet.errors.InputError` for unsupported, corrupt or too-large input.
     """
-    from pixelfleet.photos import render_photo
-    from pixelfleet.rasters import render_raster
+    from pixelfleet.imagery.photos import render_photo
+    from pixelfleet.imagery.rasters import render_raster
 
-    config = ThumbnailConfig(op="thumbnail", size=size, key="x.png")
+    config = ThumbnailOptions(size=size, output_format="png")
     label = image.label
     path = image.local_path()
     if path is not None:
@@ -52,10 +53,10 @@ def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> I
         with storage.open(entry.key, entry.size) as remote:
             fmt = _sniff(remote.read(_SNIFF), label)
             if fmt == "GTiff":
-                from pixelfleet.imaging import _opener_for
+                from pixelfleet.imagery.reading import raster_opener
 
                 remote.seek(0)
-                fake_path, opener, failures = _opener_for(remote)  # type: ignore[arg-type]
+                fake_path, opener, failures = raster_opener(remote)  # type: ignore[arg-type]
                 try:
                     picture = render_raster(fake_path, config, image.settings, label, opener=opener)
                 except Exception:
@@ -72,10 +73,10 @@ def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> I
 
 
 def _short_side_config(
-    fp: BinaryIO, fmt: str, short_side: int, image: ImageRef, config: ThumbnailConfig
-) -> ThumbnailConfig:
+    fp: BinaryIO, fmt: str, short_side: int, image: ImageRef, config: ThumbnailOptions
+) -> ThumbnailOptions:
     """A config whose longest side makes the photo's shorter side ``short_side`` long."""
-    from pixelfleet.photos import open_photo
+    from pixelfleet.imagery.photos import open_photo
 
     # Header only: no pixel is decoded. (Not closed: that would close ``fp``, which
     # render_photo reads next.)
@@ -84,7 +85,7 @@ def _short_side_config(
     if min(width, height) <= short_side:
         return config
     longest = math.ceil(short_side * max(width, height) / min(width, height))
-    return config.model_copy(update={"size": min(longest, 4096)})
+    return dataclasses.replace(config, size=min(longest, 4096))
 
 
 def to_rgb(picture: Image.Image) -> Image.Image:

@@ -124,7 +124,7 @@ class RekognitionLabeler(Labeler):
 
     def prepare(self, image: ImageRef) -> dict[str, Any]:
         """The ``Image`` parameter of DetectLabels for this image (limits checked here)."""
-        from pixelfleet.imaging import sniff_format
+        from pixelfleet.imagery.reading import sniff_format
 
         size = image.entry.size
         head = image.storage.read(image.key, 0, 64)
@@ -145,12 +145,10 @@ class RekognitionLabeler(Labeler):
         return [self._detect(item) for item in batch]
 
     def _as_jpeg(self, image: ImageRef, fmt: str) -> bytes:
-        from pixelfleet.imaging import render_object
-        from pixelfleet.ops.thumbnail import ThumbnailConfig
+        from pixelfleet.imagery.pictures import ThumbnailOptions
+        from pixelfleet.imagery.thumbnails import render_object
 
-        config = ThumbnailConfig(
-            op="thumbnail", size=self.options.max_side, key="x.jpg", quality=90
-        )
+        config = ThumbnailOptions(size=self.options.max_side, output_format="jpeg", quality=90)
         data = render_object(image.storage, image.entry, config, image.settings)
         if len(data) > MAX_BYTES:
             raise ImageTooLargeError(

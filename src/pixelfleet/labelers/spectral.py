@@ -211,8 +211,8 @@ def read_reflectance(image: ImageRef, config: SpectralConfig) -> Reflectance:
     from rasterio._err import CPLE_BaseError
     from rasterio.errors import RasterioError
 
-    from pixelfleet.imaging import _opener_for, sniff_format
-    from pixelfleet.rasters import GDAL_OPTIONS
+    from pixelfleet.imagery.rasters import GDAL_OPTIONS
+    from pixelfleet.imagery.reading import raster_opener, sniff_format
 
     label = image.label
     path = image.local_path()
@@ -226,7 +226,7 @@ def read_reflectance(image: ImageRef, config: SpectralConfig) -> Reflectance:
             remote = image.storage.open(image.entry.key, image.entry.size)
             head = remote.read(64)
             remote.seek(0)
-            path, opener, _ = _opener_for(remote)  # type: ignore[arg-type]
+            path, opener, _ = raster_opener(remote)  # type: ignore[arg-type]
         if sniff_format(head) != "GTiff":
             raise UnsupportedFormatError(
                 f"{label}: spectral labels need a multispectral GeoTIFF, not a photo"

@@ -12,7 +12,7 @@ import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,9 +21,6 @@ from pixelfleet.errors import ConfigError
 from pixelfleet.models import Entry, OutputRecord, stable_hash
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage, check_key
-
-if TYPE_CHECKING:
-    from pixelfleet.pipeline import Partition
 
 
 class OpConfig(BaseModel):
@@ -45,9 +42,9 @@ class OpContext:
     source: Storage
     output: Storage
     settings: Settings
-    #: How the pipeline groups source objects into tasks (task-scope ops read band
-    #: names from its pattern); None outside a pipeline.
-    partition: Partition | None = field(default=None)
+    #: The pipeline's scene pattern(s) (``partition.pattern``), from which task-scope ops
+    #: read band names; None outside a scene pipeline.
+    scene_pattern: str | list[str] | None = field(default=None)
 
     def write(
         self,

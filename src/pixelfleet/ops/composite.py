@@ -3,7 +3,7 @@
 A task-scope op (``scope = "task"``): the worker hands it all of a scene's band files
 at once (``partition = { by = "scene", pattern = "{scene}_B{band}.TIF" }``), or a
 single multi-band file whose bands it indexes. The work itself is in
-:mod:`pixelfleet.compositing`; this module holds the settings, the named recipes,
+:mod:`pixelfleet.imagery.composite`; this module holds the settings, the named recipes,
 output keys, and the wiring to storage.
 """
 
@@ -19,16 +19,18 @@ from typing import Literal, cast
 
 from pydantic import Field, field_validator, model_validator
 
-from pixelfleet.bandmath import is_expression
-from pixelfleet.compositing import (
+from pixelfleet.errors import ConfigError, InputError, UnknownNameError, UnsupportedFormatError
+from pixelfleet.imagery.bandmath import is_expression
+from pixelfleet.imagery.composite import (
     BandFile,
     CompositeSpec,
     make_composite,
     normal_band,
     parse_channels,
 )
-from pixelfleet.errors import ConfigError, InputError, UnknownNameError, UnsupportedFormatError
-from pixelfleet.imaging import CONTENT_TYPES, _opener_for, sniff_format
+from pixelfleet.imagery.pictures import CONTENT_TYPES
+from pixelfleet.imagery.reading import raster_opener, sniff_format
+from pixelfleet.imagery.stretch import StretchMode
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.ops.base import (
     Op,
@@ -38,9 +40,8 @@ from pixelfleet.ops.base import (
     check_percentiles,
     group_entry,
 )
-from pixelfleet.scenes import ScenePattern, scene_name
+from pixelfleet.sources.scenes import ScenePattern, scene_name
 from pixelfleet.storage.base import Storage, check_key
-from pixelfleet.stretch import StretchMode
 
 #: Named band combinations for Landsat 8 and 9 (OLI band numbers).
 RECIPES: dict[str, tuple[str, ...]] = {
@@ -277,8 +278,8 @@ class CompositeOp(Op):
         needed = parse_channels(spec.channels)
         with contextlib.ExitStack() as stack:
             pattern = None
-            if ctx.partition is not None and ctx.partition.pattern:
-                pattern = ScenePattern(ctx.partition.pattern)
+            if ctx.scene_pattern:
+                pattern = ScenePattern(ctx.scene_pattern)
             bands = band_files(ctx.source, pattern, group, entries, needed, stack)
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="pixelfleet-"))
             result = make_composite(bands, spec, workdir, ctx.settings, scene=group)
@@ -414,7 +415,7 @@ def band_file(
     if path is not None:
         return BandFile(band, label, path, None, index)
     remote = stack.enter_context(storage.open(entry.key, entry.size))
-    fake_path, opener, _failures = _opener_for(remote)  # type: ignore[arg-type]
+    fake_path, opener, _failures = raster_opener(remote)  # type: ignore[arg-type]
     return BandFile(band, label, fake_path, opener, index)
 
 

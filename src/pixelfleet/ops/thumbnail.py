@@ -1,6 +1,6 @@
 """The ``thumbnail`` step: one small JPEG, PNG or WebP per source image.
 
-The rendering itself lives in :mod:`pixelfleet.imaging` (usable without a
+The rendering itself lives in :mod:`pixelfleet.imagery.thumbnails` (usable without a
 pipeline); this module holds the step's settings and wires them to storage.
 """
 
@@ -11,7 +11,8 @@ from typing import Literal, cast
 
 from pydantic import Field, field_validator, model_validator
 
-from pixelfleet.imaging import CONTENT_TYPES, render_object
+from pixelfleet.imagery.pictures import CONTENT_TYPES, ThumbnailOptions
+from pixelfleet.imagery.thumbnails import render_object
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.ops.base import Op, OpConfig, OpContext, check_colour, check_percentiles, render_key
 
@@ -99,6 +100,18 @@ class ThumbnailConfig(OpConfig):
             return self.format
         return EXTENSIONS[posixpath.splitext(self.key)[1].lower()]
 
+    def to_options(self) -> ThumbnailOptions:
+        """The rendering options these settings describe (what :mod:`pixelfleet.imagery` takes)."""
+        return ThumbnailOptions(
+            size=self.size,
+            output_format=self.output_format,
+            quality=self.quality,
+            bands=self.bands,
+            percentiles=self.percentiles,
+            resampling=self.resampling,
+            background=self.background,
+        )
+
 
 class ThumbnailOp(Op):
     """Render one thumbnail per source image (GeoTIFF/COG or photo)."""
@@ -122,7 +135,7 @@ class ThumbnailOp(Op):
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
         """Render ``entry``'s thumbnail and write it; bad input raises an ``InputError``."""
         (key,) = self.output_keys(entry)
-        data = render_object(ctx.source, entry, self.options, ctx.settings)
+        data = render_object(ctx.source, entry, self.options.to_options(), ctx.settings)
         content_type = CONTENT_TYPES[self.options.output_format]
         return [
             ctx.write(self, entry, key, data, content_type, title="Thumbnail", asset="thumbnail")
