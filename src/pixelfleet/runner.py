@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixelfleet.catalog import Catalog
+from pixelfleet.catalog.indexer import ItemIndexer
 from pixelfleet.errors import ConfigError, PixelfleetError
 from pixelfleet.executors import Executor, Job, open_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
@@ -236,7 +237,16 @@ class Runner:
 
         try:
             # Opened inside: a catalog that cannot be reached ends the run as interrupted.
-            indexer = ItemIndexer.for_pipeline(pipeline, self.catalog, record.run_id)
+            section = pipeline.catalog
+            if section is not None:
+                indexer = ItemIndexer.open(
+                    section.url,
+                    section.collection,
+                    section.title,
+                    section.description,
+                    record.run_id,
+                    self.catalog,
+                )
             executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
             capacity = max(1, executor.capacity())
             while True:
@@ -387,59 +397,6 @@ def source_entries(src: Source) -> Iterator[Entry]:
 
     extensions = extensions_for(src.content_types)
     return (e for e in entries if os.path.splitext(e.key)[1].lower() in extensions)
-
-
-class ItemIndexer:
-    """Collects finished tasks' STAC items and upserts them into the catalog in batches."""
-
-    BATCH = 500
-    SECONDS = 1.0
-
-    def __init__(self, catalog: Catalog, run_id: str, owned: bool):
-        self.catalog = catalog
-        self.run_id = run_id
-        self.owned = owned
-        self.pending: list[dict[str, Any]] = []
-        self.last = time.monotonic()
-
-    @classmethod
-    def for_pipeline(
-        cls, pipeline: Pipeline, catalog: Catalog | None, run_id: str
-    ) -> ItemIndexer | None:
-        """An indexer for a pipeline with a ``[catalog]`` (None without one)."""
-        section = pipeline.catalog
-        if section is None:
-            return None
-        owned = catalog is None
-        if catalog is None:
-            from pixelfleet.catalog import open_catalog
-
-            catalog = open_catalog(section.url or get_settings().catalog_url)
-        catalog.ensure_collection(section.collection, section.title, section.description)
-        return cls(catalog, run_id, owned)
-
-    def add(self, result: TaskResult) -> None:
-        """Queue the items of a task's final result, stamped with the run id."""
-        for entry in result.entries:
-            if entry.item is not None:
-                entry.item["properties"]["pixelfleet:run_id"] = self.run_id
-                self.pending.append(entry.item)
-
-    def flush(self, force: bool = False) -> int:
-        """Upsert queued items when there are enough, or enough time passed; return how many."""
-        if not self.pending or not (
-            force or len(self.pending) >= self.BATCH or time.monotonic() - self.last > self.SECONDS
-        ):
-            return 0
-        done = self.catalog.upsert(self.pending)
-        self.pending = []
-        self.last = time.monotonic()
-        return done
-
-    def close(self) -> None:
-        """Close the catalog if this indexer opened it."""
-        if self.owned:
-            self.catalog.close()
 
 
 def matches_only(group: str, only: Sequence[str]) -> bool:
