@@ -155,8 +155,8 @@ def through_runner(n: int, workers: int, threads: int) -> None:
             started = time.perf_counter()
             again = Runner(pipeline, ledger, progress=False).run()
             rerun = time.perf_counter() - started
-    assert summary.counts["tasks_done"] == n, summary.counts
-    assert again.counts["tasks_skipped"] == n, again.counts
+    assert summary.counts.tasks_done == n, summary.counts
+    assert again.counts.tasks_skipped == n, again.counts
     per_task = (first * workers) / n * 1000
     print(f"runner, first run   {first:.2f} s for {n} tasks, listing + ledger included")
     print(f"  per task          {per_task:.3f} ms of worker time (wall x {workers} / tasks)")

@@ -80,7 +80,7 @@ def test_local_run_makes_one_thumbnail_per_object_and_rerun_rewrites_nothing(
                 assert max(im.size) == 128 or "float_raster_with_nodata" in rel
         before = {rel: (out / rel).stat().st_mtime_ns for rel in thumbs(out)}
         again = Runner(p, ledger).run()
-        assert again.counts["tasks_skipped"] == len(before)
+        assert again.counts.tasks_skipped == len(before)
         assert {rel: (out / rel).stat().st_mtime_ns for rel in thumbs(out)} == before
 
 
@@ -200,8 +200,8 @@ def test_sigkill_a_local_worker_mid_run(tmp_path: Path) -> None:
     # The ledger agrees: every task done once; the lost ones took a second attempt.
     assert len(tasks) == len(expected_thumbs(src))
     assert all(t.state == "done" for t in tasks)
-    assert summary.counts["retries"] >= 1, (killed, summary.counts)
-    assert sum(t.attempts - 1 for t in tasks) == summary.counts["retries"]
+    assert summary.counts.retries >= 1, (killed, summary.counts)
+    assert sum(t.attempts - 1 for t in tasks) == summary.counts.retries
 
 
 @pytest.mark.s3
@@ -233,8 +233,8 @@ def test_s3_to_s3(s3_env: Any, tmp_path: Path) -> None:
         # A rerun with a fresh ledger finds every output current and writes nothing.
         with open_ledger(f"sqlite:///{tmp_path / 'fresh.db'}") as fresh:
             again = Runner(p, fresh).run()
-        assert again.counts["objects_current"] == len(names)
-        assert again.counts["objects_written"] == 0
+        assert again.counts.objects_current == len(names)
+        assert again.counts.objects_written == 0
         storage = open_storage(f"{s3_env.url}/thumbs")
         assert {k: f'"{storage.head(k.removeprefix("thumbs/")).etag}"' for k in keys} == etags
 

@@ -50,13 +50,13 @@ def test_run_then_rerun_skips_everything(bucket: Path, tmp_path: Path) -> None:
     with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         first = Runner(pipeline, ledger).run()
         assert first.state == "done"
-        assert first.counts["tasks_done"] == 6
-        assert first.counts["objects_written"] == 6
+        assert first.counts.tasks_done == 6
+        assert first.counts.objects_written == 6
         before = mtimes(out)
         assert sorted(before) == sorted([f"al/2013/{i}.out" for i in range(5)] + ["ca/2014/x.out"])
         second = Runner(pipeline, ledger).run()
-        assert second.counts["tasks_skipped"] == 6
-        assert second.counts["tasks_done"] == 0
+        assert second.counts.tasks_skipped == 6
+        assert second.counts.tasks_done == 0
         assert mtimes(out) == before
 
 
@@ -68,8 +68,8 @@ def test_lost_ledger_rewrites_nothing(bucket: Path, tmp_path: Path) -> None:
     before = mtimes(out)
     with open_ledger(f"sqlite:///{tmp_path / 'b.db'}") as ledger:
         again = Runner(pipeline, ledger).run()
-    assert again.counts["objects_current"] == 6
-    assert again.counts["objects_written"] == 0
+    assert again.counts.objects_current == 6
+    assert again.counts.objects_written == 0
     assert mtimes(out) == before
 
 
@@ -83,8 +83,8 @@ def test_changed_source_is_redone_alone(bucket: Path, tmp_path: Path) -> None:
         changed.write_text("ok, changed")
         os.utime(changed, ns=(1, 1))
         summary = Runner(pipeline, ledger).run()
-    assert summary.counts["tasks_done"] == 1
-    assert summary.counts["tasks_skipped"] == 5
+    assert summary.counts.tasks_done == 1
+    assert summary.counts.tasks_skipped == 5
     after = mtimes(out)
     assert [k for k in after if after[k] != before[k]] == ["al/2013/3.out"]
 
@@ -102,7 +102,7 @@ def test_changed_settings_redo(bucket: Path, tmp_path: Path) -> None:
             }
         )
         summary = Runner(other, ledger).run()
-    assert summary.counts["objects_written"] == 6
+    assert summary.counts.objects_written == 6
 
 
 def test_failures_are_recorded_and_retry_settles_them(bucket: Path, tmp_path: Path) -> None:
@@ -114,8 +114,8 @@ def test_failures_are_recorded_and_retry_settles_them(bucket: Path, tmp_path: Pa
     with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         summary = Runner(pipeline, ledger).run()
         assert summary.state == "failed"
-        assert summary.counts["tasks_failed"] == 1
-        assert summary.counts["retries"] == 2
+        assert summary.counts.tasks_failed == 1
+        assert summary.counts.retries == 2
         [failed] = summary.failures
         assert failed.attempts == 3
         assert failed.failures[0]["key"] == "al/2013/2.txt"
@@ -123,7 +123,7 @@ def test_failures_are_recorded_and_retry_settles_them(bucket: Path, tmp_path: Pa
         blocker.rmdir()
         retried = Runner(pipeline, ledger).retry(summary.run_id)
         assert retried.state == "done"
-        assert retried.counts["tasks_done"] == 1
+        assert retried.counts.tasks_done == 1
         assert ledger.state_counts(summary.run_id) == {"done": 6}
         assert ledger.get_run(summary.run_id).state == "done"
 
@@ -180,6 +180,6 @@ def test_interrupted_run_resumes(
         assert ledger.state_counts(run.run_id).get("done") == 2
         monkeypatch.setattr(inline, "execute", real)
         resumed = Runner(pipeline, ledger).run()
-    assert resumed.counts["tasks_skipped"] == 2
-    assert resumed.counts["tasks_done"] == 4
+    assert resumed.counts.tasks_skipped == 2
+    assert resumed.counts.tasks_done == 4
     assert len(mtimes(out)) == 6

@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pixelfleet.errors import PERMANENT_ERRORS
+
 #: ``skipped-missing``: the object was listed (e.g. in an S3 Inventory) but was gone when read.
 EntryState = Literal["done", "skipped", "failed", "skipped-missing"]
 TaskState = Literal["pending", "running", "done", "failed"]
@@ -113,6 +115,9 @@ class EntryResult:
     properties: dict[str, Any] = field(default_factory=dict)
     #: The entry's STAC item (a JSON dict), when the pipeline has a ``[catalog]``.
     item: dict[str, Any] | None = None
+    #: True when the entry failed with an error retrying cannot help (an instance of
+    #: :data:`~pixelfleet.errors.PERMANENT_ERRORS`), as decided by the worker.
+    permanent: bool = False
 
 
 @dataclass
@@ -126,16 +131,10 @@ class TaskResult:
     error: str | None = None
     seconds: float = 0.0
     worker: str = ""
-
-    @property
-    def permanent(self) -> bool:
-        """True when retrying cannot help: every failure is an input error."""
-        from pixelfleet.errors import is_permanent
-
-        types = [e.error_type for e in self.entries if e.state == "failed"]
-        if self.error_type:
-            types.append(self.error_type)
-        return bool(types) and all(is_permanent(t or "") for t in types)
+    #: True when the task failed and retrying cannot help: every failure in it is
+    #: permanent (see :data:`~pixelfleet.errors.PERMANENT_ERRORS`). Set by the worker,
+    #: which has the exceptions; an executor's "worker lost" or "timed out" is not.
+    permanent: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-compatible dict."""
@@ -159,7 +158,37 @@ class TaskResult:
             error_type=type(error).__name__,
             error=one_line(str(error)) or type(error).__name__,
             worker=worker,
+            permanent=isinstance(error, PERMANENT_ERRORS),
         )
+
+
+@dataclass
+class RunCounts:
+    """What a run did, task by task and object by object (kept with the run in the ledger)."""
+
+    tasks_planned: int = 0
+    tasks_skipped: int = 0  # already done by an earlier run
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    retries: int = 0
+    objects_written: int = 0
+    objects_current: int = 0  # outputs already current: not rewritten
+    objects_failed: int = 0
+    objects_skipped: int = 0  # in tasks skipped as done
+    objects_missing: int = 0  # listed, but gone when read
+    bytes: int = 0
+    items_indexed: int = 0
+    tasks_retried: int = 0  # by ``pixelfleet retry``
+
+    def to_dict(self) -> dict[str, int]:
+        """The counts as JSON-ready numbers."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RunCounts:
+        """Counts as stored; names this version does not know are ignored."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: int(v) for k, v in (data or {}).items() if k in known})
 
 
 def one_line(text: str, limit: int = 500) -> str:

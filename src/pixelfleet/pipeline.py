@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from pixelfleet.errors import ConfigError, UnknownNameError
-from pixelfleet.models import stable_hash
+from pixelfleet.errors import ConfigError, PixelfleetError, UnknownNameError
+from pixelfleet.models import Task, stable_hash
 from pixelfleet.ops import Op, OpConfig, ops
 
 
@@ -60,7 +60,7 @@ class Partition(_Strict):
         return self
 
 
-class Source(_Strict):
+class SourceSection(_Strict):
     """Where the source objects are and which of them to take."""
 
     url: str
@@ -143,7 +143,7 @@ class Run(_Strict):
 class Pipeline(_Strict):
     """A whole pipeline file."""
 
-    source: Source
+    source: SourceSection
     output: Output
     steps: list[OpConfig]
     run: Run = Run()
@@ -162,6 +162,23 @@ class Pipeline(_Strict):
     def make_ops(self) -> list[Op]:
         """Instantiate the pipeline's steps."""
         return [ops.get(step.op)(step) for step in self.steps]
+
+    def output_keys(self, task: Task) -> set[str]:
+        """Every output key the steps would write for ``task`` (keys that are unsafe, or
+        a task with no scene, have none): what to clean after a writer died mid-task."""
+        keys: set[str] = set()
+        for op in self.make_ops():
+            try:
+                if op.scope == "task":
+                    keys.update(
+                        op.output_keys_group(task.group or task.entries[0].key, task.entries)
+                    )
+                else:
+                    for entry in task.entries:
+                        keys.update(op.output_keys(entry))
+            except (PixelfleetError, IndexError):
+                continue
+        return keys
 
     @property
     def settings_hash(self) -> str:

@@ -1,17 +1,23 @@
-"""The glue: list -> plan -> skip what is current -> execute -> record -> summarise.
+"""The glue: source -> plan -> skip what is done -> execute -> record -> acknowledge.
 
 Every path goes through :class:`Runner`: a first run, a resumed run after a crash
 (just run the pipeline again: tasks the ledger holds as done are skipped, and outputs
-that are already current are not rewritten), and ``retry --failed``.
+that are already current are not rewritten), ``retry --failed``, and a source that
+never ends. Entries are taken from the source as they arrive (in a thread of their
+own, so a source may block), their tasks are submitted at once, and ledger and
+catalog writes are flushed by count and on a short timer; once an entry's outcome is
+recorded in both, the source is told (``Source.ack``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-import os
+import queue
 import secrets
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,21 +26,26 @@ from typing import Any
 
 from pixelfleet.catalog import Catalog
 from pixelfleet.catalog.indexer import ItemIndexer
-from pixelfleet.errors import ConfigError, PixelfleetError
+from pixelfleet.errors import ConfigError
 from pixelfleet.executors import Executor, Job, open_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
-from pixelfleet.models import Entry, Task, TaskResult
-from pixelfleet.pipeline import Pipeline, Source, pipeline_from_dict
+from pixelfleet.models import Entry, RunCounts, Task, TaskResult
+from pixelfleet.pipeline import Pipeline, SourceSection, pipeline_from_dict
 from pixelfleet.plan import PlanStats, in_shard, plan
-from pixelfleet.settings import get_settings
-from pixelfleet.sources.listing import select
+from pixelfleet.settings import Settings, get_settings
+from pixelfleet.sources.base import Source
+from pixelfleet.sources.listing import ListingSource
 from pixelfleet.storage import open_storage, scheme_of
 
 #: How many planned tasks are checked against the ledger at once.
 _CHUNK = 256
 #: Ledger writes are batched; flush at least this often (seconds) or this many records.
-_FLUSH_SECONDS = 0.5
+_FLUSH_SECONDS = 0.2
 _FLUSH_RECORDS = 500
+#: How long the loop waits for results or new entries when it has nothing else to do;
+#: while it could take more work, it looks for new entries this often.
+_IDLE_WAIT = 0.25
+_BUSY_WAIT = 0.05
 
 
 @dataclass
@@ -46,13 +57,13 @@ class RunSummary:
     executor: str
     output_url: str
     seconds: float = 0.0
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: RunCounts = field(default_factory=RunCounts)
     failures: list[TaskRecord] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
         """Tasks that ended failed."""
-        return self.counts.get("tasks_failed", 0)
+        return self.counts.tasks_failed
 
 
 @dataclass
@@ -68,8 +79,9 @@ class DryRunReport:
 
 
 def new_run_id() -> str:
-    """A sortable, readable run id: ``20261121-101500-3fa2``."""
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    """A run id that sorts by start time (UTC, to the second) and is unique across machines
+    starting at once (64 random bits): ``20261121-101500-3fa2c9e1d0b7a845``."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(8)
 
 
 def check_executor_fits(pipeline: Pipeline, executor_spec: str) -> None:
@@ -86,7 +98,7 @@ def check_executor_fits(pipeline: Pipeline, executor_spec: str) -> None:
 
 
 class Runner:
-    """Runs one pipeline against one ledger."""
+    """Runs one pipeline against one ledger, taking its work from one source."""
 
     def __init__(
         self,
@@ -98,6 +110,7 @@ class Runner:
         shard: tuple[int, int] | None = None,
         catalog: Catalog | None = None,
         only: Sequence[str] = (),
+        source: Source | None = None,
     ):
         self.pipeline = pipeline
         self.catalog = catalog
@@ -107,16 +120,29 @@ class Runner:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.shard = shard
         self.only = tuple(only)
+        self._source = source
+        self._stopping = threading.Event()
         check_executor_fits(pipeline, self.executor_spec)
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to take no more entries, finish the tasks in flight,
+        record them and return (how a run over an endless source ends). Thread-safe."""
+        self._stopping.set()
+
+    @property
+    def source(self) -> Source:
+        """Where entries come from: as given, else what the pipeline's ``[source]`` names."""
+        if self._source is None:
+            self._source = source_for(self.pipeline.source)
+        return self._source
 
     # -- planning -------------------------------------------------------------------------
 
     def planned_tasks(self, stats: PlanStats | None = None) -> Iterator[Task]:
-        """The pipeline's tasks, lazily, in key order (only this shard's, if sharded,
-        and only the groups named by ``only``, if given)."""
+        """The pipeline's tasks, lazily, as the source yields entries (only this shard's, if
+        sharded, and only the groups named by ``only``, if given)."""
         src = self.pipeline.source
-        entries = source_entries(src)
-        tasks = plan(entries, src.partition, self.pipeline.settings_hash, stats)
+        tasks = plan(self.source.entries(), src.partition, self.pipeline.settings_hash, stats)
         if self.only:
             tasks = (t for t in tasks if matches_only(t.group, self.only))
         if self.shard is not None:
@@ -144,7 +170,8 @@ class Runner:
     # -- running --------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        """Run the pipeline: every task not already done, with retries; then summarise."""
+        """Run the pipeline: every task not already done, with retries, for as long as the
+        source yields entries; then summarise."""
         open_storage(self.pipeline.output.url, get_settings())  # fail early on a bad URL
         record = RunRecord(
             run_id=new_run_id(),
@@ -161,22 +188,20 @@ class Runner:
         record = self.ledger.get_run(run_id)
         states = ["failed", "pending", "running"] if unfinished else ["failed"]
         records = self.ledger.find_tasks(record.run_id, states)
-        previous = dict(record.counts)
+        previous = RunCounts.from_dict(record.counts)
         summary = self._execute(
             record, (r.to_task() for r in records), skip_done=False, known=records
         )
         # The run's totals are its first execution's, corrected by what this retry settled.
         by_state = self.ledger.state_counts(record.run_id)
-        record.counts = {
-            **previous,
-            "tasks_done": by_state.get("done", 0),
-            "tasks_failed": by_state.get("failed", 0),
-            "retries": previous.get("retries", 0) + summary.counts["retries"],
-        }
-        record.state = "failed" if record.counts["tasks_failed"] else "done"
+        previous.tasks_done = by_state.get("done", 0)
+        previous.tasks_failed = by_state.get("failed", 0)
+        previous.retries += summary.counts.retries
+        record.counts = previous.to_dict()
+        record.state = "failed" if previous.tasks_failed else "done"
         self.ledger.save_run(record)
         summary.state = record.state
-        summary.counts["tasks_retried"] = len(records)
+        summary.counts.tasks_retried = len(records)
         return summary
 
     def _execute(
@@ -186,217 +211,304 @@ class Runner:
         skip_done: bool,
         known: list[TaskRecord] | None = None,
     ) -> RunSummary:
-        pipeline = self.pipeline
-        attempts_allowed = pipeline.run.attempts
-        counts = dict.fromkeys(
-            (
-                "tasks_planned",
-                "tasks_skipped",
-                "tasks_done",
-                "tasks_failed",
-                "retries",
-                "objects_written",
-                "objects_current",
-                "objects_failed",
-                "objects_skipped",
-                "objects_missing",
-                "bytes",
-                "items_indexed",
-            ),
-            0,
-        )
-        indexer: ItemIndexer | None = None
-        by_id = {r.task_id: r for r in known or []}
-        lost: list[TaskRecord] = []  # tasks whose worker died: they may have left partial writes
-        inflight: dict[str, TaskRecord] = {}
-        retry_queue: deque[Job] = deque()
-        unsaved: list[TaskRecord] = []
-        last_flush = time.monotonic()
         started = time.monotonic()
-        plan_iter = iter(tasks)
-        exhausted = False
-        bar = _progress_bar(self.progress)
         executor: Executor = open_executor(
-            self.executor_spec, workers=self.workers, threads=pipeline.threads
+            self.executor_spec, workers=self.workers, threads=self.pipeline.threads
         )
         record.executor = executor.describe()
         self.ledger.save_run(record)
-
-        def flush(force: bool = False) -> None:
-            nonlocal last_flush, unsaved
-            if unsaved and (
-                force
-                or len(unsaved) >= _FLUSH_RECORDS
-                or time.monotonic() - last_flush > _FLUSH_SECONDS
-            ):
-                self.ledger.save_tasks(record.run_id, unsaved)
-                unsaved = []
-                last_flush = time.monotonic()
-            if indexer is not None:
-                counts["items_indexed"] += indexer.flush(force)
-
+        run = _Execution(self, record, executor, skip_done, known or [])
         try:
-            # Opened inside: a catalog that cannot be reached ends the run as interrupted.
-            section = pipeline.catalog
-            if section is not None:
-                indexer = ItemIndexer.open(
-                    section.url,
-                    section.collection,
-                    section.title,
-                    section.description,
-                    record.run_id,
-                    self.catalog,
-                )
-            executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
-            capacity = max(1, executor.capacity())
-            while True:
-                # Keep the executor fed: retries first, then new tasks from the plan.
-                while retry_queue and len(inflight) < capacity + len(retry_queue):
-                    executor.submit(retry_queue.popleft())
-                while not exhausted and len(inflight) < capacity:
-                    chunk = list(itertools.islice(plan_iter, _CHUNK))
-                    exhausted = len(chunk) < _CHUNK
-                    done = self.ledger.done_ids([t.id for t in chunk]) if skip_done else set()
-                    for task in chunk:
-                        counts["tasks_planned"] += 1
-                        if task.id in done:
-                            counts["tasks_skipped"] += 1
-                            counts["objects_skipped"] += len(task.entries)
-                            continue
-                        rec = by_id.get(task.id) or TaskRecord.pending(task)
-                        rec.state, rec.attempts, rec.updated = "running", 0, time.time()
-                        inflight[task.id] = rec
-                        unsaved.append(rec)
-                        counts["bytes"] += task.size
-                        executor.submit(Job(task.id, json.dumps(task.to_dict())))
-                    if bar is not None:  # the total grows while the source is still listed
-                        if exhausted:
-                            bar.set_description("pixelfleet", refresh=False)
-                        bar.total = counts["tasks_planned"] - counts["tasks_skipped"]
-                        bar.refresh()
-                if exhausted and not inflight:
-                    break
-                for result in executor.results(wait=0.25):
-                    if result.error_type in ("WorkerLostError", "TaskTimeoutError"):
-                        lost.extend(r for r in [inflight.get(result.task_id)] if r is not None)
-                    self._settle(result, inflight, retry_queue, attempts_allowed, counts, unsaved)
-                    if indexer is not None and result.task_id not in inflight:
-                        indexer.add(result)
-                    if bar is not None and result.task_id not in inflight:
-                        bar.update(1)
-                        bar.set_postfix_str(
-                            f"ok={counts['tasks_done']} failed={counts['tasks_failed']}"
-                            f" skipped={counts['tasks_skipped']}",
-                            refresh=False,
-                        )
-                flush()
-            flush(force=True)
+            run.loop(tasks)
         except BaseException:
-            for rec in inflight.values():
-                rec.state = "pending"
-                unsaved.append(rec)
-            flush(force=True)
-            record.state, record.finished = "interrupted", time.time()
-            record.counts = counts
-            self.ledger.save_run(record)
+            run.interrupted()
             raise
         finally:
-            executor.close()
-            if bar is not None:
-                bar.close()
-            if indexer is not None:
-                indexer.close()
-        self._remove_partial(lost)
+            run.close()
+        if run.lost:
+            output = open_storage(self.pipeline.output.url, get_settings())
+            output.remove_partial(
+                {key for rec in run.lost for key in self.pipeline.output_keys(rec.to_task())}
+            )
         record.finished = time.time()
-        record.counts = counts
-        record.state = "failed" if counts["tasks_failed"] else "done"
+        record.counts = run.counts.to_dict()
+        record.state = "failed" if run.counts.tasks_failed else "done"
         self.ledger.save_run(record)
         failures = self.ledger.find_tasks(record.run_id, ["failed"], limit=20)
         return RunSummary(
             run_id=record.run_id,
             state=record.state,
             executor=record.executor,
-            output_url=pipeline.output.url,
+            output_url=self.pipeline.output.url,
             seconds=time.monotonic() - started,
-            counts=counts,
+            counts=run.counts,
             failures=failures,
         )
 
-    def _remove_partial(self, lost: list[TaskRecord]) -> None:
-        """Clean what writers killed mid-write left in the output (hidden temp files)."""
-        if not lost:
-            return
-        output = open_storage(self.pipeline.output.url, get_settings())
-        ops = self.pipeline.make_ops()
-        keys = {
-            key
-            for rec in lost
-            for entry in rec.to_task().entries
-            for op in ops
-            if op.scope == "entry"
-            for key in _output_keys(op, entry)
-        }
-        for rec in lost:  # task-scope ops (scene composites) write per task
-            task = rec.to_task()
-            for op in ops:
-                if op.scope == "task":
-                    keys.update(_group_output_keys(op, task))
-        output.remove_partial(keys)
 
-    @staticmethod
-    def _settle(
-        result: TaskResult,
-        inflight: dict[str, TaskRecord],
-        retry_queue: deque[Job],
-        attempts_allowed: int,
-        counts: dict[str, int],
-        unsaved: list[TaskRecord],
-    ) -> None:
+class _Execution:
+    """One pass of a runner over a stream of tasks: submit, settle, record, acknowledge."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        record: RunRecord,
+        executor: Executor,
+        skip_done: bool,
+        known: list[TaskRecord],
+    ):
+        self.runner = runner
+        self.ledger = runner.ledger
+        self.record = record
+        self.executor = executor
+        self.skip_done = skip_done
+        self.by_id = {r.task_id: r for r in known}
+        self.attempts_allowed = runner.pipeline.run.attempts
+        self.counts = RunCounts()
+        self.lost: list[TaskRecord] = []  # tasks whose worker died: may have left partial writes
+        self.inflight: dict[str, TaskRecord] = {}
+        self.retry_queue: deque[Job] = deque()
+        self.unsaved: list[TaskRecord] = []
+        self.settled: list[Entry] = []  # final outcomes not yet acknowledged to the source
+        self.last_flush = time.monotonic()
+        self.indexer: ItemIndexer | None = None
+        self.feed: _Feed | None = None
+        self.bar = _progress_bar(runner.progress)
+
+    def loop(self, tasks: Iterable[Task]) -> None:
+        """Feed the executor from ``tasks`` and settle results until both run dry."""
+        pipeline = self.runner.pipeline
+        section = pipeline.catalog
+        if section is not None:
+            # Opened here: a catalog that cannot be reached ends the run as interrupted.
+            self.indexer = ItemIndexer.open(
+                section.url,
+                section.collection,
+                section.title,
+                section.description,
+                self.record.run_id,
+                self.runner.catalog,
+            )
+        self.executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
+        capacity = max(1, self.executor.capacity())
+        feed = self.feed = _Feed(iter(tasks), 2 * _CHUNK)
+        while True:
+            # Keep the executor fed: retries first, then whatever the source has given.
+            while self.retry_queue and len(self.inflight) < capacity + len(self.retry_queue):
+                self.executor.submit(self.retry_queue.popleft())
+            if self.runner._stopping.is_set() and not feed.ended:
+                feed.ended = True  # take nothing more; what is in flight still settles
+                self.runner.source.close()
+            room = not feed.ended and len(self.inflight) < capacity
+            if room:
+                idle = not self.inflight
+                self._admit(feed.take(_CHUNK, _IDLE_WAIT if idle else 0.0))
+            if feed.ended and not self.inflight:
+                break
+            if self.inflight:
+                wait = _BUSY_WAIT if room else _IDLE_WAIT
+                for result in self.executor.results(wait=wait):
+                    self._settle(result)
+            # Batches are for throughput under load; with nothing in flight, write now.
+            self.flush(force=not self.inflight)
+        self.flush(force=True)
+
+    def _admit(self, chunk: list[Task]) -> None:
+        """Skip what an earlier run did; submit the rest."""
+        if not chunk:
+            return
+        counts = self.counts
+        done = self.ledger.done_ids([t.id for t in chunk]) if self.skip_done else set()
+        for task in chunk:
+            counts.tasks_planned += 1
+            if task.id in done:
+                counts.tasks_skipped += 1
+                counts.objects_skipped += len(task.entries)
+                self.settled.extend(task.entries)
+                continue
+            rec = self.by_id.get(task.id) or TaskRecord.pending(task)
+            rec.state, rec.attempts, rec.updated = "running", 0, time.time()
+            self.inflight[task.id] = rec
+            self.unsaved.append(rec)
+            counts.bytes += task.size
+            self.executor.submit(Job(task.id, json.dumps(task.to_dict())))
+        bar = self.bar
+        if bar is not None:  # the total grows while the source still yields
+            if self.feed is not None and self.feed.ended:
+                bar.set_description("pixelfleet", refresh=False)
+            bar.total = counts.tasks_planned - counts.tasks_skipped
+            bar.refresh()
+
+    def _settle(self, result: TaskResult) -> None:
         """Fold one result in: retry it, or record it as done or failed."""
-        rec = inflight.get(result.task_id)
+        rec = self.inflight.get(result.task_id)
         if rec is None:
             return  # a late duplicate (at-least-once delivery): the first result counted
+        counts = self.counts
+        if result.error_type in ("WorkerLostError", "TaskTimeoutError"):
+            self.lost.append(rec)
         attempts = rec.attempts + 1
         now = time.time()
-        if result.state == "failed" and not result.permanent and attempts < attempts_allowed:
+        if result.state == "failed" and not result.permanent and attempts < self.attempts_allowed:
             rec.apply(result, attempts, "running", now)
-            unsaved.append(rec)
-            counts["retries"] += 1
+            self.unsaved.append(rec)
+            counts.retries += 1
             payload = json.dumps(rec.to_task().to_dict())
             isolate = result.error_type == "WorkerLostError"
-            retry_queue.append(Job(rec.task_id, payload, isolate=isolate))
+            self.retry_queue.append(Job(rec.task_id, payload, isolate=isolate))
             return
         rec.apply(result, attempts, result.state, now)
-        unsaved.append(rec)
-        del inflight[result.task_id]
-        counts["tasks_done" if result.state == "done" else "tasks_failed"] += 1
-        if result.entries:
-            counts["objects_written"] += rec.n_done
-            counts["objects_current"] += rec.n_skipped
-            counts["objects_failed"] += rec.n_failed
-            counts["objects_missing"] += rec.n_missing
+        self.unsaved.append(rec)
+        del self.inflight[result.task_id]
+        if result.state == "done":
+            counts.tasks_done += 1
         else:
-            counts["objects_failed"] += len(rec.entries)
+            counts.tasks_failed += 1
+        if result.entries:
+            counts.objects_written += rec.n_done
+            counts.objects_current += rec.n_skipped
+            counts.objects_failed += rec.n_failed
+            counts.objects_missing += rec.n_missing
+        else:
+            counts.objects_failed += len(rec.entries)
+        self.settled.extend(rec.to_task().entries)
+        if self.indexer is not None:
+            self.indexer.add(result)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(
+                f"ok={counts.tasks_done} failed={counts.tasks_failed}"
+                f" skipped={counts.tasks_skipped}",
+                refresh=False,
+            )
+
+    def flush(self, force: bool = False) -> None:
+        """Write what waits for the ledger and the catalog when there is enough of it or
+        it has waited long enough; then acknowledge what both now hold."""
+        now = time.monotonic()
+        if self.unsaved and (
+            force or len(self.unsaved) >= _FLUSH_RECORDS or now - self.last_flush > _FLUSH_SECONDS
+        ):
+            self.ledger.save_tasks(self.record.run_id, self.unsaved)
+            self.unsaved = []
+            self.last_flush = now
+        if self.indexer is not None:
+            self.counts.items_indexed += self.indexer.flush(force)
+        if self.settled and not self.unsaved and (self.indexer is None or not self.indexer.pending):
+            source = self.runner.source
+            for entry in self.settled:
+                source.ack(entry)
+            self.settled = []
+
+    def interrupted(self) -> None:
+        """Record the run as interrupted: unfinished tasks go back to pending."""
+        for rec in self.inflight.values():
+            rec.state = "pending"
+            self.unsaved.append(rec)
+        self.settled = []  # nothing more is acknowledged: a rerun sees those entries again
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            self.flush(force=True)
+        self.record.state, self.record.finished = "interrupted", time.time()
+        self.record.counts = self.counts.to_dict()
+        self.ledger.save_run(self.record)
+
+    def close(self) -> None:
+        """Stop the feed, the executor, the progress bar and the catalog."""
+        if self.feed is not None:
+            self.feed.stop()
+        self.executor.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.indexer is not None:
+            self.indexer.close()
 
 
-def source_entries(src: Source) -> Iterator[Entry]:
-    """The source's objects: from its S3 Inventory report if it names one, else a listing;
-    through the include/exclude globs and content types either way."""
-    settings = get_settings()
-    if src.inventory:
-        from pixelfleet.sources.s3inventory import inventory_entries, read_manifest
+_END = object()
 
-        manifest, root = read_manifest(src.inventory, settings)
-        return inventory_entries(
-            manifest, root, src.url, src.include, src.exclude, src.ignore_case, src.content_types
+
+class _Feed:
+    """Tasks pulled from a plan in a thread of their own, so a source that blocks while it
+    waits for entries (or never ends) never holds up results, retries or flushes."""
+
+    def __init__(self, tasks: Iterator[Task], most: int):
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=most)
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+        #: The plan has ended (or failed) and everything it gave has been taken.
+        self.ended = False
+        self._thread = threading.Thread(
+            target=self._pump, args=(tasks,), name="pixelfleet-source", daemon=True
         )
-    entries = select(open_storage(src.url, settings), src.include, src.exclude, src.ignore_case)
-    if not src.content_types:
-        return entries
-    from pixelfleet.sources.s3inventory import extensions_for
+        self._thread.start()
 
-    extensions = extensions_for(src.content_types)
-    return (e for e in entries if os.path.splitext(e.key)[1].lower() in extensions)
+    def _pump(self, tasks: Iterator[Task]) -> None:
+        try:
+            for task in tasks:
+                if not self._put(task):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised again in the runner's thread
+            self._error = exc
+        self._put(_END)
+
+    def _put(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def take(self, most: int, wait: float) -> list[Task]:
+        """Up to ``most`` tasks that are ready, waiting up to ``wait`` seconds for the first.
+        A plan that failed raises its error here, in the caller's thread."""
+        out: list[Task] = []
+        try:
+            item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            while True:
+                if item is _END:
+                    self.ended = True
+                    if self._error is not None:
+                        raise self._error
+                    break
+                assert isinstance(item, Task)
+                out.append(item)
+                if len(out) >= most:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return out
+
+    def stop(self) -> None:
+        """Let the thread go (it may stay blocked in a source until that source is closed)."""
+        self._stopped.set()
+
+
+def source_for(section: SourceSection, settings: Settings | None = None) -> Source:
+    """The source a pipeline's ``[source]`` names: its S3 Inventory report if it has one,
+    else a listing of its URL; through the include/exclude globs and content types."""
+    settings = settings or get_settings()
+    if section.inventory:
+        from pixelfleet.sources.s3inventory import InventorySource
+
+        return InventorySource(
+            section.inventory,
+            section.url,
+            section.include,
+            section.exclude,
+            section.ignore_case,
+            section.content_types,
+            settings,
+        )
+    return ListingSource(
+        section.url,
+        section.include,
+        section.exclude,
+        section.ignore_case,
+        section.content_types,
+        settings,
+    )
 
 
 def matches_only(group: str, only: Sequence[str]) -> bool:
@@ -405,20 +517,6 @@ def matches_only(group: str, only: Sequence[str]) -> bool:
     last = group.rsplit("/", 1)[-1].lower()
     wanted = {o.strip("/").lower() for o in only}
     return group.lower() in wanted or last in wanted
-
-
-def _output_keys(op: Any, entry: Any) -> list[str]:
-    try:
-        return list(op.output_keys(entry))
-    except PixelfleetError:  # an unsafe key has no output to clean
-        return []
-
-
-def _group_output_keys(op: Any, task: Task) -> list[str]:
-    try:
-        return list(op.output_keys_group(task.group or task.entries[0].key, task.entries))
-    except (PixelfleetError, IndexError):  # no scene, or an unsafe key: nothing to clean
-        return []
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -52,7 +52,7 @@ def test_a_run_fills_the_catalog_and_a_rerun_updates_in_place(
     p = pipeline(small_bucket, tmp_path / "out", url, public_url="https://cdn.test/t/{key}")
     with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         first = Runner(p, ledger, progress=False).run()
-        assert first.counts["items_indexed"] == 4
+        assert first.counts.items_indexed == 4
         with open_catalog(url) as catalog:
             page = catalog.search(parse_query(limit=100))
             assert page.matched == 4
@@ -63,7 +63,7 @@ def test_a_run_fills_the_catalog_and_a_rerun_updates_in_place(
         # A fresh ledger runs everything again: outputs are current, items replaced.
         with open_ledger(f"sqlite:///{tmp_path / 'l2.db'}") as fresh:
             again = Runner(p, fresh, progress=False).run()
-        assert again.counts["objects_current"] == 4 and again.counts["items_indexed"] == 4
+        assert again.counts.objects_current == 4 and again.counts.items_indexed == 4
     with open_catalog(url) as catalog:
         assert catalog.search(parse_query(limit=100)).matched == 4
         assert catalog.get_item("demo", NAIP)["properties"]["pixelfleet:run_id"] == again.run_id
@@ -170,7 +170,7 @@ def test_a_pipeline_writes_to_pgstac(small_bucket: Path, tmp_path: Path, pg_url:
     p = pipeline(small_bucket, tmp_path / "out", pg_url)
     with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         summary = Runner(p, ledger, progress=False).run()
-    assert summary.counts["items_indexed"] == 4
+    assert summary.counts.items_indexed == 4
     with open_catalog(pg_url) as catalog:
         page = catalog.search(parse_query(collections=["demo"], q="flower"))
         assert [i["id"] for i in page.items] == ["photos/flower.jpg"]

@@ -171,7 +171,7 @@ def test_outputs_title_histograms_and_rerun(tmp_path: Path) -> None:
         histogram_key="{scene}.hist.png",
     )
     first = run(pipe, ledger=f"sqlite:///{tmp_path / 'l.db'}")
-    assert first.counts["objects_written"] == 1
+    assert first.counts.objects_written == 1
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
@@ -193,13 +193,13 @@ def test_outputs_title_histograms_and_rerun(tmp_path: Path) -> None:
 
     # A new run of the same pipeline (no ledger memory): outputs are current, not rewritten.
     again = run(pipe)
-    assert again.counts["objects_current"] == 1 and again.counts["objects_written"] == 0
+    assert again.counts.objects_current == 1 and again.counts.objects_written == 0
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
     # A changed band file makes the scene's outputs stale.
     src = tmp_path / "src" / f"{SCENE}_B3.TIF"
     os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))
     third = run(pipe)
-    assert third.counts["objects_written"] == 1
+    assert third.counts.objects_written == 1
 
 
 def test_picture_only(tmp_path: Path) -> None:
@@ -310,7 +310,7 @@ def test_missing_band_fails_the_scene(tmp_path: Path) -> None:
     src = _two_scenes(tmp_path)
     (src / "bad" / "BAD_B2.TIF").unlink()
     summary = run(composite_pipeline(src, tmp_path / "out"))
-    assert summary.counts["tasks_done"] == 1 and summary.counts["tasks_failed"] == 1
+    assert summary.counts.tasks_done == 1 and summary.counts.tasks_failed == 1
     message = _failure(summary)
     assert "InputError" in message and "band(s) 2" in message and "found bands: 3, 4" in message
     assert (tmp_path / "out" / "good" / "GOOD_true-color.tif").exists()
@@ -432,4 +432,4 @@ def test_scene_in_s3_to_s3(tmp_path: Path, s3_env: object) -> None:
     lows, highs = exact_percentiles(bands)
     assert np.abs(read(cog).astype(int) - reference(bands, lows, highs)).max() <= 1
     again = run(composite_pipeline(f"{url}/c2", f"{url}/out", histogram_key="{scene}.h.png"))
-    assert again.counts["objects_current"] == 1
+    assert again.counts.objects_current == 1

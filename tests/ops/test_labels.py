@@ -92,7 +92,7 @@ def test_static_labels_sidecar_properties_and_skip(tmp_path: Path) -> None:
     }
     p = pipeline(src, out, step)
     first = run(p, tmp_path)
-    assert first.state == "done" and first.counts["objects_written"] == 2
+    assert first.state == "done" and first.counts.objects_written == 2
     doc = json.loads((out / "naip" / "a.labels.json").read_text())
     assert doc["labeler"] == {"name": "static", "version": "1"}
     assert doc["source"]["key"] == "naip/a.tif" and doc["source"]["etag"]
@@ -103,13 +103,13 @@ def test_static_labels_sidecar_properties_and_skip(tmp_path: Path) -> None:
 
     # Changing nothing: tasks are skipped; a lost ledger still rewrites nothing.
     again = run(p, tmp_path / "other-ledger")
-    assert again.counts["objects_written"] == 0 and again.counts["objects_current"] == 2
+    assert again.counts.objects_written == 0 and again.counts.objects_current == 2
 
     # A new labeller version relabels.
     bumped = pipeline(src, out, {**step, "options": {**step["options"], "version": "2"}})
     assert bumped.steps[0].labeler_version == "2"
     third = run(bumped, tmp_path)
-    assert third.counts["objects_written"] == 2
+    assert third.counts.objects_written == 2
     assert json.loads((out / "naip/a.labels.json").read_text())["labeler"]["version"] == "2"
 
 
@@ -140,7 +140,7 @@ def test_batches_within_a_task_and_a_bad_image_fails_alone(tmp_path: Path) -> No
     step = {"labeler": SLOW, "options": {"log": str(log), "seconds": 0}, "batch_size": 4}
     p = pipeline(src, tmp_path / "out", step, partition={"by": "count", "size": 100})
     summary = run(p, tmp_path)
-    assert summary.counts["objects_written"] == 7 and summary.counts["objects_failed"] == 1
+    assert summary.counts.objects_written == 7 and summary.counts.objects_failed == 1
     sizes = [int(line.split()[3]) for line in log.read_text().splitlines()]
     # bad.jpg sorts first: its batch of 4 fails, is split into calls of 1, the rest goes in 4s.
     assert sizes[0] == 4 and sizes.count(1) == 4 and sum(sizes) == 8 + 4
@@ -163,7 +163,7 @@ def test_throttled_calls_pause_and_retry(monkeypatch: pytest.MonkeyPatch, tmp_pa
     counter.unlink()
     failing = pipeline(src, tmp_path / "out2", {**step, "retries": 1}, attempts=1)
     summary = run(failing, tmp_path / "l2")
-    assert summary.counts["objects_failed"] == 1
+    assert summary.counts.objects_failed == 1
     assert "still throttled after 2 attempts" in summary.failures[0].failures[0]["error"]
 
 
@@ -198,7 +198,7 @@ def test_limits_hold_across_two_worker_processes(tmp_path: Path) -> None:
     p = pipeline(src, tmp_path / "out", step, executor="local", workers=2, threads=4)
     started = time.monotonic()
     summary = run(p, tmp_path)
-    assert summary.state == "done" and summary.counts["objects_written"] == 16
+    assert summary.state == "done" and summary.counts.objects_written == 16
     starts, peak, pids = starts_and_overlap(log)
     assert len(starts) == 16 and len(pids) == 2
     assert peak == 2  # never more than the cap, and the cap is reached
@@ -282,7 +282,7 @@ def test_limits_hold_across_dask_workers(tmp_path: Path) -> None:
         address = cluster.scheduler_address.removeprefix("tcp://")
         p = pipeline(src, tmp_path / "out", step, executor=f"dask://{address}")
         summary = run(p, tmp_path)
-    assert summary.state == "done" and summary.counts["objects_written"] == 12
+    assert summary.state == "done" and summary.counts.objects_written == 12
     starts, peak, pids = starts_and_overlap(log)
     assert len(starts) == 12 and len(pids) == 2
     assert peak <= 2 and max_in_window(starts) <= 5

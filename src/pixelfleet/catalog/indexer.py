@@ -18,7 +18,7 @@ class ItemIndexer:
     """Collects finished tasks' STAC items and upserts them into the catalog in batches."""
 
     BATCH = 500
-    SECONDS = 1.0
+    SECONDS = 0.2
 
     def __init__(self, catalog: Catalog, run_id: str, owned: bool):
         self.catalog = catalog

@@ -141,7 +141,7 @@ def main() -> int:
             click.secho(f"\n== pixelfleet run {PIPELINE}   (again: nothing to redo)", bold=True)
             second = Runner(pipeline, ledger, progress=False).run()
             show_summary(second)
-        indexed = fill_catalog(pipeline, first.counts.get("items_indexed", 0))
+        indexed = fill_catalog(pipeline, first.counts.items_indexed)
     except PixelfleetError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1

@@ -68,22 +68,22 @@ def show_summary(summary: RunSummary) -> None:
         bold=True,
     )
     click.echo(
-        f"  tasks:   {c.get('tasks_done', 0)} done, {c.get('tasks_failed', 0)} failed,"
-        f" {c.get('tasks_skipped', 0)} already done (skipped), {c.get('retries', 0)} retries"
+        f"  tasks:   {c.tasks_done} done, {c.tasks_failed} failed,"
+        f" {c.tasks_skipped} already done (skipped), {c.retries} retries"
     )
     click.echo(
-        f"  objects: {c.get('objects_written', 0)} written, {c.get('objects_current', 0)} already"
-        f" current, {c.get('objects_failed', 0)} failed, {c.get('objects_skipped', 0)} skipped"
-        f" with their task; {human_bytes(c.get('bytes', 0))} of sources processed"
+        f"  objects: {c.objects_written} written, {c.objects_current} already"
+        f" current, {c.objects_failed} failed, {c.objects_skipped} skipped"
+        f" with their task; {human_bytes(c.bytes)} of sources processed"
     )
-    if c.get("objects_missing"):
+    if c.objects_missing:
         click.echo(
-            f"  missing: {plural(c['objects_missing'], 'object')} skipped-missing"
+            f"  missing: {plural(c.objects_missing, 'object')} skipped-missing"
             " (listed, but gone when read: not a failure)"
         )
     click.echo(f"  outputs: {where(summary.output_url)}")
-    if c.get("items_indexed"):
-        click.echo(f"  catalog: {c['items_indexed']} STAC items indexed")
+    if c.items_indexed:
+        click.echo(f"  catalog: {c.items_indexed} STAC items indexed")
     if summary.failures:
         click.echo("  failures:")
         show_failures(summary.failures)

@@ -80,7 +80,7 @@ def run(
             return
         summary = runner.run()
     show_summary(summary)
-    if only and not summary.counts.get("tasks_planned"):
+    if only and not summary.counts.tasks_planned:
         click.echo(
             f"warning: no task group matched --only {', '.join(only)}; "
             "`--dry-run` without --only lists the groups",

@@ -8,11 +8,16 @@ archives mix ``.tif`` and ``.TIF``.
 
 from __future__ import annotations
 
+import mimetypes
+import posixpath
 import re
 from collections.abc import Callable, Iterator, Sequence
 
 from pixelfleet.errors import ConfigError
 from pixelfleet.models import Entry
+from pixelfleet.settings import Settings, get_settings
+from pixelfleet.sources.base import Source
+from pixelfleet.storage import open_storage
 from pixelfleet.storage.base import Storage
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -95,3 +100,60 @@ def select(
     for entry in storage.scan(literal_prefix(include, ignore_case)):
         if wanted(entry.key) and not unwanted(entry.key):
             yield entry
+
+
+def with_extensions(entries: Iterator[Entry], content_types: Sequence[str]) -> Iterator[Entry]:
+    """Only the entries whose extension is one of ``content_types``' (all when empty)."""
+    if not content_types:
+        return entries
+    extensions = extensions_for(content_types)
+    return (e for e in entries if posixpath.splitext(e.key)[1].lower() in extensions)
+
+
+def extensions_for(content_types: Sequence[str]) -> set[str]:
+    """File extensions of MIME types, e.g. ``image/jpeg`` -> ``.jpg .jpeg .jpe``."""
+    out: set[str] = set()
+    for ctype in content_types:
+        found = mimetypes.guess_all_extensions(ctype.strip().lower(), strict=False)
+        if not found:
+            raise ConfigError(
+                f"content type {ctype!r} has no known file extension; use one such as "
+                "image/jpeg, image/png or image/tiff, or filter with include globs"
+            )
+        out.update(e.lower() for e in found)
+    return out
+
+
+class ListingSource(Source):
+    """The objects of a storage URL that the globs and content types select, in key order.
+
+    The listing streams (pages of keys as the storage returns them) and ends with the
+    last object.
+    """
+
+    name = "listing"
+
+    def __init__(
+        self,
+        url: str,
+        include: Sequence[str] = ("**/*",),
+        exclude: Sequence[str] = (),
+        ignore_case: bool = True,
+        content_types: Sequence[str] = (),
+        settings: Settings | None = None,
+    ):
+        self.url = url
+        self.include, self.exclude = list(include), list(exclude)
+        self.ignore_case = ignore_case
+        self.content_types = list(content_types)
+        extensions_for(self.content_types)  # a bad content type fails here, not mid-run
+        self._storage = open_storage(url, settings or get_settings())
+
+    def entries(self) -> Iterator[Entry]:
+        """The selected objects, as the storage lists them."""
+        listed = select(self._storage, self.include, self.exclude, self.ignore_case)
+        return with_extensions(listed, self.content_types)
+
+    def describe(self) -> str:
+        """``listing of URL``."""
+        return f"listing of {self.url}"

@@ -30,7 +30,6 @@ import gzip
 import hashlib
 import io
 import json
-import mimetypes
 import posixpath
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -41,7 +40,8 @@ from typing import Any
 from pixelfleet.errors import InventoryError, MissingExtraError, ObjectNotFoundError
 from pixelfleet.models import Entry
 from pixelfleet.settings import Settings, get_settings
-from pixelfleet.sources.listing import compile_globs
+from pixelfleet.sources.base import Source
+from pixelfleet.sources.listing import compile_globs, extensions_for
 from pixelfleet.storage import open_storage
 from pixelfleet.storage.base import Storage
 
@@ -203,20 +203,6 @@ def source_bucket_prefix(source_url: str, manifest: Manifest) -> tuple[str, str]
     return manifest.source_bucket, ""
 
 
-def extensions_for(content_types: Sequence[str]) -> set[str]:
-    """File extensions of MIME types, e.g. ``image/jpeg`` -> ``.jpg .jpeg .jpe``."""
-    out: set[str] = set()
-    for ctype in content_types:
-        found = mimetypes.guess_all_extensions(ctype.strip().lower(), strict=False)
-        if not found:
-            raise InventoryError(
-                f"content type {ctype!r} has no known file extension; use one such as "
-                "image/jpeg, image/png or image/tiff, or filter with include globs"
-            )
-        out.update(e.lower() for e in found)
-    return out
-
-
 def read_rows(
     manifest: Manifest, root: Storage, data_file: DataFile
 ) -> list[tuple[str, int, str, float]]:
@@ -321,3 +307,41 @@ def _timestamp(value: Any) -> float:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
+
+
+class InventorySource(Source):
+    """The source's objects as an S3 Inventory report lists them (no bucket listing).
+
+    The manifest is read and its checksum verified when the source is made, so a bad
+    report fails before the run starts.
+    """
+
+    name = "s3-inventory"
+
+    def __init__(
+        self,
+        manifest_url: str,
+        source_url: str,
+        include: Sequence[str] = ("**/*",),
+        exclude: Sequence[str] = (),
+        ignore_case: bool = True,
+        content_types: Sequence[str] = (),
+        settings: Settings | None = None,
+    ):
+        self.manifest_url = manifest_url
+        self.source_url = source_url
+        self._manifest, self._root = read_manifest(manifest_url, settings)
+        self._filters = (list(include), list(exclude), ignore_case, list(content_types))
+        source_bucket_prefix(source_url, self._manifest)  # the wrong bucket fails here
+
+    def entries(self) -> Iterator[Entry]:
+        """The report's objects under the source, through the globs and content types."""
+        include, exclude, ignore_case, content_types = self._filters
+        return inventory_entries(
+            self._manifest, self._root, self.source_url, include, exclude, ignore_case,
+            content_types,
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        """``S3 Inventory MANIFEST``."""
+        return f"S3 Inventory {self.manifest_url}"
