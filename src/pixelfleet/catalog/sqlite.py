@@ -27,7 +27,7 @@ from pixelfleet.catalog.query import (
 from pixelfleet.catalog.sqlite_search import ROWID_MASK, SqliteSearch, fts_key
 from pixelfleet.catalog.values import item_bbox, item_interval
 from pixelfleet.errors import CatalogError, ItemNotFoundError
-from pixelfleet.ledger.sqlite import sqlite_path
+from pixelfleet.urls import sqlite_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stac_collections (
@@ -86,7 +86,7 @@ class SqliteCatalog(SqliteSearch, Catalog):
 
     def __init__(self, url: str):
         self.url = url
-        path = sqlite_path(url)
+        path = sqlite_path(url, "catalog")
         self._lock = threading.Lock()
         try:
             if path != ":memory:":

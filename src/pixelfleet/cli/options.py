@@ -7,9 +7,9 @@ import os
 import click
 
 from pixelfleet.ledger import Ledger, open_ledger
-from pixelfleet.ledger.sqlite import sqlite_path
 from pixelfleet.pipeline import Pipeline
 from pixelfleet.settings import get_settings
+from pixelfleet.urls import sqlite_path
 
 ledger_option = click.option(
     "--ledger",

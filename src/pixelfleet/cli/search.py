@@ -25,7 +25,7 @@ def existing_catalog_url(url: str | None) -> str:
     that a typo or the wrong folder is an error rather than a new, empty catalog."""
     url = url or get_settings().catalog_url
     if url.startswith("sqlite:///"):
-        from pixelfleet.ledger.sqlite import sqlite_path
+        from pixelfleet.urls import sqlite_path
 
         path = sqlite_path(url)
         if path != ":memory:" and not os.path.exists(path):

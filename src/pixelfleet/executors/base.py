@@ -17,6 +17,8 @@ from pixelfleet.models import TaskResult
 
 #: The function every executor calls in its workers, by reference (never pickled).
 WORKER_FUNCTION = "pixelfleet.worker:execute"
+#: What a worker process calls once with the context, before its first job (by reference).
+WORKER_PREPARE = "pixelfleet.worker:prepare"
 
 
 @dataclass(frozen=True)

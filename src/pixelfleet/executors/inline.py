@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections import deque
 
-from pixelfleet.executors.base import Executor, Job
+from pixelfleet.executors.base import WORKER_FUNCTION, Executor, Job
 from pixelfleet.models import TaskResult
-from pixelfleet.worker import execute
+from pixelfleet.registry import load_reference
 
 
 class InlineExecutor(Executor):
@@ -18,6 +18,7 @@ class InlineExecutor(Executor):
     def __init__(self, address: str = "", workers: int | None = None, threads: int = 1):
         self._queue: deque[Job] = deque()
         self._context = ""
+        self._execute = load_reference(WORKER_FUNCTION)
 
     def start(self, context: str, timeout: float) -> None:
         self._context = context
@@ -29,7 +30,7 @@ class InlineExecutor(Executor):
         if not self._queue:
             return []
         job = self._queue.popleft()
-        return [TaskResult.from_dict(json.loads(execute(self._context, job.payload)))]
+        return [TaskResult.from_dict(json.loads(self._execute(self._context, job.payload)))]
 
     def close(self) -> None:
         self._queue.clear()

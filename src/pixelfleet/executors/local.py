@@ -44,7 +44,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pixelfleet.errors import ConfigError, TaskTimeoutError, WorkerLostError
-from pixelfleet.executors.base import WORKER_FUNCTION, Executor, Job
+from pixelfleet.executors.base import WORKER_FUNCTION, WORKER_PREPARE, Executor, Job
 from pixelfleet.models import TaskResult
 
 #: Workers that die before they are ready, one after another, before the run gives up.
@@ -387,9 +387,7 @@ def _serve(conn: Connection, context: str, threads: int, title: str) -> None:
     # one-off cost never counts against the first job's timeout. A pipeline that fails
     # here fails again inside each job, which reports it.
     with contextlib.suppress(Exception):
-        from pixelfleet.worker import prepare
-
-        prepare(context)
+        load_reference(WORKER_PREPARE)(context)
     send(("ready", os.getpid()))
     pool = ThreadPoolExecutor(threads, thread_name_prefix=title)
     try:

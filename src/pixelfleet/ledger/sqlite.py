@@ -10,8 +10,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pixelfleet.errors import ConfigError
 from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
+from pixelfleet.urls import sqlite_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -54,19 +54,6 @@ _TASK_COLUMNS = (
 
 # Columns added after the first schema, with their definitions: added to older files on open.
 _ADDED_TASK_COLUMNS = {"n_missing": "INTEGER NOT NULL DEFAULT 0"}
-
-
-def sqlite_path(url: str) -> str:
-    """The file a ``sqlite:///`` URL names (``:memory:`` kept as is)."""
-    if not url.startswith("sqlite:///"):
-        raise ConfigError(
-            f"ledger URL {url!r} is not a SQLite URL; use sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db"
-        )
-    path = url[len("sqlite:///") :]
-    if not path:
-        raise ConfigError(f"ledger URL {url!r} names no file; e.g. sqlite:///pixelfleet.db")
-    return path
 
 
 class SqliteLedger(Ledger):
