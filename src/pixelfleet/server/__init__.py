@@ -13,6 +13,8 @@ from typing import Any
 from pixelfleet.errors import MissingExtraError
 from pixelfleet.settings import Settings, get_settings
 
+__all__ = ["create_app"]
+
 
 def create_app(
     settings: Settings | None = None,
