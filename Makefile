@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-catalog clean
+.PHONY: demo test lint bench bench-catalog screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
+
+# Refresh the screenshots docs/ shows (the browser tests write to a temp folder otherwise).
+screenshots: $(STAMP)
+	$(BIN)/python -m pytest -q tests/server/test_browser.py --screenshots docs/screenshots
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/thumbnails.py

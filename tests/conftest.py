@@ -12,6 +12,11 @@ DATA = REPO / "tests" / "data"
 SHARED_SAMPLES = REPO.parent / "shared" / "samples"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--screenshots DIR``: keep the browser tests' screenshots there (default: a temp dir)."""
+    parser.addoption("--screenshots", default=None, help="folder for browser screenshots")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test gets its own ledger path and fresh settings."""

@@ -1,6 +1,8 @@
 """The pages in headless Chromium (Debian's, driven by playwright): search, thumbnails, item.
 
-Screenshots of each page are kept in docs/screenshots/.
+Screenshots of each page go to a temporary folder (a test run changes no tracked file);
+``make screenshots`` runs these tests with ``--screenshots docs/screenshots`` to refresh
+the ones the docs show.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from server_helpers import fill_demo_catalog, live_server
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -28,6 +29,13 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+@pytest.fixture(scope="module")
+def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``--screenshots DIR`` if given, else a temporary folder."""
+    chosen = request.config.getoption("--screenshots")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +72,8 @@ def loaded_images(page: Any) -> tuple[int, int]:
     )
 
 
-def test_search_shows_thumbnails_and_opens_an_item(page: Any, base: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_search_shows_thumbnails_and_opens_an_item(page: Any, base: str, shots: Path) -> None:
+    shots.mkdir(parents=True, exist_ok=True)
     page.goto(f"{base}/")
     page.wait_for_load_state("networkidle")
     cards = page.locator(".card")
@@ -73,7 +81,7 @@ def test_search_shows_thumbnails_and_opens_an_item(page: Any, base: str) -> None
     shown, broken = loaded_images(page)
     assert (shown, broken) == (15, 0)
     assert page.locator(".none").count() == 0
-    page.screenshot(path=str(SHOTS / "search.png"), full_page=True)
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
 
     page.fill("input[name=q]", "cat")
     page.click("button[type=submit]")
@@ -81,7 +89,7 @@ def test_search_shows_thumbnails_and_opens_an_item(page: Any, base: str) -> None
     assert page.locator(".card").count() == 1
     assert "chelsea.png" in page.locator(".card").inner_text()
     assert loaded_images(page) == (1, 0)
-    page.screenshot(path=str(SHOTS / "search-cat.png"), full_page=True)
+    page.screenshot(path=str(shots / "search-cat.png"), full_page=True)
 
     page.goto(f"{base}/?collection=demo&start=2016-01-01&end=2016-12-31&bbox=-79,36,-77,37")
     page.wait_for_load_state("networkidle")
@@ -92,19 +100,19 @@ def test_search_shows_thumbnails_and_opens_an_item(page: Any, base: str) -> None
     assert loaded_images(page) == (1, 0)
     assert page.locator("svg.outline polygon").count() == 1
     assert "EPSG:26917" in page.content()
-    page.screenshot(path=str(SHOTS / "item.png"), full_page=True)
+    page.screenshot(path=str(shots / "item.png"), full_page=True)
 
 
-def test_bad_input_and_runs_page(page: Any, base: str) -> None:
+def test_bad_input_and_runs_page(page: Any, base: str, shots: Path) -> None:
     page.goto(f"{base}/?bbox=1,2")
     assert "bbox" in page.locator(".error").inner_text()
     page.goto(f"{base}/items/demo/photos/chelsea.png")
     page.wait_for_load_state("networkidle")
     assert "cat" in page.locator(".chips").inner_text()
     assert "no georeference" in page.content()
-    page.screenshot(path=str(SHOTS / "item-photo.png"), full_page=True)
+    page.screenshot(path=str(shots / "item-photo.png"), full_page=True)
     page.goto(f"{base}/runs")
     assert page.locator("table.runs tr.done").count() == 1
     assert "100%" in page.locator("table.runs").inner_text()
     assert page.locator("table.runs tr.done td").nth(4).inner_text() == "15"
-    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.screenshot(path=str(shots / "runs.png"), full_page=True)
