@@ -117,3 +117,38 @@ class LabelOp(Op):
         for record in outputs:
             return {"labels": json.loads(ctx.output.read(record.key))}
         return {}
+
+
+# -- Errors a plug-in op raises (appended for the worker's retry tests) ----------------------
+from pixelfleet.errors import InputError  # noqa: E402
+
+FAILING_OP = "ops_for_tests:FailingOp"
+
+
+class PluginInputError(InputError):
+    """A plug-in op's own kind of bad input: permanent, as every ``InputError`` is."""
+
+
+class FailingConfig(OpConfig):
+    """Settings of :class:`FailingOp` (none)."""
+
+
+class FailingOp(Op):
+    """Fail as the source text says: ``plugin-input`` raises :class:`PluginInputError`,
+    ``transient`` a plain ``OSError``; anything else writes ``{stem}.out``."""
+
+    name = "test-failing"
+    Config = FailingConfig
+    runs: dict[str, int] = {}
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        return [render_key("{stem}.out", entry.key)]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        type(self).runs[entry.key] = type(self).runs.get(entry.key, 0) + 1
+        text = ctx.source.read(entry.key).decode().strip()
+        if text == "plugin-input":
+            raise PluginInputError(f"{entry.key}: not the kind of input this step takes")
+        if text == "transient":
+            raise OSError(f"{entry.key}: connection reset (try again)")
+        return [ctx.write(self, entry, self.output_keys(entry)[0], b"ok")]

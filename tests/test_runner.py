@@ -160,10 +160,10 @@ def test_interrupted_run_resumes(
 ) -> None:
     out = tmp_path / "out"
     pipeline = make_pipeline(bucket, out)
-    import pixelfleet.executors.inline as inline
+    import pixelfleet.worker as worker
 
     calls = {"n": 0}
-    real = inline.execute
+    real = worker.execute
 
     def flaky(context: str, payload: str) -> str:
         calls["n"] += 1
@@ -171,14 +171,14 @@ def test_interrupted_run_resumes(
             raise KeyboardInterrupt
         return real(context, payload)
 
-    monkeypatch.setattr(inline, "execute", flaky)
+    monkeypatch.setattr(worker, "execute", flaky)
     with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
         with pytest.raises(KeyboardInterrupt):
             Runner(pipeline, ledger).run()
         run = ledger.get_run()
         assert run.state == "interrupted"
         assert ledger.state_counts(run.run_id).get("done") == 2
-        monkeypatch.setattr(inline, "execute", real)
+        monkeypatch.setattr(worker, "execute", real)
         resumed = Runner(pipeline, ledger).run()
     assert resumed.counts.tasks_skipped == 2
     assert resumed.counts.tasks_done == 4

@@ -92,22 +92,15 @@ class AuthError(PixelfleetError, PermissionError):
     """A request that changes data came without the right API token."""
 
 
-def is_permanent(error_type: str) -> bool:
-    """Tell whether a task error of this class name should not be retried."""
-    return error_type in _PERMANENT
-
-
-_PERMANENT = {
-    cls.__name__
-    for cls in (
-        InputError,
-        UnsupportedFormatError,
-        ImageTooLargeError,
-        CorruptInputError,
-        UnsafeKeyError,
-        ConfigError,
-        UnknownNameError,
-        MissingExtraError,
-        ObjectNotFoundError,
-    )
-}
+#: The errors retrying cannot help: bad input or bad configuration. A task failing with
+#: one of these (or any subclass, such as a plug-in op's own ``InputError``) is not tried
+#: again. The worker decides with ``isinstance`` where the exception is caught and
+#: carries the answer in its result (``EntryResult.permanent``, ``TaskResult.permanent``).
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    InputError,
+    UnsafeKeyError,
+    ConfigError,
+    UnknownNameError,
+    MissingExtraError,
+    ObjectNotFoundError,
+)

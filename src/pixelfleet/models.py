@@ -15,7 +15,6 @@ from pixelfleet.errors import PERMANENT_ERRORS
 
 #: ``skipped-missing``: the object was listed (e.g. in an S3 Inventory) but was gone when read.
 EntryState = Literal["done", "skipped", "failed", "skipped-missing"]
-TaskState = Literal["pending", "running", "done", "failed"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """``pixelfleet index``: rebuild a pipeline's STAC items from its sources and current outputs.
 
-Nothing is rendered: each object's header is read for its item, and outputs that are
-current are described in it (the others left out). Use it after adding a
-``[catalog]`` to a pipeline whose tasks are already done, or to refill a catalog.
+Nothing is rendered: the worker runs in ``"index"`` mode (see
+:data:`~pixelfleet.ops.base.Mode`). Each object is checked as ``pixelfleet run`` checks
+it (an object ``run`` refuses fails here with the same message, before anything is
+decoded), its header is read for its item, and outputs that are current are described
+in it (the others left out). Use it after adding a ``[catalog]`` to a pipeline whose
+tasks are already done, or to refill a catalog.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def reindex(
         entries = select(source, src.include, src.exclude, src.ignore_case)
 
         def one(entry: Entry) -> EntryResult:
-            return process_entry(prepared, entry, render=False)
+            return process_entry(prepared, entry, "index")
 
         pending = []
         with ThreadPoolExecutor(max_workers=threads) as pool:

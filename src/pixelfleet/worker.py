@@ -13,17 +13,19 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pixelfleet.errors import PixelfleetError
+from pixelfleet.errors import PERMANENT_ERRORS, PixelfleetError
 from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult, one_line
 from pixelfleet.ops import Op, OpContext
-from pixelfleet.ops.base import group_entry
+from pixelfleet.ops.base import Mode, group_entry
 from pixelfleet.settings import get_settings
 from pixelfleet.storage import open_storage
 
 if TYPE_CHECKING:  # items (and Pillow, pystac) are imported only by pipelines with a catalog
+    from pixelfleet.catalog.facts import SourceFacts
     from pixelfleet.catalog.items import ItemSettings
 
 
@@ -106,44 +108,49 @@ def prepare(context: str) -> _Prepared:
     return prepared
 
 
-def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> EntryResult:
+def process_entry(prepared: _Prepared, entry: Entry, mode: Mode = "render") -> EntryResult:
     """Run every op on one entry; an exception fails this entry only.
 
     With a catalog, the entry's STAC item is built from the source and the outputs.
-    ``render=False`` (``pixelfleet index``) runs no op: outputs that are current are
-    described in the item, the others left out.
+    In ``"index"`` mode (``pixelfleet index``; see :data:`~pixelfleet.ops.base.Mode`)
+    no op runs: the source is checked first, as rendering checks it (same limits, same
+    messages, nothing decoded), then the outputs that are current are described in the
+    item and the others left out.
     """
     started = time.perf_counter()
     outputs: list[OutputRecord] = []
     properties: dict[str, Any] = {}
     item = None
     state = "skipped"
+    ctx = prepared.ctx
     try:
+        facts = _checked_facts(prepared, [entry], mode)
         for op in prepared.ops:
             if op.scope == "task":
                 continue  # run once per task by process_group
             keys = op.output_keys(entry)
-            existing = [prepared.ctx.output.head(k) for k in keys]
-            if keys and all(op.is_current(out, entry) for out in existing):
-                mine = [op.current_record(o) for o in existing if o is not None]
-            elif render:
-                mine = op.run(prepared.ctx, entry)
+            existing = [ctx.output.head(k) for k in keys]
+            current = [o for o in existing if o is not None and op.is_current(o, entry)]
+            if mode == "render" and (not keys or len(current) < len(keys)):
+                mine = op.run(ctx, entry)
                 state = "done"
             else:
-                mine = [
-                    op.current_record(o)
-                    for o in existing
-                    if o is not None and op.is_current(o, entry)
-                ]
+                mine = [op.current_record(o) for o in current]
             outputs.extend(mine)
             if prepared.items is not None:
-                properties.update(op.item_properties(prepared.ctx, entry, mine))
+                properties.update(op.item_properties(ctx, entry, mine))
         if prepared.items is not None:
             from pixelfleet.catalog.items import build_item
 
-            ctx = prepared.ctx
             item = build_item(
-                ctx.source, ctx.output, entry, outputs, properties, prepared.items, ctx.settings
+                ctx.source,
+                ctx.output,
+                entry,
+                outputs,
+                properties,
+                prepared.items,
+                ctx.settings,
+                facts[0] if facts else None,
             )
     except Exception as exc:  # noqa: BLE001 - a bad input fails its own entry, never the run
         # Listed (e.g. by an S3 Inventory report) but deleted since: not a failure.
@@ -160,6 +167,21 @@ def process_entry(prepared: _Prepared, entry: Entry, render: bool = True) -> Ent
     )
 
 
+def _checked_facts(prepared: _Prepared, entries: Sequence[Entry], mode: Mode) -> list[SourceFacts]:
+    """In ``"index"`` mode with a catalog, each source's facts, read with the checks
+    rendering makes (an object ``run`` refuses raises the same ``InputError``).
+
+    In ``"render"`` mode the ops check what they read, and the item reads the facts
+    itself once they succeeded; without a catalog, index mode reads no source at all.
+    """
+    if mode != "index" or prepared.items is None:
+        return []
+    from pixelfleet.catalog.facts import read_facts
+
+    ctx = prepared.ctx
+    return [read_facts(ctx.source, e, ctx.settings, check=True) for e in entries]
+
+
 def failed_result(
     key: str,
     etag: str,
@@ -168,7 +190,12 @@ def failed_result(
     started: float,
     gone: bool = False,
 ) -> EntryResult:
-    """The result of an object (or scene) whose processing raised ``exc``."""
+    """The result of an object (or scene) whose processing raised ``exc``.
+
+    Whether retrying can help is decided here, by the error's class tree
+    (:data:`~pixelfleet.errors.PERMANENT_ERRORS`), so an op's own subclass of
+    ``InputError`` is permanent too.
+    """
     return EntryResult(
         key=key,
         etag=etag,
@@ -177,6 +204,7 @@ def failed_result(
         error_type=type(exc).__name__,
         error=one_line(str(exc)) or type(exc).__name__,
         seconds=time.perf_counter() - started,
+        permanent=not gone and isinstance(exc, PERMANENT_ERRORS),
     )
 
 
@@ -200,13 +228,14 @@ def merge_properties(outputs: list[OutputRecord]) -> dict[str, Any]:
     return merged
 
 
-def process_group(prepared: _Prepared, task: Task) -> EntryResult | None:
+def process_group(prepared: _Prepared, task: Task, mode: Mode = "render") -> EntryResult | None:
     """Run the task-scope ops once on all of a task's entries (a scene's band files).
 
     The result is reported under the task's group (the scene) with the combined
     etag of :func:`~pixelfleet.ops.base.group_entry`; the same rules hold as for one
-    object: outputs that are all current are skipped, and an exception fails this
-    scene only. Returns None when the pipeline has no task-scope op.
+    object: outputs that are all current are skipped, an exception fails this scene
+    only, and in ``"index"`` mode nothing is rendered (every band file is checked and
+    the current outputs described). Returns None when the pipeline has no task-scope op.
     """
     group_ops = [op for op in prepared.ops if op.scope == "task"]
     if not group_ops:
@@ -216,24 +245,33 @@ def process_group(prepared: _Prepared, task: Task) -> EntryResult | None:
     combined = group_entry(label, task.entries)
     outputs: list[OutputRecord] = []
     state = "skipped"
+    ctx = prepared.ctx
     try:
+        facts = _checked_facts(prepared, task.entries, mode)
         for op in group_ops:
             keys = op.output_keys_group(label, task.entries)
             if not keys:
                 continue  # the step does not apply to this scene
-            existing = [prepared.ctx.output.head(k) for k in keys]
-            if keys and all(op.is_current(out, combined) for out in existing):
-                outputs.extend(op.current_record(o) for o in existing if o is not None)
-                continue
-            outputs.extend(op.run_group(prepared.ctx, label, task.entries))
-            state = "done"
+            existing = [ctx.output.head(k) for k in keys]
+            current = [o for o in existing if o is not None and op.is_current(o, combined)]
+            if mode == "render" and len(current) < len(keys):
+                outputs.extend(op.run_group(ctx, label, task.entries))
+                state = "done"
+            else:
+                outputs.extend(op.current_record(o) for o in current)
         item = None
         if prepared.items is not None and task.entries:
             from pixelfleet.catalog.items import build_scene_item
 
-            ctx = prepared.ctx
             item = build_scene_item(
-                ctx.source, ctx.output, label, task.entries, outputs, prepared.items, ctx.settings
+                ctx.source,
+                ctx.output,
+                label,
+                task.entries,
+                outputs,
+                prepared.items,
+                ctx.settings,
+                facts[0] if facts else None,
             )
     except Exception as exc:  # noqa: BLE001 - a bad scene fails its own task, never the run
         return failed_result(label, combined.etag, exc, outputs, started)
@@ -252,8 +290,12 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(context: str, task: Task) -> TaskResult:
-    """Run a task in this process and return its result."""
+def run_task(context: str, task: Task, mode: Mode = "render") -> TaskResult:
+    """Run a task in this process and return its result.
+
+    The task is permanent (not worth another attempt) when it failed and every
+    failure in it is (:func:`failed_result`).
+    """
     started = time.perf_counter()
     try:
         prepared = prepare(context)
@@ -261,19 +303,21 @@ def run_task(context: str, task: Task) -> TaskResult:
         return TaskResult.crashed(task.id, exc, worker_name())
     results = []
     if any(op.scope == "entry" for op in prepared.ops):
-        for op in prepared.ops:
-            op.start_task(prepared.ctx, task.entries)
-        results = [process_entry(prepared, entry) for entry in task.entries]
-    scene = process_group(prepared, task)
+        if mode == "render":
+            for op in prepared.ops:
+                op.start_task(prepared.ctx, task.entries)
+        results = [process_entry(prepared, entry, mode) for entry in task.entries]
+    scene = process_group(prepared, task, mode)
     if scene is not None:
         results.append(scene)
-    failed = any(r.state == "failed" for r in results)
+    failures = [r for r in results if r.state == "failed"]
     return TaskResult(
         task_id=task.id,
-        state="failed" if failed else "done",
+        state="failed" if failures else "done",
         entries=results,
         seconds=time.perf_counter() - started,
         worker=worker_name(),
+        permanent=bool(failures) and all(r.permanent for r in failures),
     )
 
 

@@ -2,21 +2,26 @@
 
 Rasters are opened with the GTiff driver only, like thumbnails (a VRT in disguise
 is refused); no pixel is read. Photos are parsed with the one Pillow reader their
-first bytes name, and only their EXIF block is looked at.
+first bytes name, and only their EXIF block is looked at (never decoding a pixel,
+PNGs included). The format, byte-size and pixel-count checks are the ones rendering
+makes (:func:`~pixelfleet.imagery.reading.check_source`), so ``pixelfleet index``
+refuses what ``pixelfleet run`` refuses, with the same messages.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pixelfleet.errors import CorruptInputError, UnsupportedFormatError
-from pixelfleet.imagery.reading import sniff_format
-from pixelfleet.models import Entry, one_line
+from pixelfleet.errors import InputError
+from pixelfleet.imagery.reading import SNIFF_BYTES, check_source
+from pixelfleet.models import Entry
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage
 
@@ -44,16 +49,30 @@ class SourceFacts:
     extensions: list[str] = field(default_factory=list)
 
 
-def read_facts(storage: Storage, entry: Entry, settings: Settings) -> SourceFacts:
-    """Read a source's header (never its pixels) for its item."""
-    head = storage.read(entry.key, 0, min(entry.size, 64)) if entry.size else b""
+def read_facts(
+    storage: Storage, entry: Entry, settings: Settings, *, check: bool = False
+) -> SourceFacts:
+    """Read a source's header (never its pixels) for its item.
+
+    With ``check``, an object ``pixelfleet run`` would refuse is refused here too, with
+    the same :class:`~pixelfleet.errors.InputError` and message, before anything is
+    decoded (:func:`~pixelfleet.imagery.reading.check_source`, then the photo's pixel
+    count once its header is parsed): that is how ``pixelfleet index``, which runs no
+    step, checks its inputs. Without it (items built by ``run``, whose steps checked
+    the object already), an object that is not an image, or a photo too large to
+    read, gets an item without facts.
+    """
+    label = storage.describe(entry.key)
+    head = storage.read(entry.key, 0, min(entry.size, SNIFF_BYTES)) if entry.size else b""
     try:
-        fmt = sniff_format(head)
-    except UnsupportedFormatError:
+        fmt = check_source(head, entry.size, label, settings)
+    except InputError:
+        if check:
+            raise
         return SourceFacts()
     if fmt == "GTiff":
         return raster_facts(storage, entry)
-    facts = photo_facts(storage, entry, fmt, settings)
+    facts = photo_facts(storage, entry, fmt, settings, check=check)
     facts.media_type = _PHOTO_TYPES.get(fmt)
     return facts
 
@@ -65,10 +84,11 @@ def raster_facts(storage: Storage, entry: Entry) -> SourceFacts:
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     from pixelfleet.imagery.rasters import GDAL_OPTIONS
-    from pixelfleet.imagery.reading import raster_opener
+    from pixelfleet.imagery.reading import raster_opener, unreadable_raster
 
     label = storage.describe(entry.key)
     path = storage.local_path(entry.key)
+    opened = path or ""
     try:
         with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
             # A TIFF without georeferencing is expected here (it gets no footprint).
@@ -77,13 +97,17 @@ def raster_facts(storage: Storage, entry: Entry) -> SourceFacts:
                 with rasterio.open(path, driver="GTiff") as src:
                     return _dataset_facts(src)
             with storage.open(entry.key, entry.size) as f:
-                fake, opener, _ = raster_opener(f)  # type: ignore[arg-type]
-                with rasterio.open(fake, driver="GTiff", opener=opener) as src:
-                    return _dataset_facts(src)
+                opened, opener, failures = raster_opener(f)  # type: ignore[arg-type]
+                try:
+                    with rasterio.open(opened, driver="GTiff", opener=opener) as src:
+                        return _dataset_facts(src)
+                except (RasterioError, CPLE_BaseError):
+                    # GDAL reports a failed read as a bad file; a storage error is not one.
+                    if failures:
+                        raise failures[0] from None
+                    raise
     except (RasterioError, CPLE_BaseError) as exc:
-        raise CorruptInputError(
-            f"{label}: cannot read its GeoTIFF header for the catalog ({one_line(str(exc))})"
-        ) from exc
+        raise unreadable_raster(label, opened, exc) from exc
 
 
 def _dataset_facts(src: Any) -> SourceFacts:
@@ -141,20 +165,30 @@ def _plain(geometry: dict[str, Any]) -> dict[str, Any]:
     return {"type": geometry["type"], "coordinates": conv(geometry["coordinates"])}
 
 
-def photo_facts(storage: Storage, entry: Entry, fmt: str, settings: Settings) -> SourceFacts:
-    """Datetime (EXIF DateTimeOriginal), size and, with EXIF GPS, a point for a photo."""
-    from pixelfleet.imagery.photos import open_photo
+def photo_facts(
+    storage: Storage, entry: Entry, fmt: str, settings: Settings, *, check: bool = False
+) -> SourceFacts:
+    """Datetime (EXIF DateTimeOriginal), size and, with EXIF GPS, a point for a photo.
+
+    Only the header is parsed; with ``check``, a pixel count over ``max_image_pixels``
+    raises :class:`~pixelfleet.errors.ImageTooLargeError` as rendering would.
+    """
+    from pixelfleet.imagery.photos import check_pixels, open_photo
 
     facts = SourceFacts()
     if entry.size > settings.max_object_bytes:
         return facts
     data = storage.read(entry.key)
-    image = open_photo(io.BytesIO(data), fmt, storage.describe(entry.key), settings)
+    label = storage.describe(entry.key)
+    image = open_photo(io.BytesIO(data), fmt, label, settings)
     try:
-        facts.properties["pixelfleet:width"], facts.properties["pixelfleet:height"] = image.size
+        width, height = image.size
+        if check:
+            check_pixels(label, width, height, settings)
+        facts.properties["pixelfleet:width"], facts.properties["pixelfleet:height"] = width, height
         try:
-            exif = image.getexif()
-        except (SyntaxError, ValueError, OSError, TypeError, KeyError):
+            exif = header_exif(image, data)
+        except (SyntaxError, ValueError, OSError, TypeError, KeyError, struct.error, zlib.error):
             return facts
         facts.when = exif_datetime(exif)
         point = gps_point(exif)
@@ -164,6 +198,58 @@ def photo_facts(storage: Storage, entry: Entry, fmt: str, settings: Settings) ->
     finally:
         image.close()
     return facts
+
+
+def header_exif(image: Any, data: bytes) -> Any:
+    """A photo's EXIF block (a Pillow ``Exif``), without decoding a pixel.
+
+    Pillow's PNG reader decodes the whole image to reach the chunks after the pixel
+    data (where ImageMagick, for one, puts EXIF): here those chunks are found by
+    walking the file instead, and handed to Pillow's generic EXIF reader.
+    """
+    from PIL import Image
+
+    if image.format != "PNG" or "exif" in image.info:
+        return image.getexif()
+    for name, value in png_trailing_exif(data).items():
+        image.info.setdefault(name, value)
+    # The generic method reads ``info`` only; the PNG one would call load() first.
+    return Image.Image.getexif(image)
+
+
+#: Where a PNG keeps EXIF: the ``eXIf`` chunk, or ImageMagick's hex text chunk.
+_PNG_EXIF_TEXT = b"Raw profile type exif"
+
+
+def png_trailing_exif(data: bytes) -> dict[str, Any]:
+    """The EXIF a PNG stores after its pixel data, as Pillow's ``info`` would hold it.
+
+    Chunks are skipped by their length, so no pixel is decompressed; only a text
+    chunk holding EXIF is, up to Pillow's own limit for text chunks.
+    """
+    from PIL import PngImagePlugin
+
+    found: dict[str, Any] = {}
+    pos, after_pixels = 8, False
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+        if kind == b"IDAT":
+            after_pixels = True
+        elif not after_pixels:
+            continue  # Pillow read these with the header
+        elif kind == b"eXIf":
+            found["exif"] = b"Exif\x00\x00" + body
+        elif kind in (b"tEXt", b"zTXt") and body.startswith(_PNG_EXIF_TEXT + b"\x00"):
+            text = body[len(_PNG_EXIF_TEXT) + 1 :]
+            if kind == b"zTXt":  # a compression-method byte, then zlib data
+                inflate = zlib.decompressobj()
+                text = inflate.decompress(text[1:], PngImagePlugin.MAX_TEXT_CHUNK)
+            found[_PNG_EXIF_TEXT.decode()] = text.decode("latin-1", "replace")
+    return found
 
 
 def gps_point(exif: Any) -> tuple[float, float] | None:

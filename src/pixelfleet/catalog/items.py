@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pixelfleet import __version__
-from pixelfleet.catalog.facts import read_facts
+from pixelfleet.catalog.facts import SourceFacts, read_facts
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage
@@ -89,11 +89,17 @@ def build_item(
     extra_properties: dict[str, Any],
     options: ItemSettings,
     settings: Settings,
+    facts: SourceFacts | None = None,
 ) -> dict[str, Any]:
-    """The STAC item of one source object, as a JSON dict."""
+    """The STAC item of one source object, as a JSON dict.
+
+    ``facts`` are the source's, when the caller read them already (``pixelfleet index``
+    reads them first, checking the object: see :func:`~pixelfleet.catalog.facts.read_facts`).
+    """
     import pystac
 
-    facts = read_facts(source, entry, settings)
+    if facts is None:
+        facts = read_facts(source, entry, settings)
     when: datetime | None
     span: dict[str, str] = {}
     year = key_year(entry.key)
@@ -194,11 +200,13 @@ def build_scene_item(
     outputs: Sequence[OutputRecord],
     options: ItemSettings,
     settings: Settings,
+    facts: SourceFacts | None = None,
 ) -> dict[str, Any]:
     """The STAC item of a scene made of several band files (a task-scope op's task).
 
-    Footprint, datetime and projection come from the first band file; each band file
-    is a ``data`` asset; the scene's outputs (composites, histograms) are its other assets.
+    Footprint, datetime and projection come from the first band file (``facts``, when
+    the caller read them already); each band file is a ``data`` asset; the scene's
+    outputs (composites, histograms) are its other assets.
     """
     first = entries[0]
     item = build_item(
@@ -209,6 +217,7 @@ def build_scene_item(
         {"pixelfleet:scene": scene, "pixelfleet:bands": [e.key for e in entries]},
         options,
         settings,
+        facts,
     )
     item["id"] = scene
     props = item["properties"]

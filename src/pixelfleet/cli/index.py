@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pixelfleet.cli.display import human_seconds
+from pixelfleet.humanize import human_seconds
 from pixelfleet.pipeline import load_pipeline
 from pixelfleet.reindex import reindex
 
@@ -18,7 +18,9 @@ from pixelfleet.reindex import reindex
 def index(pipeline_file: str, overrides: tuple[str, ...], threads: int) -> None:
     """Rebuild PIPELINE's STAC items from its sources and their current outputs.
 
-    Nothing is rendered. Exits 1 if any object could not be indexed.
+    Nothing is rendered, and only headers are read. Objects `run` would refuse
+    (unsupported format, over the size limits) are refused with the same one-line
+    reasons. Exits 1 if any object could not be indexed.
     """
     pipeline = load_pipeline(pipeline_file, overrides)
     summary = reindex(pipeline, threads=threads)

@@ -8,11 +8,13 @@ facts) goes through these, so the same guards hold everywhere.
 from __future__ import annotations
 
 import io
+import struct
 import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from pixelfleet.errors import ImageTooLargeError, UnsupportedFormatError
+from pixelfleet.errors import CorruptInputError, ImageTooLargeError, UnsupportedFormatError
+from pixelfleet.models import one_line
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import SeekableReader
 
@@ -97,6 +99,47 @@ def check_object_size(size: int, label: str, settings: Settings) -> None:
             f"{label}: {size:,} bytes is over the limit of {settings.max_object_bytes:,} bytes "
             "for a photo (decoded whole); raise PIXELFLEET_MAX_OBJECT_BYTES to accept it"
         )
+
+
+def check_source(head: bytes, size: int, label: str, settings: Settings) -> str:
+    """The checks made on a source object before any of it is decoded; returns its format.
+
+    ``head`` is the object's first :data:`SNIFF_BYTES` bytes and ``size`` its byte
+    size. The format is named from ``head`` (:func:`sniff_labelled`: anything but
+    GeoTIFF and the photo formats is refused, whatever its name says). Photos are
+    decoded whole, so one over ``max_object_bytes`` is refused (:func:`check_object_size`),
+    and so is a GIF whose logical screen is over ``max_image_pixels`` (Pillow would
+    allocate frames that large while parsing the header). A photo's own pixel count is
+    checked once its header is parsed (:func:`pixelfleet.imagery.photos.check_pixels`);
+    a raster's limit holds for the level a step reads (a thumbnail reads an overview),
+    and a raster is opened with the GTiff driver only.
+
+    Raises :class:`UnsupportedFormatError` or :class:`ImageTooLargeError` with a
+    one-line message that starts with ``label``.
+    """
+    fmt = sniff_labelled(head, label)
+    if fmt != "GTiff":
+        check_object_size(size, label, settings)
+    if fmt == "GIF" and len(head) >= 10:
+        from pixelfleet.imagery.photos import check_pixels
+
+        width, height = struct.unpack("<HH", head[6:10])
+        check_pixels(label, width, height, settings)
+    return fmt
+
+
+def unreadable_raster(label: str, path: str, exc: Exception) -> CorruptInputError:
+    """The error for a GeoTIFF GDAL fails to open or read, worded the same wherever it
+    is read; ``path`` (what GDAL was given) is left out of GDAL's message."""
+    from rasterio._err import CPLE_BaseError  # GDAL errors; rasterio only exports them here
+
+    # "Read failed. See previous exception" carries GDAL's own message as its cause.
+    cause = exc.__cause__ if isinstance(exc.__cause__, CPLE_BaseError) else exc
+    detail = one_line(str(cause).replace(path, "").strip(": ")) or type(exc).__name__
+    return CorruptInputError(
+        f"{label}: cannot be read as a GeoTIFF ({detail}); it is truncated or corrupt: "
+        "re-create or re-upload it"
+    )
 
 
 def raster_opener(source: BinaryIO) -> tuple[str, Callable[..., Any], list[Exception]]:

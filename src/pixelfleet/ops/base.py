@@ -3,6 +3,11 @@
 An op reads a source entry through :class:`OpContext`, writes its outputs through
 :meth:`OpContext.write`, and says which keys it writes (so a rerun can see that they
 are already current and skip the work).
+
+The worker uses a pipeline's ops in one of two modes (:data:`Mode`): ``"render"``
+(``pixelfleet run``) calls :meth:`Op.run` for every output that is not current, and
+``"index"`` (``pixelfleet index``) never does: it only describes the outputs that are
+already current and asks :meth:`Op.item_properties` about them, to rebuild catalog items.
 """
 
 from __future__ import annotations
@@ -21,6 +26,17 @@ from pixelfleet.errors import ConfigError
 from pixelfleet.models import Entry, OutputRecord, stable_hash
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage, check_key
+
+#: How the worker uses a pipeline's ops on an object (see :func:`pixelfleet.worker.process_entry`):
+#:
+#: - ``"render"``: outputs that are not current are made by :meth:`Op.run` (or
+#:   :meth:`Op.run_group`); the op reads and checks the source itself.
+#: - ``"index"``: nothing is made and no op reads the source. Outputs found current are
+#:   described with :meth:`Op.current_record` (the others are left out) and passed to
+#:   :meth:`Op.item_properties`, which must therefore work from the outputs alone. The
+#:   source is checked as ``run`` checks it (same limits, same messages) when its item is
+#:   built, and only its header is read.
+Mode = Literal["render", "index"]
 
 
 class OpConfig(BaseModel):
@@ -192,6 +208,10 @@ class Op(ABC):
     and :meth:`run`). An op that needs all of a task's objects at once (a scene's band
     files) sets ``scope = "task"`` and implements :meth:`output_keys_group` and
     :meth:`run_group` instead; the worker calls those once per task.
+
+    In ``"index"`` mode (:data:`Mode`) neither :meth:`run` nor :meth:`run_group` nor
+    :meth:`start_task` is called: an op's part of a catalog item then comes from
+    :meth:`current_record` and :meth:`item_properties` alone.
     """
 
     name: ClassVar[str]
@@ -274,7 +294,8 @@ class Op(ABC):
         """Properties this step adds to the source's STAC item (default: none).
 
         Called after the step ran for ``entry`` or found its outputs current, with
-        the step's own ``outputs``; an op that computes something searchable (labels,
+        the step's own ``outputs`` (in ``"index"`` mode, only the current ones, and
+        :meth:`run` was not called); an op that computes something searchable (labels,
         statistics) returns it here, reading it back from its outputs if need be.
         The worker merges every step's properties into the item; a ``labels`` list of
         ``{"name": ..., "confidence": ...}`` is also indexed for free-text search.
