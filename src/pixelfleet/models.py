@@ -177,6 +177,7 @@ class RunCounts:
     objects_missing: int = 0  # listed, but gone when read
     bytes: int = 0
     items_indexed: int = 0
+    objects_unrendered: int = 0  # ``index``: items whose outputs are not made (or current) yet
     tasks_retried: int = 0  # by ``pixelfleet retry``
 
     def to_dict(self) -> dict[str, int]:

@@ -1,29 +1,27 @@
 """``pixelfleet index``: rebuild a pipeline's STAC items from its sources and current outputs.
 
-Nothing is rendered: the worker runs in ``"index"`` mode (see
-:data:`~pixelfleet.ops.base.Mode`). Each object is checked as ``pixelfleet run`` checks
-it (an object ``run`` refuses fails here with the same message, before anything is
-decoded), its header is read for its item, and outputs that are current are described
-in it (the others left out). Use it after adding a ``[catalog]`` to a pipeline whose
-tasks are already done, or to refill a catalog.
+Nothing is rendered: it is a :class:`~pixelfleet.runner.Runner` run in ``"index"`` mode,
+so objects come from the same source, go through the same executors and the same
+worker checks as ``pixelfleet run`` (format sniffed, size limits, GTiff only: what run
+refuses, index refuses with the same message), and items reach the catalog through
+the same indexer. Each object's header is read for its item, and outputs that are
+current are described in it (the others left out). Use it after adding a
+``[catalog]`` to a pipeline whose tasks are already done, or to refill a catalog.
+
+The run is kept in a ledger of its own in memory: indexing is not rendering, so it
+must never mark a task done for ``pixelfleet run``.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-from pixelfleet.catalog import Catalog, open_catalog
+from pixelfleet.catalog import Catalog
 from pixelfleet.errors import ConfigError
-from pixelfleet.models import Entry, EntryResult
+from pixelfleet.ledger.memory import MemoryLedger
 from pixelfleet.pipeline import Pipeline
+from pixelfleet.runner import Runner
 from pixelfleet.settings import get_settings
-from pixelfleet.sources.listing import select
-from pixelfleet.storage import open_storage
 
 
 @dataclass
@@ -40,68 +38,50 @@ class IndexSummary:
 
 
 def reindex(
-    pipeline: Pipeline, catalog: Catalog | None = None, threads: int = 8, batch: int = 500
+    pipeline: Pipeline,
+    catalog: Catalog | None = None,
+    threads: int | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    progress: bool | None = False,
 ) -> IndexSummary:
-    """Build and upsert the item of every object the pipeline selects, ``threads`` at a time."""
-    from pixelfleet.worker import prepare, process_entry
-
+    """Build and upsert the item of every object the pipeline selects, on the pipeline's
+    executor (or ``executor``) with ``threads`` objects in flight per worker process."""
     section = pipeline.catalog
     if section is None:
         raise ConfigError(
             f"{pipeline.path or 'the pipeline'} has no [catalog] section; add one, e.g."
             ' [catalog] collection = "naip"'
         )
-    started = time.monotonic()
-    owned = catalog is None
-    url = section.url or get_settings().catalog_url
-    catalog = catalog or open_catalog(url)
-    summary = IndexSummary(
-        run_id="index-" + time.strftime("%Y%m%d-%H%M%S"),
-        catalog_url=url,
+    if threads is not None:
+        pipeline = pipeline.model_copy(
+            update={"run": pipeline.run.model_copy(update={"threads": threads})}
+        )
+    with MemoryLedger() as ledger:
+        runner = Runner(
+            pipeline,
+            ledger,
+            executor=executor,
+            workers=workers,
+            progress=progress,
+            catalog=catalog,
+            mode="index",
+        )
+        summary = runner.run()
+        failed = [
+            (f["key"] or rec.group, f"{f['error_type']}: {f['error']}")
+            for rec in ledger.find_tasks(summary.run_id, ["failed"])
+            for f in (
+                rec.failures
+                or [{"key": "", "error_type": rec.error_type or "", "error": rec.error or ""}]
+            )
+        ]
+    return IndexSummary(
+        run_id=summary.run_id,
+        catalog_url=section.url or get_settings().catalog_url,
         collection=section.collection,
+        indexed=summary.counts.items_indexed,
+        without_outputs=summary.counts.objects_unrendered,
+        failed=failed,
+        seconds=summary.seconds,
     )
-    try:
-        catalog.ensure_collection(section.collection, section.title, section.description)
-        prepared = prepare(json.dumps(pipeline.to_json_dict()))
-        source = open_storage(pipeline.source.url, get_settings())
-        src = pipeline.source
-        entries = select(source, src.include, src.exclude, src.ignore_case)
-
-        def one(entry: Entry) -> EntryResult:
-            return process_entry(prepared, entry, "index")
-
-        pending = []
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for result in _bounded_map(pool, one, entries, threads * 4):
-                if result.item is None:
-                    summary.failed.append((result.key, f"{result.error_type}: {result.error}"))
-                    continue
-                if not result.outputs:
-                    summary.without_outputs += 1
-                result.item["properties"]["pixelfleet:run_id"] = summary.run_id
-                pending.append(result.item)
-                if len(pending) >= batch:
-                    summary.indexed += catalog.upsert(pending)
-                    pending = []
-        if pending:
-            summary.indexed += catalog.upsert(pending)
-    finally:
-        if owned:
-            catalog.close()
-    summary.seconds = time.monotonic() - started
-    return summary
-
-
-def _bounded_map(
-    pool: ThreadPoolExecutor, fn: object, items: Iterator[Entry], window: int
-) -> Iterator[EntryResult]:
-    """``pool.map`` that keeps at most ``window`` entries in flight (listings can be huge)."""
-    from collections import deque
-
-    futures: deque[Any] = deque()
-    for item in items:
-        futures.append(pool.submit(fn, item))  # type: ignore[arg-type]
-        if len(futures) >= window:
-            yield futures.popleft().result()
-    while futures:
-        yield futures.popleft().result()

@@ -30,6 +30,7 @@ from pixelfleet.errors import ConfigError
 from pixelfleet.executors import Executor, Job, open_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.models import Entry, RunCounts, Task, TaskResult
+from pixelfleet.ops.base import Mode
 from pixelfleet.pipeline import Pipeline, SourceSection, pipeline_from_dict
 from pixelfleet.plan import PlanStats, in_shard, plan
 from pixelfleet.settings import Settings, get_settings
@@ -111,6 +112,7 @@ class Runner:
         catalog: Catalog | None = None,
         only: Sequence[str] = (),
         source: Source | None = None,
+        mode: Mode = "render",
     ):
         self.pipeline = pipeline
         self.catalog = catalog
@@ -121,6 +123,9 @@ class Runner:
         self.shard = shard
         self.only = tuple(only)
         self._source = source
+        #: ``"render"`` runs the steps; ``"index"`` (``pixelfleet index``) only rebuilds the
+        #: items, from the sources' headers and the outputs that are current.
+        self.mode = mode
         self._stopping = threading.Event()
         check_executor_fits(pipeline, self.executor_spec)
 
@@ -331,13 +336,20 @@ class _Execution:
             self.inflight[task.id] = rec
             self.unsaved.append(rec)
             counts.bytes += task.size
-            self.executor.submit(Job(task.id, json.dumps(task.to_dict())))
+            self.executor.submit(Job(task.id, self._payload(task)))
         bar = self.bar
         if bar is not None:  # the total grows while the source still yields
             if self.feed is not None and self.feed.ended:
                 bar.set_description("pixelfleet", refresh=False)
             bar.total = counts.tasks_planned - counts.tasks_skipped
             bar.refresh()
+
+    def _payload(self, task: Task) -> str:
+        """A task as the worker reads it (with the mode, when it is not the default)."""
+        data = task.to_dict()
+        if self.runner.mode != "render":
+            data["mode"] = self.runner.mode
+        return json.dumps(data)
 
     def _settle(self, result: TaskResult) -> None:
         """Fold one result in: retry it, or record it as done or failed."""
@@ -353,7 +365,7 @@ class _Execution:
             rec.apply(result, attempts, "running", now)
             self.unsaved.append(rec)
             counts.retries += 1
-            payload = json.dumps(rec.to_task().to_dict())
+            payload = self._payload(rec.to_task())
             isolate = result.error_type == "WorkerLostError"
             self.retry_queue.append(Job(rec.task_id, payload, isolate=isolate))
             return
@@ -371,6 +383,10 @@ class _Execution:
             counts.objects_missing += rec.n_missing
         else:
             counts.objects_failed += len(rec.entries)
+        if self.runner.mode == "index":
+            counts.objects_unrendered += sum(
+                1 for e in result.entries if e.state != "failed" and not e.outputs
+            )
         self.settled.extend(rec.to_task().entries)
         if self.indexer is not None:
             self.indexer.add(result)

@@ -323,9 +323,11 @@ def run_task(context: str, task: Task, mode: Mode = "render") -> TaskResult:
 
 def execute(context: str, task_json: str) -> str:
     """The worker entry point every executor calls: JSON text in, JSON text out."""
-    task = Task.from_dict(json.loads(task_json))
+    data = json.loads(task_json)
+    task = Task.from_dict(data)
+    mode: Mode = "index" if data.get("mode") == "index" else "render"
     try:
-        result = run_task(context, task)
+        result = run_task(context, task, mode)
     except Exception as exc:  # noqa: BLE001 - report, never kill the worker
         result = TaskResult.crashed(task.id, exc, worker_name())
     return json.dumps(result.to_dict())

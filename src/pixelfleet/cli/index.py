@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from pixelfleet.cli.options import executor_option, progress_option, workers_option
 from pixelfleet.humanize import human_seconds
 from pixelfleet.pipeline import load_pipeline
 from pixelfleet.reindex import reindex
@@ -14,8 +15,23 @@ from pixelfleet.reindex import reindex
 @click.command()
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="Override a field.")
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64))
-def index(pipeline_file: str, overrides: tuple[str, ...], threads: int) -> None:
+@click.option(
+    "--threads",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Objects in flight per worker process (default: the pipeline's run.threads).",
+)
+@executor_option
+@workers_option
+@progress_option
+def index(
+    pipeline_file: str,
+    overrides: tuple[str, ...],
+    threads: int | None,
+    executor: str | None,
+    workers: int | None,
+    progress: bool | None,
+) -> None:
     """Rebuild PIPELINE's STAC items from its sources and their current outputs.
 
     Nothing is rendered, and only headers are read. Objects `run` would refuse
@@ -23,7 +39,9 @@ def index(pipeline_file: str, overrides: tuple[str, ...], threads: int) -> None:
     reasons. Exits 1 if any object could not be indexed.
     """
     pipeline = load_pipeline(pipeline_file, overrides)
-    summary = reindex(pipeline, threads=threads)
+    summary = reindex(
+        pipeline, threads=threads, executor=executor, workers=workers, progress=progress
+    )
     click.secho(
         f"indexed {summary.indexed} items into {summary.collection!r} at {summary.catalog_url}"
         f" in {human_seconds(summary.seconds)}",
