@@ -152,3 +152,60 @@ class FailingOp(Op):
         if text == "transient":
             raise OSError(f"{entry.key}: connection reset (try again)")
         return [ctx.write(self, entry, self.output_keys(entry)[0], b"ok")]
+
+
+# -- The reference op: the smallest complete step (appended for the Op contract) -------------
+# (Imports here rather than at the top because this block was appended to a shared file.)
+import hashlib  # noqa: E402
+from typing import Literal  # noqa: E402
+
+from pixelfleet.errors import UnsupportedFormatError  # noqa: E402
+
+DIGEST_OP = "ops_for_tests:DigestOp"
+
+
+class DigestConfig(OpConfig):
+    """Settings of :class:`DigestOp`."""
+
+    op: str = DIGEST_OP
+    algorithm: Literal["sha256", "md5"] = "sha256"
+    key: str = "{stem}.digest.json"
+
+
+class DigestOp(Op):
+    """One JSON output per source object holding the object's digest, which also becomes
+    a property of the object's STAC item (read back from the output, so an output found
+    current gives it too). An empty object is bad input."""
+
+    name = "test-digest"
+    Config = DigestConfig
+
+    @property
+    def options(self) -> DigestConfig:
+        """The step's settings, typed."""
+        assert isinstance(self.config, DigestConfig)
+        return self.config
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        """The one digest key for ``entry``."""
+        return [render_key(self.options.key, entry.key)]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        """Digest the object and write the result; an empty object raises an InputError."""
+        data = ctx.source.read(entry.key)
+        if not data:
+            raise UnsupportedFormatError(f"{ctx.source.describe(entry.key)}: empty, no digest")
+        digest = hashlib.new(self.options.algorithm, data).hexdigest()
+        doc = json.dumps({"algorithm": self.options.algorithm, "digest": digest}).encode()
+        (key,) = self.output_keys(entry)
+        return [
+            ctx.write(self, entry, key, doc, "application/json", roles=["metadata"],
+                      title="Digest", asset="digest")
+        ]  # fmt: skip
+
+    def item_properties(self, ctx: OpContext, entry: Entry, outputs: Any) -> dict[str, Any]:
+        """``test:<algorithm>``: the digest, read back from the output."""
+        for record in outputs:
+            doc = json.loads(ctx.output.read(record.key))
+            return {f"test:{doc['algorithm']}": doc["digest"]}
+        return {}

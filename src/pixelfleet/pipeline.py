@@ -23,6 +23,7 @@ from pydantic import (
 from pixelfleet.errors import ConfigError, PixelfleetError, UnknownNameError
 from pixelfleet.models import Task, stable_hash
 from pixelfleet.ops import Op, OpConfig, ops
+from pixelfleet.urls import resolve_sqlite_url
 
 
 class _Strict(BaseModel):
@@ -129,9 +130,9 @@ class Run(_Strict):
     @field_validator("executor")
     @classmethod
     def _known_executor(cls, value: str) -> str:
-        from pixelfleet.executors import executor_names
+        from pixelfleet.executors import executor_names, parse_executor
 
-        name = value.split("://", 1)[0]
+        name, _ = parse_executor(value)
         if name not in executor_names():
             raise ValueError(
                 f"unknown executor {value!r}; choose one of: "
@@ -352,16 +353,8 @@ def load_pipeline(
         inventory = source.get("inventory")
         if isinstance(inventory, str) and "://" not in inventory and not os.path.isabs(inventory):
             source["inventory"] = os.path.normpath(os.path.join(base, inventory))
-    run = data.get("run")
-    if isinstance(run, dict) and isinstance(run.get("ledger"), str):
-        ledger = run["ledger"]
-        rel = ledger.removeprefix("sqlite:///")
-        if ledger.startswith("sqlite:///") and rel != ":memory:" and not rel.startswith("/"):
-            run["ledger"] = "sqlite:///" + os.path.normpath(os.path.join(base, rel))
-    catalog = data.get("catalog")
-    if isinstance(catalog, dict) and isinstance(catalog.get("url"), str):
-        url = catalog["url"]
-        rel = url.removeprefix("sqlite:///")
-        if url.startswith("sqlite:///") and rel != ":memory:" and not rel.startswith("/"):
-            catalog["url"] = "sqlite:///" + os.path.normpath(os.path.join(base, rel))
+    for section, name in (("run", "ledger"), ("catalog", "url")):
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(name), str):
+            sec[name] = resolve_sqlite_url(sec[name], base)
     return pipeline_from_dict(data, where=path)

@@ -59,10 +59,6 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def register(self, name: str, ref: str) -> None:
-        """Add or replace a name."""
-        self._refs[name] = ref
-
     def get(self, name: str) -> Any:
         """Load the implementation registered under ``name``.
 

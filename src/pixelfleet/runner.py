@@ -27,7 +27,7 @@ from typing import Any
 from pixelfleet.catalog import Catalog
 from pixelfleet.catalog.indexer import ItemIndexer
 from pixelfleet.errors import ConfigError
-from pixelfleet.executors import Executor, Job, open_executor
+from pixelfleet.executors import Executor, Job, open_executor, parse_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.models import Entry, RunCounts, Task, TaskResult
 from pixelfleet.ops.base import Mode
@@ -36,7 +36,8 @@ from pixelfleet.plan import PlanStats, in_shard, plan
 from pixelfleet.settings import Settings, get_settings
 from pixelfleet.sources.base import Source
 from pixelfleet.sources.listing import ListingSource
-from pixelfleet.storage import open_storage, scheme_of
+from pixelfleet.storage import open_storage
+from pixelfleet.urls import scheme_of
 
 #: How many planned tasks are checked against the ledger at once.
 _CHUNK = 256
@@ -87,7 +88,7 @@ def new_run_id() -> str:
 
 def check_executor_fits(pipeline: Pipeline, executor_spec: str) -> None:
     """Refuse combinations that cannot work, before anything starts."""
-    name = executor_spec.split("://", 1)[0]
+    name, _ = parse_executor(executor_spec)
     if name != "inline":
         for section, url in (("source", pipeline.source.url), ("output", pipeline.output.url)):
             if scheme_of(url) == "memory":

@@ -53,16 +53,14 @@ def configure_gdal() -> None:
     global _gdal_ready
     if _gdal_ready:
         return
+    from pixelfleet.imagery.rasters import GDAL_OPTIONS
+
     settings = get_settings()
     defaults = {
-        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        "GDAL_PAM_ENABLED": "NO",
+        **GDAL_OPTIONS,  # the options every read sets, also set process-wide here
         "GDAL_CACHEMAX": str(settings.gdal_cache_mb),
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".none",
         "GDAL_HTTP_MAX_RETRY": "0",
-        # 1.0: never read an overview smaller than asked for and enlarge it (2 let GDAL
-        # take a level up to twice too coarse: blurry thumbnails, measured).
-        "GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "1.0",
         "GTIFF_REPORT_COMPD_CS": "NO",
         "CPL_LOG_ERRORS": "OFF",
     }

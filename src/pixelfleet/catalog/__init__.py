@@ -7,6 +7,7 @@ from pixelfleet.catalog.base import Catalog, SearchPage, check_collection_id, ne
 from pixelfleet.catalog.query import SearchQuery, parse_query
 from pixelfleet.errors import ConfigError
 from pixelfleet.registry import Registry
+from pixelfleet.urls import scheme_of
 
 __all__ = [
     "Catalog",
@@ -33,14 +34,9 @@ catalogs = Registry(
 )
 
 
-def scheme(url: str) -> str:
-    """The scheme of a catalog URL (``sqlite``, ``postgresql``...)."""
-    return url.split(":", 1)[0].lower() if ":" in url else ""
-
-
 def check_catalog_url(url: str) -> str:
     """Return ``url`` if its scheme names a catalog, else raise :class:`ConfigError`."""
-    if scheme(url) not in catalogs.names():
+    if scheme_of(url) not in catalogs.names():
         raise ConfigError(
             f"catalog url {url!r} has no known scheme; use sqlite:///path.db,"
             " postgresql://user@host/db (pgstac) or memory://"
@@ -51,5 +47,5 @@ def check_catalog_url(url: str) -> str:
 def open_catalog(url: str) -> Catalog:
     """Open the catalog a URL names."""
     check_catalog_url(url)
-    catalog: Catalog = catalogs.get(scheme(url))(url)
+    catalog: Catalog = catalogs.get(scheme_of(url))(url)
     return catalog

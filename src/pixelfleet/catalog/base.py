@@ -1,7 +1,8 @@
 """The ``Catalog`` interface: STAC items to store, and search over them.
 
 A catalog keeps STAC items (JSON dicts) by ``(collection, id)``; storing an item
-again replaces it, so a rerun updates in place. :meth:`Catalog.search` answers a
+again replaces it, so a rerun updates in place, and :meth:`Catalog.delete` removes
+items by id. :meth:`Catalog.search` answers a
 :class:`~pixelfleet.catalog.query.SearchQuery` (text, bbox, datetime, ids,
 collections, CQL2 filter, sort, page) with one :class:`SearchPage`.
 """
@@ -91,8 +92,10 @@ def check_item(item: Any) -> dict[str, Any]:
 class Catalog(ABC):
     """STAC items by collection and id, searchable.
 
-    Implementations store items and collections and answer searches; the
-    conveniences below build on those four methods.
+    Implementations store, remove and search items and store collections; the
+    conveniences below build on those five methods, none of which the others can
+    stand in for. :class:`~pixelfleet.catalog.memory.MemoryCatalog` is the reference
+    behaviour.
     """
 
     #: The URL this catalog was opened with.
@@ -102,7 +105,19 @@ class Catalog(ABC):
     def upsert(self, items: Sequence[dict[str, Any]]) -> int:
         """Insert or replace items (by collection and id) in one transaction; return how many.
 
-        Each item's collection must exist (:meth:`save_collection`).
+        Each item's collection must exist (:meth:`save_collection`), else
+        :class:`ItemNotFoundError`; an item that is not a valid STAC item is a
+        :class:`BadQueryError`. Either way nothing of the batch is stored. The same
+        item twice in one batch: the last one wins.
+        """
+
+    @abstractmethod
+    def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
+        """Remove items of one collection by id in one transaction; return how many were.
+
+        Ids not in the collection (or a collection that does not exist) are not an
+        error: they are simply not counted. Removed items leave every index, and the
+        collection's extent is that of the items left.
         """
 
     @abstractmethod

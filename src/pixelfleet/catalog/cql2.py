@@ -35,8 +35,6 @@ OTHER = {"like", "in", "between", "isNull"}
 OPERATORS = LOGICAL | COMPARISON | SPATIAL | TEMPORAL | OTHER
 
 _PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]{0,63}$")
-#: Properties kept in their own columns rather than read from the item's JSON.
-TOP_LEVEL = {"id", "collection", "datetime", "geometry"}
 
 
 def check_filter(expr: Any) -> dict[str, Any]:

@@ -103,6 +103,11 @@ class MemoryCatalog(Catalog):
                 self._items[(item["collection"], item["id"])] = item
         return len(checked)
 
+    def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
+        with self._lock:
+            gone = [self._items.pop((collection_id, i), None) for i in set(item_ids)]
+        return sum(1 for item in gone if item is not None)
+
     def save_collection(self, collection: dict[str, Any]) -> None:
         with self._lock:
             self._collections[collection["id"]] = copy.deepcopy(collection)

@@ -3,7 +3,8 @@
 Through ``pypgstac``: the database is migrated to pypgstac's pgstac version when the
 catalog is opened (PostGIS must be installable: ``postgresql-15-postgis-3`` on
 Debian), items and collections are loaded with its ``Loader`` in upsert mode, and
-searches call pgstac's own ``search()`` SQL function. Page tokens are pgstac's.
+searches call pgstac's own ``search()`` SQL function, deletes its ``delete_item()``.
+Page tokens are pgstac's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pixelfleet.catalog.base import Catalog, SearchPage, check_item
 from pixelfleet.catalog.query import SearchQuery, iso
+from pixelfleet.catalog.values import item_interval
 from pixelfleet.errors import BadQueryError, CatalogError, ItemNotFoundError, MissingExtraError
 
 _migrated: set[str] = set()
@@ -133,6 +135,7 @@ class PgstacCatalog(Catalog):
             return 0
         for item in items:
             check_item(item)
+            item_interval(item)  # a bad datetime is the caller's mistake, not the database's
         known = {c["id"] for c in self._raw_collections()}
         missing = {i["collection"] for i in items} - known
         if missing:
@@ -147,8 +150,35 @@ class PgstacCatalog(Catalog):
             raise CatalogError(f"pgstac refused the items: {exc}") from exc
         return len(items)
 
+    def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
+        import psycopg
+
+        idents = list(dict.fromkeys(item_ids))
+        if not idents:
+            return 0
+        try:
+            conn = self._db.connect()
+            with conn.transaction(), conn.cursor() as cursor:
+                # pgstac's delete_item fails for an item that is not there: lock the ones
+                # that are, so that no other writer removes them in between.
+                cursor.execute(
+                    "SELECT id FROM items WHERE collection = %s AND id = ANY(%s) FOR UPDATE",
+                    [collection_id, idents],
+                )
+                found = [row[0] for row in cursor.fetchall()]
+                if found:
+                    cursor.executemany(
+                        "SELECT delete_item(%s, %s)", [(i, collection_id) for i in found]
+                    )
+        except psycopg.Error as exc:
+            raise CatalogError(
+                f"pgstac could not delete items of collection {collection_id!r}: {exc}"
+            ) from exc
+        return len(found)
+
     def _raw_collections(self) -> list[dict[str, Any]]:
-        rows = self._db.query("SELECT content FROM collections ORDER BY id")
+        # By code point, as every catalog lists them, whatever the database's locale.
+        rows = self._db.query('SELECT content FROM collections ORDER BY id COLLATE "C"')
         return [r[0] for r in rows]
 
     def collections(self) -> list[dict[str, Any]]:

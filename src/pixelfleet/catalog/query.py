@@ -11,7 +11,7 @@ import base64
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,10 +81,6 @@ class SearchQuery:
                 keys.append((tie, "asc"))
         return keys
 
-    def with_token(self, token: str | None) -> SearchQuery:
-        """The same query for another page."""
-        return replace(self, token=token)
-
 
 # -- tokens ---------------------------------------------------------------------------------
 
@@ -100,6 +96,7 @@ def decode_token(query: SearchQuery) -> list[Any] | None:
     token = query.token
     if not token:
         return None
+    keys: list[Any] | None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)

@@ -7,7 +7,8 @@ table indexes titles, keys, labels and descriptions (porter stemming), and an
 R*Tree indexes bounding boxes. User text never reaches ``MATCH`` as syntax: it is
 split into words and each word is quoted. Pages are keyset pages: a token holds
 the sort values of the last item shown, so paging stays stable while items are
-added. Upserts run in one transaction per batch with ``executemany``.
+added. Upserts and deletes run in one transaction per batch with ``executemany``;
+a delete removes the item's text and R*Tree rows with it.
 """
 
 from __future__ import annotations
@@ -312,6 +313,74 @@ class SqliteCatalog(SqliteSearch, Catalog):
                     max(b[3] for b in boxes),
                 ]
             self._db.execute(sql + f" WHERE id = ?{len(args) + 1}", [*args, collection])
+
+    def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
+        idents = list(dict.fromkeys(item_ids))
+        if not idents:
+            return 0
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._stored(collection_id, idents)
+                if found:
+                    # A contentless text index forgets a row only when given the words it holds.
+                    db.executemany(
+                        "INSERT INTO items_fts (items_fts, rowid, title, keys, labels,"
+                        " description) VALUES ('delete', ?, ?, ?, ?, ?)",
+                        [_text_row(r[0], r[1], json.loads(r[2])) for r in found],
+                    )
+                    db.executemany("DELETE FROM items_rtree WHERE id = ?", [(r[0],) for r in found])
+                    db.executemany("DELETE FROM items WHERE rowid = ?", [(r[0],) for r in found])
+                    self._shrink_extent(collection_id, found)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return len(found)
+
+    def _stored(self, collection_id: str, idents: list[str]) -> list[tuple[Any, ...]]:
+        """``(rowid, datetime, content, minx, miny, maxx, maxy, dt_start, dt_end)`` of the
+        items of a collection stored under ``idents``."""
+        rows: list[tuple[Any, ...]] = []
+        for first in range(0, len(idents), 500):
+            chunk = idents[first : first + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows += self._db.execute(
+                "SELECT rowid, datetime, content, minx, miny, maxx, maxy, dt_start, dt_end"
+                f" FROM items WHERE collection = ? AND id IN ({marks})",
+                [collection_id, *chunk],
+            ).fetchall()
+        return rows
+
+    def _shrink_extent(self, collection_id: str, removed: list[tuple[Any, ...]]) -> None:
+        """Recompute a collection's extent from its items when a removed item was on its
+        edge (removing one from the middle changes nothing, and costs no scan)."""
+        row = self._db.execute(
+            "SELECT minx, miny, maxx, maxy, dt_start, dt_end FROM stac_collections WHERE id = ?",
+            (collection_id,),
+        ).fetchone()
+        if row is None:
+            return
+        minx, miny, maxx, maxy, start, end = row
+
+        def on_edge(item: tuple[Any, ...]) -> bool:
+            x0, y0, x1, y1, first, last = item[3:]
+            if start is not None and (first <= start or last >= end):
+                return True
+            return (
+                x0 is not None
+                and minx is not None
+                and (x0 <= minx or y0 <= miny or x1 >= maxx or y1 >= maxy)
+            )
+
+        if any(on_edge(item) for item in removed):
+            self._db.execute(
+                "UPDATE stac_collections SET (minx, miny, maxx, maxy, dt_start, dt_end) ="
+                " (SELECT min(minx), min(miny), max(maxx), max(maxy), min(dt_start), max(dt_end)"
+                " FROM items WHERE collection = ?1) WHERE id = ?1",
+                (collection_id,),
+            )
 
     # -- reading ------------------------------------------------------------------------------
 

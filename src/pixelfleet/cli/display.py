@@ -6,32 +6,15 @@ import time
 
 import click
 
+from pixelfleet.humanize import human_bytes, human_seconds
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.runner import DryRunReport, RunSummary
 from pixelfleet.storage.local import path_from_url
 
 
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``'1.5 KB'``."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PB"  # pragma: no cover
-
-
 def plural(n: int, noun: str) -> str:
     """``plural(2, 'object')`` -> ``'2 objects'``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def human_seconds(s: float) -> str:
-    """``75`` -> ``'1m15s'``."""
-    if s < 60:
-        return f"{s:.1f}s"
-    minutes, seconds = divmod(int(s), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def where(url: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pixelfleet.executors.base import Executor, Job
 from pixelfleet.registry import Registry
 
-__all__ = ["Executor", "Job", "executor_names", "executors", "open_executor"]
+__all__ = ["Executor", "Job", "executor_names", "executors", "open_executor", "parse_executor"]
 
 executors = Registry(
     "executor",
@@ -24,11 +26,21 @@ def executor_names() -> list[str]:
     return executors.names()
 
 
+def parse_executor(spec: str) -> tuple[str, str]:
+    """Split an executor spec into its name and address: ``"dask://host:8786"`` ->
+    ``("dask", "host:8786")``, ``"local"`` -> ``("local", "")``.
+
+    The name is kept as written (a plug-in may be named by ``package.module:Name``).
+    """
+    name, _, address = spec.partition("://")
+    return name, address
+
+
 def open_executor(spec: str, workers: int | None = None, threads: int = 4) -> Executor:
     """Build an executor from ``inline``, ``local``, ``dask`` or ``dask://host:port``.
 
     Executors take ``(address, workers, threads)``; ``address`` is what follows ``://``.
     """
-    name, _, address = spec.partition("://")
-    cls = executors.get(name)
+    name, address = parse_executor(spec)
+    cls: Callable[..., Executor] = executors.get(name)
     return cls(address, workers=workers, threads=threads)

@@ -184,12 +184,15 @@ class BandReader:
         """One band over ``window`` (decimated to ``out_shape``, nearest neighbour),
         into ``out`` when given: reusing buffers keeps the allocator from fragmenting."""
         band = self.bands[name]
+        data: np.ndarray
         try:
             if out is not None:
-                return self.datasets[name].read(band.index, window=window, out=out)
-            return self.datasets[name].read(
-                band.index, window=window, out_shape=out_shape, resampling=Resampling.nearest
-            )
+                data = self.datasets[name].read(band.index, window=window, out=out)
+            else:
+                data = self.datasets[name].read(
+                    band.index, window=window, out_shape=out_shape, resampling=Resampling.nearest
+                )
+            return data
         except (RasterioError, CPLE_BaseError) as exc:
             raise _corrupt(band, exc) from exc
 
@@ -251,7 +254,8 @@ class BandReader:
 
     def dtype(self, name: str) -> np.dtype[Any]:
         """The data type of one band."""
-        return np.dtype(self.datasets[name].dtypes[self.bands[name].index - 1])
+        dtype_name: str = self.datasets[name].dtypes[self.bands[name].index - 1]
+        return np.dtype(dtype_name)
 
     @property
     def names(self) -> list[str]:

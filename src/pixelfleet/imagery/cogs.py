@@ -27,11 +27,10 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from pixelfleet.imagery.pictures import encode, fit_size
+from pixelfleet.imagery.rasters import GDAL_OPTIONS
 
 #: Compression names accepted for the COG, mapped to GDAL's.
 COMPRESSIONS = {"deflate": "DEFLATE", "zstd": "ZSTD", "lzw": "LZW", "webp": "WEBP", "none": "NONE"}
-
-GDAL_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
 
 # Rows of a level read at once to make the next one (even, so pairs never straddle).
 _CHUNK_ROWS = 512
@@ -61,7 +60,7 @@ def write_outputs(
         options = cog_options(compress, blocksize)
         if levels:
             options["OVERVIEWS"] = "FORCE_USE_EXISTING"
-        with rasterio.Env(**GDAL_ENV):
+        with rasterio.Env(**GDAL_OPTIONS):
             rasterio.shutil.copy(source, cog_path, driver="COG", **options)
     image = None
     if image_size:
@@ -103,7 +102,7 @@ def build_overviews(path: str, workdir: str, blocksize: int = 512) -> list[str]:
     level fits in one block, as uncompressed files in ``workdir``; returns their paths."""
     levels: list[str] = []
     previous = path
-    with rasterio.Env(**GDAL_ENV), rasterio.open(path) as full:
+    with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as full:
         width, height, count = full.width, full.height, full.count
         profile = {
             "driver": "GTiff",
@@ -125,7 +124,7 @@ def build_overviews(path: str, workdir: str, blocksize: int = 512) -> list[str]:
         level = os.path.join(workdir, f"composite-ovr{factor}.tif")
         scale = transform @ Affine.scale(width / out_w, height / out_h)
         with (
-            rasterio.Env(**GDAL_ENV),
+            rasterio.Env(**GDAL_OPTIONS),
             rasterio.open(previous) as src,
             rasterio.open(level, "w", width=out_w, height=out_h, transform=scale, **profile) as dst,
         ):
@@ -173,7 +172,7 @@ def halve(data: np.ndarray) -> np.ndarray:
 
 def overview_vrt(path: str, levels: list[str], workdir: str) -> str:
     """A VRT of ``path`` whose bands list ``levels`` as their overviews."""
-    with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+    with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as src:
         count, width, height = src.count, src.width, src.height
         crs = html.escape(src.crs.to_wkt()) if src.crs else ""
         geotransform = ", ".join(repr(v) for v in src.transform.to_gdal())
@@ -212,7 +211,7 @@ def render_image(
 ) -> bytes:
     """The picture with longest side ``size``, from the nearest overview (averaged);
     a scene smaller than that is enlarged, pixels kept square and sharp."""
-    with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+    with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as src:
         width, height = fit_size(src.width, src.height, size)
         data = src.read(out_shape=(src.count, height, width), resampling=Resampling.average)
         scale = size / max(src.width, src.height)

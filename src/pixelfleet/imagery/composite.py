@@ -45,8 +45,9 @@ from pixelfleet.imagery.bands import (
     normal_band,
     open_band,
 )
-from pixelfleet.imagery.cogs import GDAL_ENV, write_outputs
+from pixelfleet.imagery.cogs import write_outputs
 from pixelfleet.imagery.pictures import too_large_message
+from pixelfleet.imagery.rasters import GDAL_OPTIONS
 from pixelfleet.imagery.stretch import Stretch, StretchMode, describe, fit_stretch
 from pixelfleet.settings import Settings, get_settings
 
@@ -124,7 +125,7 @@ def make_composite(
             "scene has"
         )
     with contextlib.ExitStack() as stack:
-        stack.enter_context(rasterio.Env(**GDAL_ENV))
+        stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
         datasets = {b: open_band(by_band[b], stack) for b in needed}
         first = datasets[needed[0]]
         check_aligned(needed, datasets, by_band)

@@ -28,7 +28,7 @@ from pixelfleet.imagery.bands import (
     normal_band,
     open_band,
 )
-from pixelfleet.imagery.cogs import GDAL_ENV
+from pixelfleet.imagery.rasters import GDAL_OPTIONS
 from pixelfleet.imagery.stretch import StretchMode, describe, fit_stretch
 
 _COLOURS = {"red": "#d62728", "green": "#2ca02c", "blue": "#1f77b4", "grey": "#555555"}
@@ -60,7 +60,7 @@ def scene_histograms(
             f"{', '.join(by_band) or 'none'})"
         )
     with contextlib.ExitStack() as stack:
-        stack.enter_context(rasterio.Env(**GDAL_ENV))
+        stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
         datasets = {b: open_band(by_band[b], stack) for b in needed}
         check_aligned(needed, datasets, by_band)
         nd = {b: band_nodata(datasets[b], by_band[b], nodata) for b in needed}

@@ -53,10 +53,13 @@ if TYPE_CHECKING:
     from rasterio.io import DatasetReader
 
 
-#: GDAL options for every read (per call, so library use behaves like the worker).
+#: GDAL options for every raster pixelfleet opens (thumbnails, composites, COGs, facts),
+#: set per call so that library use behaves like the worker.
 GDAL_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_PAM_ENABLED": "NO",
+    # 1.0: never read an overview smaller than asked for and enlarge it (2 let GDAL
+    # take a level up to twice too coarse: blurry thumbnails, measured).
     "GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD": "1.0",
 }
 
@@ -400,7 +403,8 @@ def stretch(
     # Clipping first keeps huge values (nodata sentinels, inf) from overflowing float32.
     clipped = np.clip(band, low, high).astype(np.float32)
     scaled = (clipped - np.float32(low)) * np.float32(255.0 / (high - low)) + np.float32(0.5)
-    return np.nan_to_num(scaled, nan=0.0).astype(np.uint8)
+    stretched: np.ndarray = np.nan_to_num(scaled, nan=0.0).astype(np.uint8)
+    return stretched
 
 
 def palette_lut(colormap: dict[int, tuple[int, ...]], dtype: np.dtype[Any]) -> np.ndarray:

@@ -47,7 +47,8 @@ class Stretch:
         if self.gamma != 1.0:
             t = np.power(t, np.float32(1.0 / self.gamma))
         out = t * np.float32(255.0) + np.float32(0.5)
-        return np.nan_to_num(out, nan=0.0).astype(np.uint8)
+        scaled: np.ndarray = np.nan_to_num(out, nan=0.0).astype(np.uint8)
+        return scaled
 
     def lut(self, dtype: np.dtype[Any]) -> np.ndarray | None:
         """A lookup table indexed by raw value (offset by ``-min`` for signed types), or

@@ -31,8 +31,6 @@ LITE0_STAGES = (
 )
 #: Batch-norm epsilon of the TensorFlow originals.
 BN_EPS = 1e-3
-#: Image size the network was trained at.
-IMAGE_SIZE = 224
 
 
 class SameConv2d(nn.Conv2d):
@@ -76,12 +74,14 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One block, in inference mode (no drop-connect)."""
-        out = x
+        out: torch.Tensor = x
         if self.expand:
             out = F.relu6(self._bn0(self._expand_conv(out)))
         out = F.relu6(self._bn1(self._depthwise_conv(out)))
         out = self._bn2(self._project_conv(out))
-        return out + x if self.skip else out
+        if self.skip:
+            out = out + x
+        return out
 
 
 class EfficientNetLite0(nn.Module):
@@ -108,4 +108,5 @@ class EfficientNetLite0(nn.Module):
         for block in self._blocks:
             x = block(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
-        return self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        logits: torch.Tensor = self._fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return logits

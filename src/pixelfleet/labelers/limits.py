@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pixelfleet.errors import ConfigError
 from pixelfleet.settings import Settings, get_settings
@@ -74,7 +74,7 @@ class Limits:
 
 def pause_for(failures: int) -> float:
     """The shared pause after ``failures`` throttled calls in a row (exponential, capped)."""
-    return min(MAX_PAUSE, FIRST_PAUSE * 2 ** max(0, failures - 1))
+    return min(MAX_PAUSE, FIRST_PAUSE * 2.0 ** max(0, failures - 1))
 
 
 class Limiter(ABC):
@@ -106,21 +106,6 @@ class Limiter(ABC):
             yield
         finally:
             self.release(token)
-
-
-class UnlimitedLimiter(Limiter):
-    """No limit: for labellers that run locally and were given none."""
-
-    def acquire(self) -> Any:
-        """Never waits."""
-        return None
-
-    def release(self, token: Any) -> None:
-        """Nothing to release."""
-
-    def throttled(self) -> float:
-        """A pause for this caller only."""
-        return FIRST_PAUSE
 
 
 class ThreadLimiter(Limiter):
@@ -297,11 +282,13 @@ class DaskLimiter(Limiter):
         super().__init__(limits)
         import distributed
 
+        # distributed has no type hints: its coordination primitives are used untyped.
+        cluster = cast(Any, distributed)
         name = f"pixelfleet-limit-{limits.group}"
         n = limits.max_concurrency
-        self._semaphore = distributed.Semaphore(max_leases=n, name=name) if n else None
-        self._lock = distributed.Lock(f"{name}-rate")
-        self._state = distributed.Variable(f"{name}-state")
+        self._semaphore: Any = cluster.Semaphore(max_leases=n, name=name) if n else None
+        self._lock: Any = cluster.Lock(f"{name}-rate")
+        self._state: Any = cluster.Variable(f"{name}-state")
 
     def acquire(self) -> Any:
         """Take a lease of the cluster-wide semaphore, then wait for the rate and pauses."""

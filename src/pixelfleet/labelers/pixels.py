@@ -16,11 +16,13 @@ from typing import BinaryIO
 from PIL import Image
 
 from pixelfleet.imagery.pictures import ThumbnailOptions, flatten
-from pixelfleet.imagery.reading import sniff_format
+from pixelfleet.imagery.reading import (
+    SNIFF_BYTES,
+    check_object_size,
+    raster_opener,
+    sniff_labelled,
+)
 from pixelfleet.labelers.base import ImageRef
-
-# Bytes read to recognise a format.
-_SNIFF = 64
 
 
 def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> Image.Image:
@@ -39,11 +41,11 @@ def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> I
     path = image.local_path()
     if path is not None:
         with open(path, "rb") as f:
-            fmt = _sniff(f.read(_SNIFF), label)
+            fmt = sniff_labelled(f.read(SNIFF_BYTES), label)
         if fmt == "GTiff":
             picture = render_raster(path, config, image.settings, label)
         else:
-            _check_size(os.path.getsize(path), image)
+            check_object_size(os.path.getsize(path), label, image.settings)
             with open(path, "rb") as f:
                 if short_side:
                     config = _short_side_config(f, fmt, short_side, image, config)
@@ -51,10 +53,8 @@ def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> I
     else:
         storage, entry = image.storage, image.entry
         with storage.open(entry.key, entry.size) as remote:
-            fmt = _sniff(remote.read(_SNIFF), label)
+            fmt = sniff_labelled(remote.read(SNIFF_BYTES), label)
             if fmt == "GTiff":
-                from pixelfleet.imagery.reading import raster_opener
-
                 remote.seek(0)
                 fake_path, opener, failures = raster_opener(remote)  # type: ignore[arg-type]
                 try:
@@ -64,7 +64,7 @@ def load_picture(image: ImageRef, size: int, short_side: int | None = None) -> I
                         raise failures[0] from None
                     raise
             else:
-                _check_size(entry.size, image)
+                check_object_size(entry.size, label, image.settings)
                 data = storage.read(entry.key)
                 if short_side:
                     config = _short_side_config(io.BytesIO(data), fmt, short_side, image, config)
@@ -93,23 +93,3 @@ def to_rgb(picture: Image.Image) -> Image.Image:
     if picture.mode in ("LA", "RGBA"):
         picture = flatten(picture, "white")
     return picture.convert("RGB") if picture.mode != "RGB" else picture
-
-
-def _sniff(head: bytes, label: str) -> str:
-    from pixelfleet.errors import UnsupportedFormatError
-
-    try:
-        return sniff_format(head)
-    except UnsupportedFormatError as exc:
-        raise UnsupportedFormatError(f"{label} {exc}") from None
-
-
-def _check_size(size: int, image: ImageRef) -> None:
-    from pixelfleet.errors import ImageTooLargeError
-
-    limit = image.settings.max_object_bytes
-    if size > limit:
-        raise ImageTooLargeError(
-            f"{image.label}: {size:,} bytes is over the limit of {limit:,} bytes for a photo "
-            "(decoded whole); raise PIXELFLEET_MAX_OBJECT_BYTES to accept it"
-        )

@@ -33,7 +33,7 @@ three Landsat bands; the sensor then still sets the reflectance scale and offset
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,7 +47,6 @@ from pixelfleet.models import one_line
 Role = Literal["blue", "green", "red", "nir", "swir1", "swir2"]
 #: The bands the rules use.
 NEEDED = ("green", "red", "nir", "swir1")
-ROLES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 
 @dataclass(frozen=True)
@@ -164,7 +163,8 @@ def classify(data: Reflectance, config: SpectralConfig) -> list[Label]:
         return []
     index = indices(data.bands)
     unassigned = valid.copy()
-    rules = {
+    # name -> (the index it needs, the pixels it takes, the rule in words)
+    rules: dict[str, tuple[str, Callable[[], np.ndarray], str]] = {
         "snow/ice": (
             "ndsi",
             lambda: (index["ndsi"] >= config.ndsi_snow) & (data.bands["nir"] >= SNOW_MIN_NIR),

@@ -96,29 +96,54 @@ class Ledger(ABC):
     """Runs and task states, kept by one runner and read by anyone.
 
     Implementations store and find records; the conveniences below build on that.
+    Records handed out are copies: changing one changes nothing until it is saved.
+    :class:`~pixelfleet.ledger.memory.MemoryLedger` is the reference behaviour.
+
+    The five abstract methods are the least a ledger can be: two writes and three
+    look-ups, each answered by an index. ``done_ids`` in particular stays abstract: a
+    rerun asks it for every chunk of planned tasks, across every run ever recorded, and
+    building it from the other look-ups would read every task of every run each time.
     """
 
     @abstractmethod
     def save_run(self, run: RunRecord) -> None:
-        """Insert or update a run."""
+        """Insert a run, or update one saved before.
+
+        An update changes the run's state, finish time, executor and counts; its
+        creation time, pipeline path and pipeline stay as first saved.
+        """
 
     @abstractmethod
     def save_tasks(self, run_id: str, tasks: Sequence[TaskRecord]) -> None:
-        """Insert or update a run's tasks, all in one transaction."""
+        """Insert or replace a run's tasks (by task id), all in one transaction.
+
+        The same task id in another run is another record.
+        """
 
     @abstractmethod
     def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:
-        """Runs whose id starts with ``prefix`` (all for None), newest first."""
+        """At most ``limit`` runs whose id starts with ``prefix`` (all for None).
+
+        The run whose id is ``prefix`` exactly comes first, then the newest (latest
+        ``created``) first. ``prefix`` is plain text: no character in it is a wildcard.
+        """
 
     @abstractmethod
     def find_tasks(
         self, run_id: str, states: Sequence[str] | None = None, limit: int | None = None
     ) -> list[TaskRecord]:
-        """A run's tasks in ``states`` (all for None), failed ones first."""
+        """At most ``limit`` (all for None) of a run's tasks in ``states`` (any for None).
+
+        Failed tasks come first, then the others; each part by group, then task id.
+        An unknown run has no tasks.
+        """
 
     @abstractmethod
     def done_ids(self, task_ids: Sequence[str]) -> set[str]:
-        """Which of ``task_ids`` any run has finished successfully."""
+        """Which of ``task_ids`` some run holds as ``done``, whatever other runs hold.
+
+        Ids the ledger does not know are left out.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional: most ledgers hold a connection
         """Release connections."""

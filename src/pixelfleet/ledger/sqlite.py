@@ -138,11 +138,10 @@ class SqliteLedger(Ledger):
         sql = "SELECT * FROM runs"
         args: list[Any] = []
         if prefix is not None:
-            sql += " WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\'"
-            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args += [prefix, escaped + "%"]
+            # substr, not LIKE: LIKE ignores case and needs its wildcards escaped.
+            sql += " WHERE substr(run_id, 1, length(?1)) = ?1"
             # An exact match sorts first so a full id is never "ambiguous".
-            sql += " ORDER BY run_id = ? DESC, created DESC LIMIT ?"
+            sql += " ORDER BY run_id = ?1 DESC, created DESC LIMIT ?2"
             args += [prefix, limit]
         else:
             sql += " ORDER BY created DESC LIMIT ?"

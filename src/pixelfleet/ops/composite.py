@@ -21,13 +21,8 @@ from pydantic import Field, field_validator, model_validator
 
 from pixelfleet.errors import ConfigError, InputError, UnknownNameError, UnsupportedFormatError
 from pixelfleet.imagery.bandmath import is_expression
-from pixelfleet.imagery.composite import (
-    BandFile,
-    CompositeSpec,
-    make_composite,
-    normal_band,
-    parse_channels,
-)
+from pixelfleet.imagery.bands import BandFile, normal_band
+from pixelfleet.imagery.composite import CompositeSpec, make_composite, parse_channels
 from pixelfleet.imagery.pictures import CONTENT_TYPES
 from pixelfleet.imagery.reading import raster_opener, sniff_format
 from pixelfleet.imagery.stretch import StretchMode

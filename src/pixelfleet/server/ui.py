@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pixelfleet import __version__
 from pixelfleet.catalog import parse_query
 from pixelfleet.errors import BadQueryError, ItemNotFoundError, LedgerError, PixelfleetError
+from pixelfleet.humanize import human_seconds
 from pixelfleet.server.stac import asset_url, base_url, catalog_of, is_local_href
 
 HERE = Path(__file__).parent
@@ -229,7 +230,7 @@ def runs_page(request: Request) -> Response:
                         "state": run.state,
                         "pipeline": run.pipeline_path,
                         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created)),
-                        "took": _took((run.finished or time.time()) - run.created),
+                        "took": human_seconds((run.finished or time.time()) - run.created),
                         "done": counts.get("done", 0),
                         "failed": counts.get("failed", 0),
                         "running": counts.get("running", 0) + counts.get("pending", 0),
@@ -256,14 +257,6 @@ def runs_page(request: Request) -> Response:
         error = str(exc)
     live = any(r["state"] == "running" for r in rows)
     return page(request, "runs.html", {"runs": rows, "error": error, "live": live, "title": "Runs"})
-
-
-def _took(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def footprint_svg(item: dict[str, Any]) -> dict[str, Any] | None:

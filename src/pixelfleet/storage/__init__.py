@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pixelfleet.registry import Registry
 from pixelfleet.settings import Settings, get_settings
 from pixelfleet.storage.base import Storage, check_key
+from pixelfleet.urls import scheme_of
 
-__all__ = ["Storage", "check_key", "open_storage", "storages"]
+__all__ = ["Storage", "check_key", "open_storage", "scheme_of", "storages"]
 
 storages = Registry(
     "storage scheme",
@@ -20,16 +23,10 @@ storages = Registry(
 )
 
 
-def scheme_of(url: str) -> str:
-    """The URL's scheme, ``file`` for plain paths."""
-    if "://" not in url:
-        return "file"
-    return url.split("://", 1)[0].lower()
-
-
 def open_storage(url: str, settings: Settings | None = None) -> Storage:
     """Open the storage a URL names."""
-    cls = storages.get(scheme_of(url))
-    if scheme_of(url) == "s3":
+    scheme = scheme_of(url, "file")
+    cls: Callable[..., Storage] = storages.get(scheme)
+    if scheme == "s3":
         return cls(url, settings or get_settings())
     return cls(url)

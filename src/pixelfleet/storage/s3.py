@@ -1,11 +1,8 @@
 """Storage in an S3 bucket or any S3-compatible service (``s3://bucket/prefix``), over obstore.
 
-Everything that shapes a request comes from :class:`~pixelfleet.settings.S3Settings`:
-obstore would otherwise fill gaps from ``AWS_*`` environment variables itself, and
-``settings.py`` is the one place pixelfleet reads the environment. So every option
-that changes where a request goes or how it is signed is passed explicitly, and
-credentials come through a provider that returns the settings' keys (which also keeps
-obstore from looking for credentials anywhere else).
+Every option that changes where a request goes or how it is signed comes from
+:mod:`pixelfleet.storage.s3credentials`, never from obstore's own reading of ``AWS_*``
+variables.
 
 A write is one ``PUT``, which S3 applies atomically; only ``write_file`` of a file
 over 64 MB uses a multipart upload (also atomic: the object appears on completion).
@@ -14,29 +11,17 @@ must be printable ASCII. The ``content-type`` entry is sent as the object's
 ``Content-Type`` instead, and :meth:`S3Storage.head` reports the object's content type
 under that name.
 
-Listing is the exception to "over obstore": obstore refuses a whole listing page when
-one key is not a path it accepts (``a/../b``, ``a//b``, ``./x``, control
-characters), and reports a folder marker ``dir/`` as an object ``dir``. A source
-bucket is not ours to tidy, so :meth:`S3Storage.scan` sends its own signed
-``ListObjectsV2`` requests and yields every key as it is: an unsafe key then fails its
-own task (every other method refuses it with
-:class:`~pixelfleet.errors.UnsafeKeyError`) instead of the whole run.
+Listing is the exception to "over obstore": :meth:`S3Storage.scan` goes through
+:class:`~pixelfleet.storage.s3listing.BucketLister`, so that a bucket with keys obstore
+refuses still lists (see :mod:`pixelfleet.storage.s3listing`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import http.client
-import random
 import time
 import types
-import urllib.error
-import urllib.parse
-import urllib.request
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pixelfleet import __version__
@@ -44,11 +29,11 @@ from pixelfleet.errors import ConfigError, MissingExtraError, ObjectNotFoundErro
 from pixelfleet.models import Entry
 from pixelfleet.settings import S3Settings, Settings
 from pixelfleet.storage.base import Storage, check_key
+from pixelfleet.storage.s3credentials import INSTALL, S3Access, resolve_access
+from pixelfleet.storage.s3listing import BucketLister
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, RetryConfig, S3Config, S3Credential, S3Store
-
-_INSTALL = "pip install 'pixelfleet[s3]'"
+    from obstore.store import ClientConfig, RetryConfig, S3Config, S3Store
 
 # Object attributes obstore maps to HTTP headers rather than x-amz-meta-*. Metadata
 # reported by head() leaves them out, except the content type.
@@ -86,7 +71,7 @@ def _obstore() -> types.ModuleType:
     try:
         import obstore
     except ImportError as exc:
-        raise MissingExtraError(f"s3:// storage needs obstore: {_INSTALL}") from exc
+        raise MissingExtraError(f"s3:// storage needs obstore: {INSTALL}") from exc
     return obstore
 
 
@@ -111,46 +96,24 @@ class S3Storage(Storage):
         self.url = url
         self.bucket, self.prefix = parse_s3_url(url)
         self._obs = _obstore()
-        s3 = settings.s3
-        self._provider: _StaticCredentials | _SdkCredentials | None = None
-        if not s3.skip_signature:
-            if s3.access_key_id and s3.secret_access_key:
-                self._provider = _StaticCredentials(
-                    s3.access_key_id, s3.secret_access_key, s3.session_token
-                )
-            elif settings.s3_sdk_credentials:
-                self._provider = _SdkCredentials(url)
-            else:
-                raise ConfigError(
-                    f"no credentials for {self.url}: set AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys), "
-                    "or PIXELFLEET_S3_ANONYMOUS=1 for a public bucket"
-                )
-        region = s3.region or "us-east-1"
-        # AWS's regional endpoint is spelled out so that no AWS_ENDPOINT in the
-        # environment can redirect requests.
-        endpoint = (s3.endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
-        if endpoint.lower().startswith("http://") and not s3.allow_http:
-            raise ConfigError(
-                f"S3 endpoint {endpoint!r} is plain HTTP; set PIXELFLEET_S3_ALLOW_HTTP=1 "
-                "to allow it, or use https://"
-            )
-        self._store = self._make_store(s3, region, endpoint)
+        access = resolve_access(url, settings)
+        self._store = self._make_store(settings.s3, access)
+        keys = None if access.credentials is None else access.credentials.keys
         self._lister = BucketLister(
             url,
-            endpoint=endpoint,
+            endpoint=access.endpoint,
             bucket=self.bucket,
-            region=region,
-            credentials=None if self._provider is None else self._provider.keys,
-            requester_pays=s3.requester_pays,
+            region=access.region,
+            credentials=keys,
+            requester_pays=settings.s3.requester_pays,
         )
 
-    def _make_store(self, s3: S3Settings, region: str, endpoint: str) -> S3Store:
+    def _make_store(self, s3: S3Settings, access: S3Access) -> S3Store:
         from obstore.store import S3Store
 
         config: S3Config = {
-            "region": region,
-            "endpoint": endpoint,
+            "region": access.region,
+            "endpoint": access.endpoint,
             # Path-style requests: what S3-compatible services (MinIO, Ceph, moto...)
             # expect, and what AWS still serves for every bucket name.
             "virtual_hosted_style_request": False,
@@ -158,7 +121,6 @@ class S3Storage(Storage):
             "request_payer": s3.requester_pays,
             "s3_express": False,
         }
-        provider = self._provider
         try:
             return S3Store(
                 self.bucket,
@@ -166,7 +128,7 @@ class S3Storage(Storage):
                 config=config,
                 client_options={**_CLIENT, "allow_http": s3.allow_http},
                 retry_config=_RETRY,
-                credential_provider=provider,
+                credential_provider=access.credentials,
             )
         except (self._obs.exceptions.BaseError, ValueError) as exc:
             raise ConfigError(f"cannot set up S3 access for {self.url}: {exc}") from exc
@@ -296,73 +258,6 @@ class S3Storage(Storage):
             raise self._failure("delete", key, exc) from exc
 
 
-class _StaticCredentials:
-    """Credentials from settings; obstore asks once and keeps them (they never expire)."""
-
-    def __init__(self, access_key_id: str, secret_access_key: str, token: str | None):
-        self._credential: S3Credential = {
-            "access_key_id": access_key_id,
-            "secret_access_key": secret_access_key,
-            "token": token,
-            "expires_at": None,
-        }
-
-    def __call__(self) -> S3Credential:
-        return self._credential
-
-    def keys(self) -> tuple[str, str, str | None]:
-        """Access key, secret key and session token, for the lister's signatures."""
-        c = self._credential
-        return c["access_key_id"], c["secret_access_key"], c["token"]
-
-    def __repr__(self) -> str:
-        return "_StaticCredentials(***)"
-
-
-class _SdkCredentials:
-    """Credentials from the AWS SDK's default chain, for machines with roles, not keys.
-
-    Used when the settings carry no keys: EC2 instance roles, ECS and AWS Batch task
-    roles, web identity (EKS), SSO and shared-config profiles all work as they do for the
-    AWS CLI. Temporary credentials are refreshed by botocore; obstore is told to ask again
-    every few minutes.
-    """
-
-    _REASK = timedelta(minutes=5)
-
-    def __init__(self, url: str):
-        try:
-            import botocore.session
-        except ModuleNotFoundError:
-            raise MissingExtraError(
-                f"no AWS keys are set for {url}, and finding a role needs botocore: {_INSTALL}"
-            ) from None
-        self._source = botocore.session.get_session().get_credentials()
-        if self._source is None:
-            raise ConfigError(
-                f"no credentials for {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "configure an AWS profile or role, or set PIXELFLEET_S3_ANONYMOUS=1 for a "
-                "public bucket"
-            )
-
-    def keys(self) -> tuple[str, str, str | None]:
-        """Current access key, secret key and session token (refreshed when they expire)."""
-        frozen = self._source.get_frozen_credentials()
-        return frozen.access_key, frozen.secret_key, frozen.token
-
-    def __call__(self) -> S3Credential:
-        access_key, secret_key, token = self.keys()
-        return {
-            "access_key_id": access_key,
-            "secret_access_key": secret_key,
-            "token": token,
-            "expires_at": datetime.now(UTC) + self._REASK,
-        }
-
-    def __repr__(self) -> str:
-        return "_SdkCredentials(***)"
-
-
 def _entry(key: str, meta: Any, metadata: dict[str, str] | None = None) -> Entry:
     etag = (meta.get("e_tag") or "").strip('"')
     return Entry(key, int(meta["size"]), etag, meta["last_modified"].timestamp(), metadata or {})
@@ -392,171 +287,3 @@ def _attributes(key: str, metadata: dict[str, str]) -> dict[str, str]:
         else:
             attributes[lower] = value
     return attributes
-
-
-# -- listing --------------------------------------------------------------------------------
-
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_LIST_ATTEMPTS = 5
-_LIST_TIMEOUT_S = 60.0
-
-
-class BucketLister:
-    """Lists a bucket with signed ``ListObjectsV2`` requests, keeping every key as S3 has it.
-
-    Keys are asked for URL-encoded (``encoding-type=url``), so even keys with characters
-    XML cannot carry come back intact. Requests go straight to the endpoint (no proxy
-    from the environment) and are retried a few times on throttling, server errors
-    and dropped connections.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        endpoint: str,
-        bucket: str,
-        region: str,
-        credentials: Callable[[], tuple[str, str, str | None]] | None,
-        requester_pays: bool = False,
-    ):
-        self.url = url
-        self.endpoint = endpoint.rstrip("/")
-        self.bucket = bucket
-        self.region = region
-        self.credentials = credentials
-        self.requester_pays = requester_pays
-        #: Keys per response; S3 never sends more than 1000.
-        self.page_size = 1000
-        # No proxy from the environment, and no redirects: a redirect would carry the
-        # session token to whatever host it names.
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), _RefuseRedirects()
-        )
-
-    def list(self, prefix: str) -> Iterator[tuple[str, int, str, float]]:
-        """Yield ``(key, size, etag, mtime)`` for every key starting with ``prefix``, in order."""
-        token: str | None = None
-        while True:
-            query = {
-                "list-type": "2",
-                "encoding-type": "url",
-                "prefix": prefix,
-                "max-keys": str(self.page_size),
-            }
-            if token:
-                query["continuation-token"] = token
-            root = ET.fromstring(self._get(query, prefix))
-            for item in root.iterfind("{*}Contents"):
-                key = urllib.parse.unquote_plus(item.findtext("{*}Key") or "")
-                modified = item.findtext("{*}LastModified") or ""
-                yield (
-                    key,
-                    int(item.findtext("{*}Size") or 0),
-                    (item.findtext("{*}ETag") or "").strip('"'),
-                    datetime.fromisoformat(modified).timestamp() if modified else 0.0,
-                )
-            token = root.findtext("{*}NextContinuationToken")
-            if (root.findtext("{*}IsTruncated") or "").lower() != "true" or not token:
-                return
-
-    def request(self, query: dict[str, str], now: datetime | None = None) -> urllib.request.Request:
-        """The signed GET request for the bucket with ``query`` (AWS Signature Version 4)."""
-        parsed = urllib.parse.urlsplit(self.endpoint)
-        path = f"{parsed.path.rstrip('/')}/{self.bucket}"
-        canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
-        headers = {"host": parsed.netloc, "x-amz-content-sha256": _EMPTY_SHA256}
-        if self.requester_pays:
-            headers["x-amz-request-payer"] = "requester"
-        if self.credentials is not None:
-            access_key, secret_key, token = self.credentials()
-            now = now or datetime.now(UTC)
-            stamp = now.strftime("%Y%m%dT%H%M%SZ")
-            headers["x-amz-date"] = stamp
-            if token:
-                headers["x-amz-security-token"] = token
-            names = sorted(headers)
-            signed = ";".join(names)
-            canonical = "\n".join(
-                [
-                    "GET",
-                    _quote(path, safe="/"),
-                    canonical_query,
-                    "".join(f"{n}:{headers[n].strip()}\n" for n in names),
-                    signed,
-                    _EMPTY_SHA256,
-                ]
-            )
-            scope = f"{stamp[:8]}/{self.region}/s3/aws4_request"
-            to_sign = "\n".join(
-                [
-                    "AWS4-HMAC-SHA256",
-                    stamp,
-                    scope,
-                    hashlib.sha256(canonical.encode()).hexdigest(),
-                ]
-            )
-            key = f"AWS4{secret_key}".encode()
-            for part in (stamp[:8], self.region, "s3", "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-            headers["authorization"] = (
-                f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-                f"SignedHeaders={signed}, Signature={signature}"
-            )
-        headers["user-agent"] = f"pixelfleet/{__version__}"
-        target = f"{parsed.scheme}://{parsed.netloc}{_quote(path, safe='/')}?{canonical_query}"
-        return urllib.request.Request(target, headers=headers, method="GET")
-
-    def _get(self, query: dict[str, str], prefix: str) -> bytes:
-        what = f"cannot list {self.url} (prefix {prefix!r})"
-        for attempt in range(_LIST_ATTEMPTS):
-            last = attempt == _LIST_ATTEMPTS - 1
-            try:
-                with self._opener.open(self.request(query), timeout=_LIST_TIMEOUT_S) as response:
-                    return bytes(response.read())
-            except urllib.error.HTTPError as exc:
-                body = exc.read().decode(errors="replace")
-                code = _error_code(body)
-                if exc.code == 404 and code in ("NoSuchBucket", ""):
-                    raise ObjectNotFoundError(
-                        f"bucket {self.bucket!r} does not exist; check the url {self.url!r}"
-                    ) from None
-                if (exc.code >= 500 or exc.code == 429) and not last:
-                    _backoff(attempt)
-                    continue
-                hint = ""
-                if exc.code in (301, 400, 403):
-                    hint = (
-                        " (check the credentials, the region (PIXELFLEET_S3_REGION), and "
-                        "PIXELFLEET_S3_REQUESTER_PAYS for requester-pays buckets)"
-                    )
-                raise StorageError(f"{what}: HTTP {exc.code} {code}{hint}") from None
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                if not last:
-                    _backoff(attempt)
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise StorageError(f"{what}: {reason}") from exc
-        raise AssertionError("unreachable")  # the last attempt returns or raises
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # the 3xx response is then raised as an HTTPError
-
-
-def _quote(text: str, safe: str = "") -> str:
-    """URI-encode the way SigV4 wants it: everything but ``A-Z a-z 0-9 - _ . ~``."""
-    return urllib.parse.quote(text, safe=safe + "-_.~")
-
-
-def _error_code(body: str) -> str:
-    try:
-        return ET.fromstring(body).findtext("Code") or ""
-    except ET.ParseError:
-        return ""
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(5.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))
