@@ -76,12 +76,6 @@ def executor(request: pytest.FixtureRequest, src: Path, tmp_path: Path) -> Itera
         yield ex
 
 
-def known_bug(request: pytest.FixtureRequest, kind: str, reason: str) -> None:
-    """Mark this test as failing, for one executor only, until the bug is fixed."""
-    if request.node.callspec.id == kind:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
-
-
 def probe_jobs(src: Path, files: dict[str, str], isolate: bool = False) -> list[Job]:
     """Write probe files (name -> words) and return one job each, in that order."""
     storage = LocalStorage(f"file://{src}")
@@ -125,13 +119,6 @@ def test_a_failing_job_gets_a_failed_result(executor: Executor, src: Path) -> No
 def test_a_job_the_worker_cannot_read_gets_a_failed_result(
     executor: Executor, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(
-        request,
-        "inline",
-        "InlineExecutor.results() raises the worker's JSONDecodeError/KeyError for a job whose"
-        " payload is not a task, instead of returning a failed result (worker.execute parses"
-        " the payload outside its try)",
-    )
     executor.submit(Job("not-json", "{not json"))
     executor.submit(Job("no-entries", json.dumps({"id": "no-entries"})))
     results = collect(executor, 2)

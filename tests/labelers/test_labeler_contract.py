@@ -115,12 +115,6 @@ def samples(case: LabelerCase, refs: Any) -> list[ImageRef]:
     return made
 
 
-def known_bug(request: pytest.FixtureRequest, kind: str, reason: str, **xfail: Any) -> None:
-    """Mark this test as failing, for one labeller only, until the bug is fixed."""
-    if request.node.callspec.id == kind:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True, **xfail))
-
-
 def check_label(label: Label) -> None:
     assert isinstance(label.name, str) and label.name.strip()
     assert math.isfinite(label.confidence) and 0 <= label.confidence <= 100, label
@@ -169,12 +163,6 @@ def test_one_list_of_labels_per_image_in_order(case: LabelerCase, refs: Any) -> 
 
 
 def test_an_empty_batch_has_no_labels(case: LabelerCase, request: pytest.FixtureRequest) -> None:
-    known_bug(
-        request,
-        "imagenet",
-        "ImagenetLabeler.label([]) raises ValueError (np.stack of nothing) instead of []",
-        raises=ValueError,
-    )
     assert case.labeler.label([]) == []
 
 

@@ -99,19 +99,7 @@ def test_a_rewrite_keeps_only_the_new_metadata(storage: Storage) -> None:
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in head.metadata.items())
 
 
-def known_bug(request: pytest.FixtureRequest, kind: str, reason: str, **xfail: object) -> None:
-    """Mark this test as failing, for one kind of storage only, until the bug is fixed."""
-    if request.node.callspec.id == kind:
-        request.applymarker(pytest.mark.xfail(reason=reason, strict=True, **xfail))
-
-
 def test_folders_are_not_objects(storage: Storage, request: pytest.FixtureRequest) -> None:
-    known_bug(
-        request,
-        "file",
-        "LocalStorage.delete('d') of a folder raises IsADirectoryError instead of doing nothing",
-        raises=IsADirectoryError,
-    )
     storage.write("d/x.bin", b"x")
     assert storage.head("d") is None
     assert not storage.exists("d")

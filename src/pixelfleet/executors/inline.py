@@ -30,7 +30,11 @@ class InlineExecutor(Executor):
         if not self._queue:
             return []
         job = self._queue.popleft()
-        return [TaskResult.from_dict(json.loads(self._execute(self._context, job.payload)))]
+        try:
+            text = self._execute(self._context, job.payload)
+        except Exception as exc:  # noqa: BLE001 - as other executors do: the job fails, not the run
+            return [TaskResult.crashed(job.task_id, exc)]
+        return [TaskResult.from_dict(json.loads(text))]
 
     def close(self) -> None:
         self._queue.clear()

@@ -103,6 +103,8 @@ class ImagenetLabeler(Labeler):
 
     def label(self, batch: Sequence[Any]) -> list[list[Label]]:
         """Run the network on the batch; the ``top_k`` classes of each image."""
+        if not batch:
+            return []
         probabilities = classify(np.stack(list(batch)))
         assert isinstance(self.config, ImagenetConfig)
         return top_labels(probabilities, self.config.top_k)

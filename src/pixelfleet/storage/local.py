@@ -148,7 +148,8 @@ class LocalStorage(Storage):
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        """Remove an object; a missing one, or a folder (not an object), is left alone."""
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
             os.unlink(self._path(key))
 
     def remove_partial(self, keys: Iterable[str]) -> int:
