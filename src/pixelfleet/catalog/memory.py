@@ -11,6 +11,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import override
+
 from pixelfleet.catalog.base import Catalog, SearchPage, check_item
 from pixelfleet.catalog.cql2 import evaluate
 from pixelfleet.catalog.query import (
@@ -89,6 +91,7 @@ class MemoryCatalog(Catalog):
         self._collections: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
+    @override
     def upsert(self, items: Sequence[dict[str, Any]]) -> int:
         checked = [check_item(copy.deepcopy(i)) for i in items]
         with self._lock:
@@ -103,15 +106,18 @@ class MemoryCatalog(Catalog):
                 self._items[(item["collection"], item["id"])] = item
         return len(checked)
 
+    @override
     def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
         with self._lock:
             gone = [self._items.pop((collection_id, i), None) for i in set(item_ids)]
         return sum(1 for item in gone if item is not None)
 
+    @override
     def save_collection(self, collection: dict[str, Any]) -> None:
         with self._lock:
             self._collections[collection["id"]] = copy.deepcopy(collection)
 
+    @override
     def collections(self) -> list[dict[str, Any]]:
         with self._lock:
             out = []
@@ -122,6 +128,7 @@ class MemoryCatalog(Catalog):
                 out.append(collection)
             return out
 
+    @override
     def search(self, query: SearchQuery) -> SearchPage:
         keys = query.sort_keys()
         after = decode_token(query)

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import override
+
 from pixelfleet.catalog.base import Catalog, SearchPage, check_item
 from pixelfleet.catalog.query import SearchQuery, iso
 from pixelfleet.catalog.values import item_interval
@@ -110,6 +112,7 @@ class PgstacCatalog(Catalog):
                     conn.execute(TEXT_INDEX)
                 _migrated.add(self.url)
 
+    @override
     def close(self) -> None:
         self._db.close()
 
@@ -118,6 +121,7 @@ class PgstacCatalog(Catalog):
 
         return Loader(self._db)
 
+    @override
     def save_collection(self, collection: dict[str, Any]) -> None:
         from pypgstac.load import Methods
 
@@ -128,6 +132,7 @@ class PgstacCatalog(Catalog):
                 f"pgstac refused collection {collection.get('id')!r}: {exc}"
             ) from exc
 
+    @override
     def upsert(self, items: Sequence[dict[str, Any]]) -> int:
         from pypgstac.load import Methods
 
@@ -150,6 +155,7 @@ class PgstacCatalog(Catalog):
             raise CatalogError(f"pgstac refused the items: {exc}") from exc
         return len(items)
 
+    @override
     def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
         import psycopg
 
@@ -181,6 +187,7 @@ class PgstacCatalog(Catalog):
         rows = self._db.query('SELECT content FROM collections ORDER BY id COLLATE "C"')
         return [r[0] for r in rows]
 
+    @override
     def collections(self) -> list[dict[str, Any]]:
         out = []
         extents = {
@@ -203,6 +210,7 @@ class PgstacCatalog(Catalog):
             out.append(collection)
         return out
 
+    @override
     def search(self, query: SearchQuery) -> SearchPage:
         import psycopg
 

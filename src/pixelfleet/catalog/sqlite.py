@@ -20,6 +20,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import override
+
 from pixelfleet.catalog.base import Catalog, check_item
 from pixelfleet.catalog.query import (
     iso,
@@ -141,12 +143,14 @@ class SqliteCatalog(SqliteSearch, Catalog):
             db.execute("ROLLBACK")
             raise
 
+    @override
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     # -- writing ------------------------------------------------------------------------------
 
+    @override
     def save_collection(self, collection: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
@@ -156,6 +160,7 @@ class SqliteCatalog(SqliteSearch, Catalog):
             )
             self._known.add(collection["id"])
 
+    @override
     def upsert(self, items: Sequence[dict[str, Any]]) -> int:
         if not items:
             return 0
@@ -314,6 +319,7 @@ class SqliteCatalog(SqliteSearch, Catalog):
                 ]
             self._db.execute(sql + f" WHERE id = ?{len(args) + 1}", [*args, collection])
 
+    @override
     def delete(self, collection_id: str, item_ids: Sequence[str]) -> int:
         idents = list(dict.fromkeys(item_ids))
         if not idents:
@@ -384,6 +390,7 @@ class SqliteCatalog(SqliteSearch, Catalog):
 
     # -- reading ------------------------------------------------------------------------------
 
+    @override
     def collections(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(

@@ -144,6 +144,7 @@ class SqliteSearch:
         return float(row[0]) if row else 0.0
 
     def search(self, query: SearchQuery) -> SearchPage:
+        """One page of items matching ``query`` (see :meth:`Catalog.search`)."""
         keys = query.sort_keys()
         after = decode_token(query)
         with self._lock:

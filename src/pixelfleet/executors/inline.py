@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import deque
 
+from typing_extensions import override
+
 from pixelfleet.executors.base import WORKER_FUNCTION, Executor, Job
 from pixelfleet.models import TaskResult
 from pixelfleet.registry import load_reference
@@ -20,12 +22,15 @@ class InlineExecutor(Executor):
         self._context = ""
         self._execute = load_reference(WORKER_FUNCTION)
 
+    @override
     def start(self, context: str, timeout: float) -> None:
         self._context = context
 
+    @override
     def submit(self, job: Job) -> None:
         self._queue.append(job)
 
+    @override
     def results(self, wait: float) -> list[TaskResult]:
         if not self._queue:
             return []
@@ -36,11 +41,14 @@ class InlineExecutor(Executor):
             return [TaskResult.crashed(job.task_id, exc)]
         return [TaskResult.from_dict(json.loads(text))]
 
+    @override
     def close(self) -> None:
         self._queue.clear()
 
+    @override
     def capacity(self) -> int:
         return 1
 
+    @override
     def describe(self) -> str:
         return "inline: 1 thread in this process"

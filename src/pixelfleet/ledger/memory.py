@@ -12,6 +12,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from typing_extensions import override
+
 from pixelfleet.errors import ConfigError
 from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
 
@@ -52,6 +54,7 @@ class MemoryLedger(Ledger):
         else:
             self._book = _Book()
 
+    @override
     def save_run(self, run: RunRecord) -> None:
         book = self._book
         with book.lock:
@@ -62,6 +65,7 @@ class MemoryLedger(Ledger):
                 new.pipeline = old.pipeline
             book.runs[run.run_id] = new
 
+    @override
     def save_tasks(self, run_id: str, tasks: Sequence[TaskRecord]) -> None:
         book = self._book
         copies = copy.deepcopy(list(tasks))
@@ -77,6 +81,7 @@ class MemoryLedger(Ledger):
                     if not runs:
                         del book.done[task.task_id]
 
+    @override
     def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:
         with self._book.lock:
             runs = [
@@ -85,6 +90,7 @@ class MemoryLedger(Ledger):
             runs.sort(key=lambda r: (r.run_id != prefix, -r.created))
             return copy.deepcopy(runs[: max(limit, 0)])
 
+    @override
     def find_tasks(
         self, run_id: str, states: Sequence[str] | None = None, limit: int | None = None
     ) -> list[TaskRecord]:
@@ -98,6 +104,7 @@ class MemoryLedger(Ledger):
             tasks.sort(key=lambda t: (t.state != "failed", t.group, t.task_id))
             return copy.deepcopy(tasks if limit is None else tasks[: max(limit, 0)])
 
+    @override
     def done_ids(self, task_ids: Sequence[str]) -> set[str]:
         with self._book.lock:
             return {i for i in task_ids if i in self._book.done}

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import override
+
 from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
 from pixelfleet.urls import sqlite_path
 
@@ -79,10 +81,12 @@ class SqliteLedger(Ledger):
                     self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
             self._db.commit()
 
+    @override
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    @override
     def save_run(self, run: RunRecord) -> None:
         with self._lock, self._db:
             self._db.execute(
@@ -102,6 +106,7 @@ class SqliteLedger(Ledger):
                 ),
             )
 
+    @override
     def save_tasks(self, run_id: str, tasks: Sequence[TaskRecord]) -> None:
         if not tasks:
             return
@@ -134,6 +139,7 @@ class SqliteLedger(Ledger):
                 rows,
             )
 
+    @override
     def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:
         sql = "SELECT * FROM runs"
         args: list[Any] = []
@@ -162,6 +168,7 @@ class SqliteLedger(Ledger):
             for r in rows
         ]
 
+    @override
     def find_tasks(
         self, run_id: str, states: Sequence[str] | None = None, limit: int | None = None
     ) -> list[TaskRecord]:
@@ -198,6 +205,7 @@ class SqliteLedger(Ledger):
             for r in rows
         ]
 
+    @override
     def done_ids(self, task_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         ids = list(task_ids)
@@ -213,6 +221,7 @@ class SqliteLedger(Ledger):
                 found.update(r[0] for r in rows)
         return found
 
+    @override
     def state_counts(self, run_id: str) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(

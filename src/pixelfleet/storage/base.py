@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from typing_extensions import override
+
 from pixelfleet.errors import UnsafeKeyError
 from pixelfleet.models import Entry
 
@@ -138,15 +140,19 @@ class SeekableReader(io.RawIOBase):
     _pos: int = 0
     _size: int = 0
 
+    @override
     def readable(self) -> bool:
         return True
 
+    @override
     def seekable(self) -> bool:
         return True
 
+    @override
     def tell(self) -> int:
         return self._pos
 
+    @override
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
             pos = offset
@@ -159,6 +165,7 @@ class SeekableReader(io.RawIOBase):
         self._pos = max(0, pos)
         return self._pos
 
+    @override
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
@@ -211,6 +218,7 @@ class RangeFile(SeekableReader):
         if len(self._order) > self._keep:
             self._cache.pop(self._order.pop(0), None)
 
+    @override
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = self._size - self._pos

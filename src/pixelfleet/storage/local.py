@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
+from typing_extensions import override
+
 from pixelfleet.errors import ObjectNotFoundError, StorageError, UnsafeKeyError
 from pixelfleet.models import Entry
 from pixelfleet.storage.base import Storage, check_key
@@ -60,9 +62,11 @@ class LocalStorage(Storage):
             )
         return path
 
+    @override
     def local_path(self, key: str) -> str | None:
         return self._path(key)
 
+    @override
     def scan(self, prefix: str = "") -> Iterator[Entry]:
         if not os.path.isdir(self.root):
             raise ObjectNotFoundError(
@@ -89,6 +93,7 @@ class LocalStorage(Storage):
                 st = item.stat(follow_symlinks=False)
                 yield Entry(key, st.st_size, _etag(st), st.st_mtime)
 
+    @override
     def head(self, key: str) -> Entry | None:
         path = self._path(key)
         try:
@@ -101,6 +106,7 @@ class LocalStorage(Storage):
             return None
         return Entry(key, st.st_size, _etag(st), st.st_mtime, _read_xattrs(path))
 
+    @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         path = self._path(key)
         try:
@@ -113,6 +119,7 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.url}") from None
 
+    @override
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
         path = self._path(key)
         folder = os.path.dirname(path)

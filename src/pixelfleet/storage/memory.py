@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from typing_extensions import override
+
 from pixelfleet.errors import ObjectNotFoundError
 from pixelfleet.models import Entry
 from pixelfleet.storage.base import Storage, check_key, join_key
@@ -47,6 +49,7 @@ class MemoryStorage(Storage):
     def _rel(self, full: str) -> str:
         return full[len(self._prefix) + 1 :] if self._prefix else full
 
+    @override
     def scan(self, prefix: str = "") -> Iterator[Entry]:
         base = f"{self._prefix}/" if self._prefix else ""
         with _LOCK:
@@ -56,6 +59,7 @@ class MemoryStorage(Storage):
             if key.startswith(prefix):
                 yield Entry(key, len(obj.data), obj.etag, obj.mtime)
 
+    @override
     def head(self, key: str) -> Entry | None:
         with _LOCK:
             obj = self._objects.get(self._full(key))
@@ -63,6 +67,7 @@ class MemoryStorage(Storage):
             return None
         return Entry(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))
 
+    @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         with _LOCK:
             obj = self._objects.get(self._full(key))
@@ -70,6 +75,7 @@ class MemoryStorage(Storage):
             raise ObjectNotFoundError(f"object {key!r} not found in {self.url}")
         return obj.data[start:end]
 
+    @override
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
         check_key(key)
         obj = _Object(bytes(data), hashlib.md5(data).hexdigest(), time.time(), dict(metadata or {}))
@@ -77,6 +83,7 @@ class MemoryStorage(Storage):
             self._objects[self._full(key)] = obj
         return Entry(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))
 
+    @override
     def delete(self, key: str) -> None:
         with _LOCK:
             self._objects.pop(self._full(key), None)

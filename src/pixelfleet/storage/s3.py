@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import override
+
 from pixelfleet import __version__
 from pixelfleet.errors import ConfigError, MissingExtraError, ObjectNotFoundError, StorageError
 from pixelfleet.models import Entry
@@ -154,6 +156,7 @@ class S3Storage(Storage):
 
     # -- Storage -------------------------------------------------------------------
 
+    @override
     def scan(self, prefix: str = "") -> Iterator[Entry]:
         base = f"{self.prefix}/" if self.prefix else ""
         for key, size, etag, mtime in self._lister.list(base + prefix):
@@ -161,6 +164,7 @@ class S3Storage(Storage):
                 continue  # a folder marker (the S3 console makes them), not an object
             yield Entry(key[len(base) :], size, etag, mtime)
 
+    @override
     def head(self, key: str) -> Entry | None:
         check_key(key)
         try:
@@ -178,6 +182,7 @@ class S3Storage(Storage):
                 metadata[lower] = value
         return _entry(key, result.meta, metadata)
 
+    @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         check_key(key)
         start = start or 0
@@ -202,6 +207,7 @@ class S3Storage(Storage):
             raise self._failure("read", key, exc) from exc
         return bytes(data)
 
+    @override
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
         check_key(key)
         attributes = _attributes(key, metadata or {})
@@ -248,6 +254,7 @@ class S3Storage(Storage):
         stored = {name.lower(): value for name, value in (metadata or {}).items()}
         return Entry(key, size, etag, time.time(), stored)
 
+    @override
     def delete(self, key: str) -> None:
         check_key(key)
         try:

@@ -81,6 +81,7 @@ class StaticCredentials:
         }
 
     def __call__(self) -> S3Credential:
+        """The keys, as obstore's credential provider asks for them."""
         return self._credential
 
     def keys(self) -> tuple[str, str, str | None]:
@@ -124,6 +125,7 @@ class SdkCredentials:
         return frozen.access_key, frozen.secret_key, frozen.token
 
     def __call__(self) -> S3Credential:
+        """The current keys, as obstore's credential provider asks for them."""
         access_key, secret_key, token = self.keys()
         return {
             "access_key_id": access_key,
