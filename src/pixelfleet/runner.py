@@ -12,6 +12,7 @@ recorded in both, the source is told (``Source.ack``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import queue
@@ -194,7 +195,7 @@ class Runner:
         record = self.ledger.get_run(run_id)
         states = ["failed", "pending", "running"] if unfinished else ["failed"]
         records = self.ledger.find_tasks(record.run_id, states)
-        previous = RunCounts.from_dict(record.counts)
+        previous = dataclasses.replace(record.counts)
         summary = self._execute(
             record, (r.to_task() for r in records), skip_done=False, known=records
         )
@@ -203,7 +204,7 @@ class Runner:
         previous.tasks_done = by_state.get("done", 0)
         previous.tasks_failed = by_state.get("failed", 0)
         previous.retries += summary.counts.retries
-        record.counts = previous.to_dict()
+        record.counts = previous
         record.state = "failed" if previous.tasks_failed else "done"
         self.ledger.save_run(record)
         summary.state = record.state
@@ -237,7 +238,7 @@ class Runner:
                 {key for rec in run.lost for key in self.pipeline.output_keys(rec.to_task())}
             )
         record.finished = time.time()
-        record.counts = run.counts.to_dict()
+        record.counts = run.counts
         record.state = "failed" if run.counts.tasks_failed else "done"
         self.ledger.save_run(record)
         failures = self.ledger.find_tasks(record.run_id, ["failed"], limit=20)
@@ -426,7 +427,7 @@ class _Execution:
         with contextlib.suppress(Exception):  # the first error is the one to report
             self.flush(force=True)
         self.record.state, self.record.finished = "interrupted", time.time()
-        self.record.counts = self.counts.to_dict()
+        self.record.counts = self.counts
         self.ledger.save_run(self.record)
 
     def close(self) -> None:

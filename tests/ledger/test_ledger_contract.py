@@ -15,7 +15,7 @@ import pytest
 from pixelfleet.errors import LedgerError
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord, open_ledger
 from pixelfleet.ledger.memory import MemoryLedger
-from pixelfleet.models import Entry, EntryResult, Task, TaskResult
+from pixelfleet.models import Entry, EntryResult, RunCounts, Task, TaskResult
 
 MakeLedger = Callable[[Path], Ledger]
 
@@ -67,7 +67,7 @@ def test_a_run_round_trips(ledger: Ledger) -> None:
         1700000000.25,
         state="done",
         finished=1700000100.5,
-        counts={"tasks": 3, "objects_written": 7},
+        counts=RunCounts(tasks_done=3, objects_written=7),
     )
     ledger.save_run(run)
     assert ledger.find_runs() == [run]
@@ -77,7 +77,12 @@ def test_a_run_round_trips(ledger: Ledger) -> None:
 def test_saving_a_run_again_updates_its_outcome_only(ledger: Ledger) -> None:
     first = run_record("r1", 10.0)
     ledger.save_run(first)
-    outcome = {"executor": "local", "state": "interrupted", "finished": 20.0, "counts": {"n": 2}}
+    outcome = {
+        "executor": "local",
+        "state": "interrupted",
+        "finished": 20.0,
+        "counts": RunCounts(retries=2),
+    }
     ledger.save_run(
         run_record("r1", 99.0, pipeline_path="other.toml", pipeline={"b": 2}, **outcome)
     )
@@ -261,17 +266,17 @@ def test_done_ids_of_many_tasks(ledger: Ledger) -> None:
 
 
 def test_records_are_copies(ledger: Ledger) -> None:
-    run = run_record("r1", 1.0, counts={"tasks": 1})
+    run = run_record("r1", 1.0, counts=RunCounts(tasks_done=1))
     task = task_record("t1")
     ledger.save_run(run)
     ledger.save_tasks("r1", [task])
-    run.counts["tasks"] = 99
+    run.counts.tasks_done = 99
     run.state = "done"
     task.entries.append({"key": "sneaked-in"})
     task.state = "done"
     (found,) = ledger.find_runs()
     (held,) = ledger.find_tasks("r1")
-    assert (found.counts, found.state) == ({"tasks": 1}, "running")
+    assert (found.counts, found.state) == (RunCounts(tasks_done=1), "running")
     assert (len(held.entries), held.state) == (1, "pending")
     assert ledger.done_ids(["t1"]) == set()
     found.pipeline["a"] = 2

@@ -108,10 +108,10 @@ def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
     )
     click.echo(f"  executor: {run.executor}")
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "running", "pending")]
-    skipped = run.counts.get("tasks_skipped", 0)
+    skipped = run.counts.tasks_skipped
     click.echo(f"  tasks:    {', '.join(parts)}, {skipped} already done (skipped)")
-    if run.counts.get("objects_missing"):
-        click.echo(f"  objects:  {run.counts['objects_missing']} skipped-missing (gone when read)")
+    if run.counts.objects_missing:
+        click.echo(f"  objects:  {run.counts.objects_missing} skipped-missing (gone when read)")
     failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
     if failed:
         click.echo("  failures:")

@@ -31,7 +31,7 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                         "created": run.created,
                         "finished": run.finished,
                         "tasks": ledger.state_counts(run.run_id),
-                        "counts": run.counts,
+                        "counts": run.counts.to_dict(),
                         "failures": [
                             {
                                 "task_id": t.task_id,

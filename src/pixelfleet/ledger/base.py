@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixelfleet.errors import LedgerError
-from pixelfleet.models import Task, TaskResult
+from pixelfleet.models import RunCounts, Task, TaskResult
 
 #: Task states, in the order a task passes through them.
 TASK_STATES = ("pending", "running", "done", "failed")
@@ -29,7 +29,7 @@ class RunRecord:
     created: float
     state: str = "running"
     finished: float | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: RunCounts = field(default_factory=RunCounts)
 
 
 @dataclass

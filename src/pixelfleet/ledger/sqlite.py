@@ -13,6 +13,7 @@ from typing import Any
 from typing_extensions import override
 
 from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
+from pixelfleet.models import RunCounts
 from pixelfleet.urls import sqlite_path
 
 _SCHEMA = """
@@ -102,7 +103,7 @@ class SqliteLedger(Ledger):
                     run.pipeline_path,
                     json.dumps(run.pipeline),
                     run.executor,
-                    json.dumps(run.counts),
+                    json.dumps(run.counts.to_dict()),
                 ),
             )
 
@@ -163,7 +164,7 @@ class SqliteLedger(Ledger):
                 created=r["created"],
                 state=r["state"],
                 finished=r["finished"],
-                counts=json.loads(r["counts"]),
+                counts=RunCounts.from_dict(json.loads(r["counts"])),
             )
             for r in rows
         ]

@@ -234,8 +234,8 @@ def runs_page(request: Request) -> Response:
                         "done": counts.get("done", 0),
                         "failed": counts.get("failed", 0),
                         "running": counts.get("running", 0) + counts.get("pending", 0),
-                        "skipped": run.counts.get("tasks_skipped", 0),
-                        "indexed": run.counts.get("items_indexed", 0),
+                        "skipped": run.counts.tasks_skipped,
+                        "indexed": run.counts.items_indexed,
                         "percent": 100 if total == 0 else math.floor(100 * finished / total),
                         "failures": [
                             f
