@@ -507,26 +507,12 @@ def source_for(section: SourceSection, settings: Settings | None = None) -> Sour
     """The source a pipeline's ``[source]`` names: its S3 Inventory report if it has one,
     else a listing of its URL; through the include/exclude globs and content types."""
     settings = settings or get_settings()
+    filters = (section.include, section.exclude, section.ignore_case, section.content_types)
     if section.inventory:
         from pixelfleet.sources.s3inventory import InventorySource
 
-        return InventorySource(
-            section.inventory,
-            section.url,
-            section.include,
-            section.exclude,
-            section.ignore_case,
-            section.content_types,
-            settings,
-        )
-    return ListingSource(
-        section.url,
-        section.include,
-        section.exclude,
-        section.ignore_case,
-        section.content_types,
-        settings,
-    )
+        return InventorySource(section.inventory, section.url, *filters, settings=settings)
+    return ListingSource(section.url, *filters, settings=settings)
 
 
 def matches_only(group: str, only: Sequence[str]) -> bool:

@@ -107,24 +107,6 @@ def children() -> set[int]:
     return pids
 
 
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    """A real scheduler and two worker processes on 127.0.0.1, shared by the module."""
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=2,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
-    try:
-        yield cluster.scheduler_address.removeprefix("tcp://")
-    finally:
-        cluster.close()
-
-
 @pytest.fixture(
     params=["inline", "local", pytest.param("dask", marks=pytest.mark.dask)],
 )

@@ -17,9 +17,9 @@ import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from pixelfleet import __version__
 from pixelfleet.errors import ConfigError
@@ -164,6 +164,12 @@ def check_colour(value: str) -> str:
             f"background {value!r} is not a colour; use a CSS name such as 'white' or '#rrggbb'"
         ) from None
     return value
+
+
+#: A ``[low, high]`` percentile pair setting, validated.
+Percentiles = Annotated[tuple[float, float], AfterValidator(check_percentiles)]
+#: A colour setting (CSS name or ``#rrggbb``), validated.
+Colour = Annotated[str, AfterValidator(check_colour)]
 
 
 def render_key(template: str, source_key: str) -> str:

@@ -28,11 +28,11 @@ from pixelfleet.imagery.reading import raster_opener, sniff_format
 from pixelfleet.imagery.stretch import StretchMode
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.ops.base import (
+    Colour,
     Op,
     OpConfig,
     OpContext,
-    check_colour,
-    check_percentiles,
+    Percentiles,
     group_entry,
 )
 from pixelfleet.sources.scenes import ScenePattern, scene_name
@@ -92,7 +92,7 @@ class CompositeConfig(OpConfig):
     recipe: str | None = None
     bands: tuple[int | str, ...] | None = None
     stretch: StretchMode | tuple[StretchMode, ...] = "percentile"
-    percentiles: tuple[float, float] = (2.0, 98.0)
+    percentiles: Percentiles = (2.0, 98.0)
     ranges: tuple[tuple[float, float], ...] | None = None
     gamma: float | tuple[float, ...] = 1.0
     nodata: float | None = None
@@ -103,7 +103,7 @@ class CompositeConfig(OpConfig):
     image_size: int = Field(1024, ge=16, le=8192)
     quality: int = Field(90, ge=1, le=100)
     title: str | None = None
-    background: str = "black"
+    background: Colour = "black"
     histogram_key: str = ""
     compress: Literal["deflate", "zstd", "lzw", "webp", "none"] = "deflate"
     blocksize: int = Field(512, ge=64, le=4096, multiple_of=16)
@@ -118,16 +118,6 @@ class CompositeConfig(OpConfig):
                 "(or give bands = [7, 5, 3] yourself)"
             )
         return value
-
-    @field_validator("percentiles")
-    @classmethod
-    def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return check_percentiles(value)
-
-    @field_validator("background")
-    @classmethod
-    def _check_background(cls, value: str) -> str:
-        return check_colour(value)
 
     @model_validator(mode="after")
     def _check_all(self) -> CompositeConfig:

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pixelfleet.imagery.pictures import CONTENT_TYPES, ThumbnailOptions
 from pixelfleet.imagery.thumbnails import render_object
 from pixelfleet.models import Entry, OutputRecord
-from pixelfleet.ops.base import Op, OpConfig, OpContext, check_colour, check_percentiles, render_key
+from pixelfleet.ops.base import Colour, Op, OpConfig, OpContext, Percentiles, render_key
 
 #: File extensions that name an output format, for ``format`` inference.
 EXTENSIONS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
@@ -50,9 +50,9 @@ class ThumbnailConfig(OpConfig):
     format: Literal["jpeg", "png", "webp"] | None = None
     quality: int = Field(85, ge=1, le=100)
     bands: tuple[int, ...] | None = None
-    percentiles: tuple[float, float] = (2.0, 98.0)
+    percentiles: Percentiles = (2.0, 98.0)
     resampling: Resampling = "auto"
-    background: str = "white"
+    background: Colour = "white"
 
     @field_validator("bands")
     @classmethod
@@ -66,16 +66,6 @@ class ThumbnailConfig(OpConfig):
         if any(b < 1 for b in value):
             raise ValueError(f"bands {list(value)} must be 1-based indexes (1 is the first band)")
         return value
-
-    @field_validator("percentiles")
-    @classmethod
-    def _check_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return check_percentiles(value)
-
-    @field_validator("background")
-    @classmethod
-    def _check_background(cls, value: str) -> str:
-        return check_colour(value)
 
     @model_validator(mode="after")
     def _check_format(self) -> ThumbnailConfig:
