@@ -162,7 +162,10 @@ def main() -> int:
         )
         click.echo(f"  composites page: file://{sheet.resolve()}")
         scene = "demo/bucket/landsat/LC81070352015122LGN00/"
-        click.echo(f"  explore a scene: .venv/bin/pixelfleet histogram {scene} --bands 4,3,2")
+        plot = os.path.join(os.path.relpath(composites_out), "explore.hist.png")
+        click.echo(
+            f"  explore a scene: .venv/bin/pixelfleet histogram {scene} --bands 4,3,2 -o {plot}"
+        )
     click.echo("  run status:     .venv/bin/pixelfleet status")
     indexed = fill_catalog(pipeline, indexed)  # now with the scenes and labelled images too
     click.echo(f"  catalog:        {indexed} STAC items in {catalog_url(pipeline)}")
