@@ -27,7 +27,7 @@ from typing import Any
 
 from pixelfleet.catalog import Catalog
 from pixelfleet.catalog.indexer import ItemIndexer
-from pixelfleet.errors import ConfigError
+from pixelfleet.errors import ConfigError, TaskTimeoutError, WorkerLostError
 from pixelfleet.executors import Executor, Job, open_executor, parse_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.models import Entry, RunCounts, Task, TaskResult
@@ -48,6 +48,8 @@ _FLUSH_RECORDS = 500
 #: How long the loop waits for results or new entries when it has nothing else to do;
 #: while it could take more work, it looks for new entries this often.
 _IDLE_WAIT = 0.25
+#: Errors of a task whose worker stopped mid-task: it may have left partial writes.
+_DIED_MID_TASK = (WorkerLostError.__name__, TaskTimeoutError.__name__)
 _BUSY_WAIT = 0.05
 
 
@@ -359,7 +361,8 @@ class _Execution:
         if rec is None:
             return  # a late duplicate (at-least-once delivery): the first result counted
         counts = self.counts
-        if result.error_type in ("WorkerLostError", "TaskTimeoutError"):
+        # Results are JSON, so the error's class is known by name only.
+        if result.error_type in _DIED_MID_TASK:
             self.lost.append(rec)
         attempts = rec.attempts + 1
         now = time.time()
@@ -368,7 +371,7 @@ class _Execution:
             self.unsaved.append(rec)
             counts.retries += 1
             payload = self._payload(rec.to_task())
-            isolate = result.error_type == "WorkerLostError"
+            isolate = result.error_type == WorkerLostError.__name__
             self.retry_queue.append(Job(rec.task_id, payload, isolate=isolate))
             return
         rec.apply(result, attempts, result.state, now)
