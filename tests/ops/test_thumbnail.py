@@ -177,7 +177,7 @@ def test_run_with_remote_storage_matches_local(tmp_path: Path) -> None:
         assert entry is not None
         (record,) = op.run(ctx, entry)
         remote = output.read(record.key)
-        assert remote == render_thumbnail(DATA / name, op.options, Settings())
+        assert remote == render_thumbnail(DATA / name, op.options.to_options(), Settings())
         out_entry = output.head(record.key)
         assert out_entry is not None and out_entry.metadata["content-type"] == "image/png"
     MemoryStorage.clear("thumb-src")
@@ -209,8 +209,9 @@ def test_threads_render_the_same_bytes_as_one_by_one() -> None:
         assert entry is not None
         from pixelfleet.imagery.thumbnails import render_object
 
-        return render_object(source, entry, op.options, Settings()), render_thumbnail(
-            DATA / name, op.options, Settings()
+        options = op.options.to_options()
+        return render_object(source, entry, options, Settings()), render_thumbnail(
+            DATA / name, options, Settings()
         )
 
     expected = [both(n) for n in names]
@@ -226,7 +227,7 @@ def test_threads_render_the_same_bytes_as_one_by_one() -> None:
 def render_png(name: str, **fields: Any) -> Image.Image:
     """Render a tests/data file as PNG."""
     cfg = ThumbnailConfig(key="{stem}.png", **fields)
-    return decode(render_thumbnail(DATA / name, cfg, Settings()))
+    return decode(render_thumbnail(DATA / name, cfg.to_options(), Settings()))
 
 
 def test_sample_rgba_uint16() -> None:

@@ -14,6 +14,7 @@ An embedded EXIF thumbnail is never used: it can be stale.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from typing import BinaryIO
@@ -75,7 +76,7 @@ def render_photo(
     try:
         width, height = image.size
         check_pixels(label, width, height, settings)
-        target = fit_size(width, height, config.size)
+        target = fit_size(width, height, _longest_side(width, height, config))
         if fmt == "JPEG":
             image.draft(image.mode, target)
         try:
@@ -92,6 +93,15 @@ def render_photo(
         return upright(picture)
     finally:
         image.close()
+
+
+def _longest_side(width: int, height: int, config: ThumbnailOptions) -> int:
+    """The longest side a photo is fitted to: ``size``, or what makes the shorter side
+    ``short_side`` long."""
+    short = config.short_side
+    if not short or min(width, height) <= short:
+        return config.size
+    return min(math.ceil(short * max(width, height) / min(width, height)), 4096)
 
 
 def open_photo(fp: BinaryIO, fmt: str, label: str, settings: Settings) -> ImageFile.ImageFile:

@@ -26,6 +26,10 @@ class ThumbnailOptions:
     percentiles: tuple[float, float] = (2.0, 98.0)
     resampling: str = "auto"
     background: str = "white"
+    #: Photos only: resize so that the shorter side is this long (when it is longer),
+    #: the longest side at most 4096, instead of fitting the longest side to ``size``
+    #: (what classifiers want, in one resize).
+    short_side: int | None = None
 
 
 def encode(image: Image.Image, fmt: str, quality: int, background: str) -> bytes:

@@ -23,12 +23,7 @@ from PIL import Image
 
 from pixelfleet.errors import InputError
 from pixelfleet.imagery.pictures import ThumbnailOptions, encode
-from pixelfleet.imagery.reading import (
-    SNIFF_BYTES,
-    check_object_size,
-    raster_opener,
-    sniff_labelled,
-)
+from pixelfleet.imagery.reading import SNIFF_BYTES, check_source, raster_opener
 from pixelfleet.models import Entry
 from pixelfleet.settings import Settings, get_settings
 from pixelfleet.storage.base import Storage
@@ -51,6 +46,22 @@ def render_thumbnail(
     the path, or the file's ``name`` attribute). Bad input raises an
     :class:`~pixelfleet.errors.InputError` subclass with a one-line message.
     """
+    image = decode_thumbnail(source, config, settings, name=name)
+    return encode(image, config.output_format, config.quality, config.background)
+
+
+def decode_thumbnail(
+    source: Source,
+    config: ThumbnailOptions,
+    settings: Settings | None = None,
+    *,
+    name: str | None = None,
+) -> Image.Image:
+    """:func:`render_thumbnail` before encoding: an L, LA, RGB or RGBA picture.
+
+    The source is checked before anything is decoded (``reading.check_source``: format
+    from the bytes, size limits), as every stage that opens a source image checks it.
+    """
     settings = settings or get_settings()
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -58,34 +69,27 @@ def render_thumbnail(
         path = os.fspath(source)
         label = name or path
         with open(path, "rb") as f:
-            fmt = sniff_labelled(f.read(SNIFF_BYTES), label)
+            fmt = check_source(f.read(SNIFF_BYTES), os.path.getsize(path), label, settings)
         if fmt == "GTiff":
-            image = _render_raster(path, None, config, settings, label)
-        else:
-            check_object_size(os.path.getsize(path), label, settings)
-            with open(path, "rb") as f:
-                image = _render_photo(f, fmt, config, settings, label)
-    else:
-        label = name or str(getattr(source, "name", "") or "<file>")
-        source.seek(0)
-        fmt = sniff_labelled(source.read(SNIFF_BYTES), label)
-        source.seek(0)
-        if fmt == "GTiff":
-            fake_path, opener, failures = raster_opener(source)
-            try:
-                image = _render_raster(fake_path, opener, config, settings, label)
-            except InputError:
-                # GDAL reports a failed read as a bad file; a storage error is not one.
-                if failures:
-                    raise failures[0] from None
-                raise
-        else:
-            size = source.seek(0, io.SEEK_END)
-            check_object_size(size, label, settings)
-            source.seek(0)
-            # Photos are small and decoded whole: one read instead of many ranged ones.
-            image = _render_photo(io.BytesIO(source.read()), fmt, config, settings, label)
-    return encode(image, config.output_format, config.quality, config.background)
+            return _render_raster(path, None, config, settings, label)
+        with open(path, "rb") as f:
+            return _render_photo(f, fmt, config, settings, label)
+    label = name or str(getattr(source, "name", "") or "<file>")
+    source.seek(0)
+    head = source.read(SNIFF_BYTES)
+    fmt = check_source(head, source.seek(0, io.SEEK_END), label, settings)
+    source.seek(0)
+    if fmt != "GTiff":
+        # Photos are small and decoded whole: one read instead of many ranged ones.
+        return _render_photo(io.BytesIO(source.read()), fmt, config, settings, label)
+    fake_path, opener, failures = raster_opener(source)
+    try:
+        return _render_raster(fake_path, opener, config, settings, label)
+    except InputError:
+        # GDAL reports a failed read as a bad file; a storage error is not one.
+        if failures:
+            raise failures[0] from None
+        raise
 
 
 def render_object(
@@ -97,13 +101,21 @@ def render_object(
     :meth:`Storage.open <pixelfleet.storage.base.Storage.open>`, so a GeoTIFF costs
     only the range requests its header and the needed overview tiles take.
     """
+    image = decode_object(storage, entry, config, settings)
+    return encode(image, config.output_format, config.quality, config.background)
+
+
+def decode_object(
+    storage: Storage, entry: Entry, config: ThumbnailOptions, settings: Settings | None = None
+) -> Image.Image:
+    """:func:`render_object` before encoding (what labellers look at)."""
     settings = settings or get_settings()
     label = storage.describe(entry.key)
     path = storage.local_path(entry.key)
     if path is not None:
-        return render_thumbnail(path, config, settings, name=label)
+        return decode_thumbnail(path, config, settings, name=label)
     with storage.open(entry.key, entry.size) as f:
-        return render_thumbnail(f, config, settings, name=label)  # type: ignore[arg-type]
+        return decode_thumbnail(f, config, settings, name=label)  # type: ignore[arg-type]
 
 
 def _render_raster(
