@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from ops_for_tests import PROBE_OP
+from executor_helpers import Bucket, run_jobs
 from pixelfleet.executors import Executor, Job, open_executor
-from pixelfleet.models import Task, TaskResult
-from pixelfleet.pipeline import pipeline_from_dict
-from pixelfleet.storage.local import LocalStorage
+from pixelfleet.models import TaskResult
 
 MakeExecutor = Callable[[pytest.FixtureRequest], Executor]
 
@@ -34,41 +31,13 @@ EXECUTORS = [
 ]
 
 
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    """The source folder the probe files go in."""
-    folder = tmp_path / "src"
-    folder.mkdir()
-    return folder
-
-
 @pytest.fixture(params=EXECUTORS)
-def executor(request: pytest.FixtureRequest, src: Path, tmp_path: Path) -> Iterator[Executor]:
-    """Each executor, started with a pipeline that runs the probe from ``src``."""
-    pipeline = pipeline_from_dict(
-        {
-            "source": {"url": f"file://{src}"},
-            "output": {"url": f"file://{tmp_path / 'out'}"},
-            "steps": [{"op": PROBE_OP, "marks_dir": str(tmp_path)}],
-        }
-    )
+def executor(request: pytest.FixtureRequest, bucket: Bucket) -> Iterator[Executor]:
+    """Each executor, started with the probe pipeline."""
     make: MakeExecutor = request.param
     with make(request) as ex:
-        ex.start(json.dumps(pipeline.to_json_dict()), timeout=60)
+        ex.start(bucket.context, timeout=60)
         yield ex
-
-
-def probe_jobs(src: Path, files: dict[str, str], isolate: bool = False) -> list[Job]:
-    """Write probe files (name -> words) and return one job each, in that order."""
-    storage = LocalStorage(f"file://{src}")
-    jobs = []
-    for name, words in files.items():
-        (src / name).write_text(words)
-        entry = storage.head(name)
-        assert entry is not None
-        task = Task(id=name, group="", entries=(entry,))
-        jobs.append(Job(name, json.dumps(task.to_dict()), isolate=isolate))
-    return jobs
 
 
 def collect(executor: Executor, expected: int, limit: float = 30.0) -> dict[str, TaskResult]:
@@ -85,8 +54,8 @@ def collect(executor: Executor, expected: int, limit: float = 30.0) -> dict[str,
     return results
 
 
-def test_a_failing_job_gets_a_failed_result(executor: Executor, src: Path) -> None:
-    jobs = probe_jobs(src, {"bad.txt": "SLEEP not-a-number", "good.txt": "x"})
+def test_a_failing_job_gets_a_failed_result(executor: Executor, bucket: Bucket) -> None:
+    jobs = bucket.jobs({"bad.txt": "SLEEP not-a-number", "good.txt": "x"})
     for job in jobs:
         executor.submit(job)
     results = collect(executor, len(jobs))
@@ -111,9 +80,9 @@ def test_a_job_the_worker_cannot_read_gets_a_failed_result(
     assert all(r.error_type for r in results.values())
 
 
-def test_jobs_beyond_capacity_wait_their_turn(executor: Executor, src: Path) -> None:
+def test_jobs_beyond_capacity_wait_their_turn(executor: Executor, bucket: Bucket) -> None:
     count = 2 * executor.capacity() + 3
-    jobs = probe_jobs(src, {f"j{n:03d}.txt": "x" for n in range(count)})
+    jobs = bucket.jobs({f"j{n:03d}.txt": "x" for n in range(count)})
     for job in jobs:
         started = time.monotonic()
         executor.submit(job)
@@ -123,9 +92,9 @@ def test_jobs_beyond_capacity_wait_their_turn(executor: Executor, src: Path) -> 
     assert all(r.state == "done" for r in results.values())
 
 
-def test_isolated_jobs_get_their_result(executor: Executor, src: Path) -> None:
-    jobs = probe_jobs(src, {"alone.txt": "x"}, isolate=True)
-    jobs += probe_jobs(src, {"beside.txt": "x"})
+def test_isolated_jobs_get_their_result(executor: Executor, bucket: Bucket) -> None:
+    jobs = bucket.jobs({"alone.txt": "x"}, isolate=frozenset({"alone.txt"}))
+    jobs += bucket.jobs({"beside.txt": "x"})
     for job in jobs:
         executor.submit(job)
     results = collect(executor, 2)
@@ -135,10 +104,44 @@ def test_isolated_jobs_get_their_result(executor: Executor, src: Path) -> None:
     }
 
 
-def test_close_with_jobs_in_flight_is_prompt(executor: Executor, src: Path) -> None:
-    for job in probe_jobs(src, {"a.txt": "SLEEP 5", "b.txt": "SLEEP 5", "c.txt": "x"}):
+def test_close_with_jobs_in_flight_is_prompt(executor: Executor, bucket: Bucket) -> None:
+    for job in bucket.jobs({"a.txt": "SLEEP 5", "b.txt": "SLEEP 5", "c.txt": "x"}):
         executor.submit(job)
     started = time.monotonic()
     executor.close()
     executor.close()
     assert time.monotonic() - started < 4
+
+
+# -- more of the contract ---------------------------------------------------------------------
+
+
+def test_every_job_gets_exactly_one_result(executor: Executor, bucket: Bucket) -> None:
+    jobs = bucket.jobs({f"f{i:02d}.txt": "x" for i in range(12)})
+    results = run_jobs(executor, jobs)
+    for name, result in results.items():
+        assert result.state == "done", result.error
+        assert [e.key for e in result.entries] == [name]
+        assert result.entries[0].outputs[0].key == name.replace(".txt", ".out")
+        assert result.worker
+        assert bucket.record(name)["pid"] > 0
+
+
+def test_results_come_back_as_they_complete(executor: Executor, bucket: Bucket) -> None:
+    jobs = bucket.jobs({"slow.txt": "SLEEP 0.5", "quick.txt": "x"})
+    results = run_jobs(executor, jobs)
+    assert results["slow.txt"].seconds >= 0.5
+    assert results["quick.txt"].state == "done"
+
+
+def test_nothing_submitted_means_no_wait(executor: Executor) -> None:
+    started = time.monotonic()
+    assert executor.results(wait=5) == []
+    assert time.monotonic() - started < 1
+
+
+def test_describe_capacity_and_close_twice(executor: Executor) -> None:
+    assert executor.describe().startswith(f"{executor.name}:")
+    assert executor.capacity() >= 1
+    executor.close()
+    executor.close()

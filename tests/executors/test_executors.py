@@ -1,4 +1,6 @@
-"""Contract tests for every executor, then what only real worker processes can show.
+"""What only real worker processes show: lost workers, timeouts, isolation, Ctrl-C, Dask.
+
+(What every executor must do is in test_executor_contract.py.)
 
 Jobs run :class:`ops_for_tests.ProbeOp` on tiny text files: each file says what the
 job does (``x``, ``SLEEP 0.5``, ``SLEEP 0.2 KILL``), and each output records the pid
@@ -7,87 +9,18 @@ and the times it ran, so tests can see what ran beside what.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 import pytest
 
-from ops_for_tests import PROBE_OP
+from executor_helpers import Bucket, run_jobs
 from pixelfleet.errors import MissingExtraError
-from pixelfleet.executors import Executor, Job, open_executor
-from pixelfleet.models import Task, TaskResult
-from pixelfleet.pipeline import pipeline_from_dict
-from pixelfleet.storage.local import LocalStorage
-
-
-@dataclass
-class Bucket:
-    """A source folder of probe files, the output folder, the markers and the context."""
-
-    src: Path
-    out: Path
-    marks: Path
-    context: str
-
-    def jobs(self, files: dict[str, str], isolate: frozenset[str] = frozenset()) -> list[Job]:
-        """Write ``files`` (name -> probe words) and return one job each, in that order."""
-        storage = LocalStorage(f"file://{self.src}")
-        jobs = []
-        for name, words in files.items():
-            (self.src / name).write_text(words)
-            entry = storage.head(name)
-            assert entry is not None
-            task = Task(id=name, group="", entries=(entry,))
-            jobs.append(Job(name, json.dumps(task.to_dict()), isolate=name in isolate))
-        return jobs
-
-    def record(self, name: str) -> dict[str, float]:
-        """What the probe wrote for ``name``: pid, start, end."""
-        return json.loads((self.out / name.replace(".txt", ".out")).read_text())  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def bucket(tmp_path: Path) -> Bucket:
-    src, out, marks = tmp_path / "src", tmp_path / "out", tmp_path / "marks"
-    for folder in (src, out, marks):
-        folder.mkdir()
-    pipeline = pipeline_from_dict(
-        {
-            "source": {"url": f"file://{src}"},
-            "output": {"url": f"file://{out}"},
-            "steps": [{"op": PROBE_OP, "marks_dir": str(marks)}],
-        }
-    )
-    return Bucket(src, out, marks, json.dumps(pipeline.to_json_dict()))
-
-
-def run_jobs(executor: Executor, jobs: list[Job], limit: float = 30.0) -> dict[str, TaskResult]:
-    """Feed ``jobs`` as a runner would and return exactly one result per job."""
-    pending = deque(jobs)
-    results: dict[str, TaskResult] = {}
-    in_flight = 0
-    deadline = time.monotonic() + limit
-    while len(results) < len(jobs):
-        while pending and in_flight < executor.capacity():
-            executor.submit(pending.popleft())
-            in_flight += 1
-        for result in executor.results(wait=0.2):
-            assert isinstance(result, TaskResult)
-            assert result.task_id not in results, f"two results for {result.task_id}"
-            results[result.task_id] = result
-            in_flight -= 1
-        assert time.monotonic() < deadline, f"only {len(results)} of {len(jobs)} results came"
-    assert executor.results(wait=0.2) == [], "a result came for a job that already had one"
-    assert set(results) == {j.task_id for j in jobs}
-    return results
+from pixelfleet.executors import Executor, open_executor
+from pixelfleet.models import TaskResult
 
 
 def children() -> set[int]:
@@ -105,53 +38,6 @@ def children() -> set[int]:
         if not helper:
             pids.add(child.pid)
     return pids
-
-
-@pytest.fixture(
-    params=["inline", "local", pytest.param("dask", marks=pytest.mark.dask)],
-)
-def executor(request: pytest.FixtureRequest, bucket: Bucket) -> Iterator[Executor]:
-    """Each executor, started with the bucket's context; dask on the shared cluster."""
-    spec = request.param
-    if spec == "dask":
-        spec = f"dask://{request.getfixturevalue('dask_address')}"
-    with open_executor(spec, workers=2, threads=2) as ex:
-        ex.start(bucket.context, timeout=60)
-        yield ex
-
-
-# -- the contract ---------------------------------------------------------------------
-
-
-def test_every_job_gets_exactly_one_result(executor: Executor, bucket: Bucket) -> None:
-    jobs = bucket.jobs({f"f{i:02d}.txt": "x" for i in range(12)})
-    results = run_jobs(executor, jobs)
-    for name, result in results.items():
-        assert result.state == "done", result.error
-        assert [e.key for e in result.entries] == [name]
-        assert result.entries[0].outputs[0].key == name.replace(".txt", ".out")
-        assert result.worker
-        assert bucket.record(name)["pid"] > 0
-
-
-def test_results_come_back_as_they_complete(executor: Executor, bucket: Bucket) -> None:
-    jobs = bucket.jobs({"slow.txt": "SLEEP 0.5", "quick.txt": "x"})
-    results = run_jobs(executor, jobs)
-    assert results["slow.txt"].seconds >= 0.5
-    assert results["quick.txt"].state == "done"
-
-
-def test_nothing_submitted_means_no_wait(executor: Executor) -> None:
-    started = time.monotonic()
-    assert executor.results(wait=5) == []
-    assert time.monotonic() - started < 1
-
-
-def test_describe_capacity_and_close_twice(executor: Executor) -> None:
-    assert executor.describe().startswith(f"{executor.name}:")
-    assert executor.capacity() >= 1
-    executor.close()
-    executor.close()
 
 
 # -- local worker processes -----------------------------------------------------------
