@@ -17,7 +17,7 @@ PACKAGES = sorted(
 # Where users are told to find things; moving one is a breaking change.
 DOCUMENTED = {
     "pixelfleet": ["__version__"],
-    "pixelfleet.runner": ["Runner", "RunSummary", "DryRunReport", "source_for"],
+    "pixelfleet.runner": ["Runner", "RunSummary", "DryRunReport"],
     "pixelfleet.pipeline": ["Pipeline", "load_pipeline", "pipeline_from_dict"],
     "pixelfleet.models": ["Entry", "Task", "TaskResult", "RunCounts", "OutputRecord"],
     "pixelfleet.sources": ["Source", "ListingSource", "InventorySource", "MemorySource"],

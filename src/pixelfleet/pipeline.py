@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,10 @@ from pixelfleet.errors import ConfigError, PixelfleetError, UnknownNameError
 from pixelfleet.models import Task, stable_hash
 from pixelfleet.ops import Op, OpConfig, ops
 from pixelfleet.urls import resolve_sqlite_url
+
+if TYPE_CHECKING:
+    from pixelfleet.settings import Settings
+    from pixelfleet.sources.base import Source
 
 
 class _Strict(BaseModel):
@@ -159,6 +163,22 @@ class Pipeline(_Strict):
         return (
             4 if self.source.url.startswith(("file://", "/")) or "://" not in self.source.url else 8
         )
+
+    def make_source(self, settings: Settings | None = None) -> Source:
+        """The source ``[source]`` names: its S3 Inventory report if it has one, else a
+        listing of its URL; through the include/exclude globs and content types either way."""
+        from pixelfleet.settings import get_settings
+
+        settings = settings or get_settings()
+        src = self.source
+        filters = (src.include, src.exclude, src.ignore_case, src.content_types)
+        if src.inventory:
+            from pixelfleet.sources.s3inventory import InventorySource
+
+            return InventorySource(src.inventory, src.url, *filters, settings=settings)
+        from pixelfleet.sources.listing import ListingSource
+
+        return ListingSource(src.url, *filters, settings=settings)
 
     def make_ops(self) -> list[Op]:
         """Instantiate the pipeline's steps."""

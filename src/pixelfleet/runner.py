@@ -32,11 +32,10 @@ from pixelfleet.executors import Executor, Job, open_executor, parse_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.models import Entry, RunCounts, Task, TaskResult
 from pixelfleet.ops.base import Mode
-from pixelfleet.pipeline import Pipeline, SourceSection, pipeline_from_dict
+from pixelfleet.pipeline import Pipeline, pipeline_from_dict
 from pixelfleet.plan import PlanStats, in_shard, plan
-from pixelfleet.settings import Settings, get_settings
+from pixelfleet.settings import get_settings
 from pixelfleet.sources.base import Source
-from pixelfleet.sources.listing import ListingSource
 from pixelfleet.storage import open_storage
 from pixelfleet.urls import scheme_of
 
@@ -142,7 +141,7 @@ class Runner:
     def source(self) -> Source:
         """Where entries come from: as given, else what the pipeline's ``[source]`` names."""
         if self._source is None:
-            self._source = source_for(self.pipeline.source)
+            self._source = self.pipeline.make_source()
         return self._source
 
     # -- planning -------------------------------------------------------------------------
@@ -504,18 +503,6 @@ class _Feed:
     def stop(self) -> None:
         """Let the thread go (it may stay blocked in a source until that source is closed)."""
         self._stopped.set()
-
-
-def source_for(section: SourceSection, settings: Settings | None = None) -> Source:
-    """The source a pipeline's ``[source]`` names: its S3 Inventory report if it has one,
-    else a listing of its URL; through the include/exclude globs and content types."""
-    settings = settings or get_settings()
-    filters = (section.include, section.exclude, section.ignore_case, section.content_types)
-    if section.inventory:
-        from pixelfleet.sources.s3inventory import InventorySource
-
-        return InventorySource(section.inventory, section.url, *filters, settings=settings)
-    return ListingSource(section.url, *filters, settings=settings)
 
 
 def matches_only(group: str, only: Sequence[str]) -> bool:
