@@ -275,6 +275,7 @@ class _Execution:
         self.counts = RunCounts()
         self.lost: list[TaskRecord] = []  # tasks whose worker died: may have left partial writes
         self.inflight: dict[str, TaskRecord] = {}
+        self.entries_of: dict[str, tuple[Entry, ...]] = {}  # in flight: what to acknowledge
         self.retry_queue: deque[Job] = deque()
         self.unsaved: list[TaskRecord] = []
         self.settled: list[Entry] = []  # final outcomes not yet acknowledged to the source
@@ -337,6 +338,7 @@ class _Execution:
             rec = self.by_id.get(task.id) or TaskRecord.pending(task)
             rec.state, rec.attempts, rec.updated = "running", 0, time.time()
             self.inflight[task.id] = rec
+            self.entries_of[task.id] = task.entries
             self.unsaved.append(rec)
             counts.bytes += task.size
             self.executor.submit(Job(task.id, self._payload(task)))
@@ -391,7 +393,7 @@ class _Execution:
             counts.objects_unrendered += sum(
                 1 for e in result.entries if e.state != "failed" and not e.outputs
             )
-        self.settled.extend(rec.to_task().entries)
+        self.settled.extend(self.entries_of.pop(result.task_id))
         if self.indexer is not None:
             self.indexer.add(result)
         if self.bar is not None:
