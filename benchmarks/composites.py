@@ -105,7 +105,6 @@ def generate(folder: Path, width: int, height: int, overviews: bool) -> None:
 def run_pixelfleet(inputs: Path, out: Path) -> dict[str, object]:
     from pixelfleet.ops.base import OpContext
     from pixelfleet.ops.composite import CompositeConfig, CompositeOp
-    from pixelfleet.pipeline import Partition
     from pixelfleet.settings import get_settings
     from pixelfleet.storage.local import LocalStorage
     from pixelfleet.worker import configure_gdal
@@ -117,7 +116,7 @@ def run_pixelfleet(inputs: Path, out: Path) -> dict[str, object]:
         source=source,
         output=LocalStorage(str(out)),
         settings=get_settings(),
-        partition=Partition(by="scene", pattern="{scene}_B{band}.TIF"),
+        scene_pattern="{scene}_B{band}.TIF",
     )
     op = CompositeOp(CompositeConfig(op="composite", recipe="true-color", histogram_key=""))
     started, cpu = time.perf_counter(), cpu_seconds()

@@ -50,6 +50,8 @@ _IDLE_WAIT = 0.25
 #: Errors of a task whose worker stopped mid-task: it may have left partial writes.
 _DIED_MID_TASK = (WorkerLostError.__name__, TaskTimeoutError.__name__)
 _BUSY_WAIT = 0.05
+#: After the first new task, how long to wait for more to take in the same batch.
+_GATHER = 0.01
 
 
 @dataclass
@@ -482,11 +484,14 @@ class _Feed:
         return False
 
     def take(self, most: int, wait: float) -> list[Task]:
-        """Up to ``most`` tasks that are ready, waiting up to ``wait`` seconds for the first.
-        A plan that failed raises its error here, in the caller's thread."""
+        """Up to ``most`` tasks, waiting up to ``wait`` seconds for the first and then a
+        moment (``_GATHER``) for more, so a fast source is taken in batches (one ledger
+        look-up each) while a lone entry still goes straight on. A plan that failed raises
+        its error here, in the caller's thread."""
         out: list[Task] = []
         try:
             item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            deadline = time.monotonic() + _GATHER
             while True:
                 if item is _END:
                     self.ended = True
@@ -497,7 +502,8 @@ class _Feed:
                 out.append(item)
                 if len(out) >= most:
                     break
-                item = self._queue.get_nowait()
+                left = deadline - time.monotonic()
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
         except queue.Empty:
             pass
         return out
