@@ -140,6 +140,11 @@ class Runner:
         self._stopping.set()
 
     @property
+    def stopping(self) -> bool:
+        """:meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    @property
     def source(self) -> Source:
         """Where entries come from: as given, else what the pipeline's ``[source]`` names."""
         if self._source is None:
@@ -307,7 +312,7 @@ class _Execution:
             # Keep the executor fed: retries first, then whatever the source has given.
             while self.retry_queue and len(self.inflight) < capacity + len(self.retry_queue):
                 self.executor.submit(self.retry_queue.popleft())
-            if self.runner._stopping.is_set() and not feed.ended:
+            if self.runner.stopping and not feed.ended:
                 feed.ended = True  # take nothing more; what is in flight still settles
                 self.runner.source.close()
             room = not feed.ended and len(self.inflight) < capacity
