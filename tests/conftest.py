@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,13 @@ from catalog_helpers import pg_database  # noqa: E402
 def pg_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database for this test session (dropped afterwards)."""
     yield from pg_database()
+
+
+@pytest.fixture
+def pg_ledger_url(pg_url: str) -> str:
+    """A PostgreSQL ledger URL of its own for one test (a fresh schema in the session's
+    database), with a short reconnect budget so a broken test fails fast."""
+    return f"{pg_url}?schema=t_{secrets.token_hex(6)}&retry=20"
 
 
 # -- Dask: a real scheduler and workers on 127.0.0.1 ------------------------------------

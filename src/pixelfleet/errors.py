@@ -68,6 +68,10 @@ class LedgerError(PixelfleetError, LookupError):
     """A run or task asked for is not in the ledger."""
 
 
+class LedgerUnavailableError(PixelfleetError, ConnectionError):
+    """The ledger's database could not be reached, even after retrying with backoff."""
+
+
 class ThrottledError(PixelfleetError, RuntimeError):
     """A labelling service refused a call because of its rate limits; it may succeed later."""
 

@@ -22,7 +22,7 @@ def test_bad_url_names_the_fix() -> None:
         open_ledger("mysql://x")
     with pytest.raises(ValueError, match="sqlite:///pixelfleet.db"):
         open_ledger("sqlite:///")
-    with pytest.raises(LookupError, match="choose one of: memory, sqlite"):
+    with pytest.raises(LookupError, match="choose one of: memory, postgres, postgresql, sqlite"):
         open_ledger("ledger.db")
 
 

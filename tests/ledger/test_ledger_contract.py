@@ -23,11 +23,16 @@ LEDGERS = [
     pytest.param(lambda tmp: MemoryLedger(), id="memory"),
     pytest.param(lambda tmp: open_ledger(f"sqlite:///{tmp / 'l.db'}"), id="sqlite-file"),
     pytest.param(lambda tmp: open_ledger("sqlite:///:memory:"), id="sqlite-memory"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
 
 
 @pytest.fixture(params=LEDGERS)
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    if request.param == "postgres":  # a fresh schema of the session's test database
+        with open_ledger(request.getfixturevalue("pg_ledger_url")) as led:
+            yield led
+        return
     make: MakeLedger = request.param
     with make(tmp_path) as led:
         yield led

@@ -1,14 +1,24 @@
-"""Ledgers chosen by URL: ``sqlite:///path.db`` (the embedded default) and ``memory://``
-(the reference, for tests; ``memory://name`` is shared within the process)."""
+"""Ledgers chosen by URL: ``sqlite:///path.db`` (the embedded default), ``memory://``
+(the reference, for tests; ``memory://name`` is shared within the process) and
+``postgresql://user@host/db`` (shared by a fleet of workers on many machines)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord
 from pixelfleet.registry import Registry
 
-__all__ = ["Ledger", "RunRecord", "TaskRecord", "ledgers", "open_ledger"]
+__all__ = [
+    "FleetLedger",
+    "Ledger",
+    "RunRecord",
+    "TaskRecord",
+    "WorkerRecord",
+    "ledgers",
+    "open_ledger",
+]
 
 ledgers = Registry(
     "ledger URL scheme",
@@ -16,8 +26,10 @@ ledgers = Registry(
     {
         "sqlite": "pixelfleet.ledger.sqlite:SqliteLedger",
         "memory": "pixelfleet.ledger.memory:MemoryLedger",
+        "postgresql": "pixelfleet.ledger.postgres:PostgresLedger",
+        "postgres": "pixelfleet.ledger.postgres:PostgresLedger",
     },
-    extras={},
+    extras={"postgresql": "postgres", "postgres": "postgres"},
 )
 
 

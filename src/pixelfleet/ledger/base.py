@@ -6,6 +6,7 @@ batches. Readers (``pixelfleet status``, ``retry``, the web UI) query it at any 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,11 @@ class RunRecord:
     state: str = "running"
     finished: float | None = None
     counts: RunCounts = field(default_factory=RunCounts)
+    #: Where the process that drives the run lives, and when it last said it was alive
+    #: (``heartbeat``, epoch seconds): a ``running`` run whose heartbeat stopped is dead.
+    host: str = ""
+    pid: int = 0
+    heartbeat: float | None = None
 
 
 @dataclass
@@ -53,6 +59,8 @@ class TaskRecord:
     updated: float = 0.0
     #: Objects listed but gone when read (``skipped-missing``): neither done nor failed.
     n_missing: int = 0
+    #: While ``running`` in a fleet: when the worker's lease on it ends (ledger clock).
+    lease_until: float | None = None
 
     @classmethod
     def pending(cls, task: Task) -> TaskRecord:
@@ -99,7 +107,7 @@ class Ledger(ABC):
     Records handed out are copies: changing one changes nothing until it is saved.
     :class:`~pixelfleet.ledger.memory.MemoryLedger` is the reference behaviour.
 
-    The five abstract methods are the least a ledger can be: two writes and three
+    The six abstract methods are the least a ledger can be: three writes and three
     look-ups, each answered by an index. ``done_ids`` in particular stays abstract: a
     rerun asks it for every chunk of planned tasks, across every run ever recorded, and
     building it from the other look-ups would read every task of every run each time.
@@ -109,8 +117,8 @@ class Ledger(ABC):
     def save_run(self, run: RunRecord) -> None:
         """Insert a run, or update one saved before.
 
-        An update changes the run's state, finish time, executor and counts; its
-        creation time, pipeline path and pipeline stay as first saved.
+        An update changes the run's state, finish time, executor, counts, host, pid and
+        heartbeat; its creation time, pipeline path and pipeline stay as first saved.
         """
 
     @abstractmethod
@@ -147,6 +155,17 @@ class Ledger(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: most ledgers hold a connection
         """Release connections."""
+
+    def now(self) -> float:
+        """The ledger's clock, in epoch seconds (the database server's where there is one):
+        heartbeats and leases are told by it, so machines whose clocks disagree agree."""
+        return time.time()
+
+    @abstractmethod
+    def beat(self, run_id: str) -> float:
+        """Record that a run's driver is alive: set its heartbeat to :meth:`now`, changing
+        nothing else of the run (a driver's thread beats while the driver saves). Returns
+        the heartbeat written; an unknown run is left alone."""
 
     def get_run(self, run_id: str | None = None) -> RunRecord:
         """A run by id or unique id prefix; the latest run for None."""

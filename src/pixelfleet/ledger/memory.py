@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing_extensions import override
 
 from pixelfleet.errors import ConfigError
-from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger.base import RunRecord, TaskRecord
+from pixelfleet.ledger.fleet import LEASE_EXPIRED, FleetLedger, WorkerRecord, expired_error
 
 
 @dataclass
@@ -27,6 +28,8 @@ class _Book:
     tasks: dict[str, dict[str, TaskRecord]] = field(default_factory=dict)
     #: task id -> runs that hold it as done: the index ``done_ids`` answers from.
     done: dict[str, set[str]] = field(default_factory=dict)
+    #: run id -> worker id -> worker
+    workers: dict[str, dict[str, WorkerRecord]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -42,7 +45,7 @@ def memory_name(url: str) -> str:
     return rest.strip("/")
 
 
-class MemoryLedger(Ledger):
+class MemoryLedger(FleetLedger):
     """Runs and tasks in dicts of this process."""
 
     def __init__(self, url: str = "memory://"):
@@ -72,14 +75,133 @@ class MemoryLedger(Ledger):
         with book.lock:
             held = book.tasks.setdefault(run_id, {})
             for task in copies:
-                held[task.task_id] = task
-                runs = book.done.setdefault(task.task_id, set())
-                if task.state == "done":
-                    runs.add(run_id)
-                else:
-                    runs.discard(run_id)
-                    if not runs:
-                        del book.done[task.task_id]
+                self._put(run_id, held, task)
+
+    def _put(self, run_id: str, held: dict[str, TaskRecord], task: TaskRecord) -> None:
+        """Store one task (the book's lock held) and keep the done index."""
+        book = self._book
+        held[task.task_id] = task
+        runs = book.done.setdefault(task.task_id, set())
+        if task.state == "done":
+            runs.add(run_id)
+        else:
+            runs.discard(run_id)
+            if not runs:
+                del book.done[task.task_id]
+
+    @override
+    def beat(self, run_id: str) -> float:
+        now = self.now()
+        with self._book.lock:
+            run = self._book.runs.get(run_id)
+            if run is not None:
+                run.heartbeat = now
+        return now
+
+    # -- a fleet -------------------------------------------------------------------------
+
+    @override
+    def enqueue(self, run_id: str, tasks: Sequence[TaskRecord]) -> int:
+        book = self._book
+        added = 0
+        with book.lock:
+            held = book.tasks.setdefault(run_id, {})
+            for task in tasks:
+                if task.task_id in held:
+                    continue
+                new = copy.deepcopy(task)
+                new.state, new.lease_until = "pending", None
+                self._put(run_id, held, new)
+                added += 1
+        return added
+
+    @override
+    def claim(self, run_id: str, worker_id: str, most: int, lease: float) -> list[TaskRecord]:
+        now = self.now()
+        with self._book.lock:
+            pending = [t for t in self._book.tasks.get(run_id, {}).values() if t.state == "pending"]
+            pending.sort(key=lambda t: (t.group, t.task_id))
+            taken = pending[: max(most, 0)]
+            for task in taken:
+                task.state, task.attempts, task.worker = "running", task.attempts + 1, worker_id
+                task.lease_until, task.updated = now + lease, now
+            return copy.deepcopy(taken)
+
+    @override
+    def renew(self, run_id: str, worker_id: str, task_ids: Sequence[str], lease: float) -> set[str]:
+        now = self.now()
+        held: set[str] = set()
+        with self._book.lock:
+            tasks = self._book.tasks.get(run_id, {})
+            for task_id in task_ids:
+                task = tasks.get(task_id)
+                if task is not None and task.state == "running" and task.worker == worker_id:
+                    task.lease_until = now + lease
+                    held.add(task_id)
+        return held
+
+    @override
+    def finish(self, run_id: str, records: Sequence[TaskRecord]) -> set[str]:
+        now = self.now()
+        recorded: set[str] = set()
+        with self._book.lock:
+            held = self._book.tasks.setdefault(run_id, {})
+            for rec in records:
+                task = held.get(rec.task_id)
+                if (
+                    task is None
+                    or task.state != "running"
+                    or task.attempts != rec.attempts
+                    or task.worker != rec.worker
+                ):
+                    continue
+                new = copy.deepcopy(rec)
+                new.lease_until, new.updated = None, now
+                self._put(run_id, held, new)
+                recorded.add(rec.task_id)
+        return recorded
+
+    @override
+    def release(self, run_id: str, worker_id: str, task_ids: Sequence[str]) -> set[str]:
+        released: set[str] = set()
+        with self._book.lock:
+            tasks = self._book.tasks.get(run_id, {})
+            for task_id in task_ids:
+                task = tasks.get(task_id)
+                if task is not None and task.state == "running" and task.worker == worker_id:
+                    task.state, task.attempts, task.lease_until = "pending", task.attempts - 1, None
+                    released.add(task_id)
+        return released
+
+    @override
+    def reap(self, run_id: str, max_attempts: int) -> list[TaskRecord]:
+        now = self.now()
+        reaped: list[TaskRecord] = []
+        with self._book.lock:
+            held = self._book.tasks.get(run_id, {})
+            for task in held.values():
+                if task.state != "running" or task.lease_until is None or task.lease_until > now:
+                    continue
+                task.state = "failed" if task.attempts >= max_attempts else "pending"
+                task.error_type = LEASE_EXPIRED
+                task.error = expired_error(task.worker, task.attempts)
+                task.lease_until, task.updated = None, now
+                if task.state == "failed":
+                    task.n_failed = len(task.entries)
+                reaped.append(copy.deepcopy(task))
+        return reaped
+
+    @override
+    def save_worker(self, worker: WorkerRecord) -> None:
+        with self._book.lock:
+            runs = self._book.workers.setdefault(worker.run_id, {})
+            runs[worker.worker_id] = copy.deepcopy(worker)
+
+    @override
+    def find_workers(self, run_id: str) -> list[WorkerRecord]:
+        with self._book.lock:
+            found = list(self._book.workers.get(run_id, {}).values())
+        return copy.deepcopy(sorted(found, key=lambda w: (-w.started, w.worker_id)))
 
     @override
     def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:

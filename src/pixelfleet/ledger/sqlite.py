@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from typing_extensions import override
 
-from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger.base import RunRecord, TaskRecord
+from pixelfleet.ledger.fleet import LEASE_EXPIRED, FleetLedger, WorkerRecord, expired_error
 from pixelfleet.models import RunCounts
 from pixelfleet.urls import sqlite_path
 
@@ -48,18 +50,38 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(run_id, state);
 CREATE INDEX IF NOT EXISTS tasks_done ON tasks(task_id) WHERE state = 'done';
+CREATE TABLE IF NOT EXISTS workers (
+    run_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    state TEXT NOT NULL,
+    tasks_done INTEGER NOT NULL DEFAULT 0,
+    tasks_failed INTEGER NOT NULL DEFAULT 0,
+    shard TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, worker_id)
+);
 """
 
 _TASK_COLUMNS = (
     "task_id, grp, entries, state, attempts, error_type, error, seconds, worker, "
-    "n_done, n_skipped, n_failed, outputs, failures, updated, n_missing"
+    "n_done, n_skipped, n_failed, outputs, failures, updated, n_missing, lease_until"
 )
 
 # Columns added after the first schema, with their definitions: added to older files on open.
-_ADDED_TASK_COLUMNS = {"n_missing": "INTEGER NOT NULL DEFAULT 0"}
+_ADDED_COLUMNS = {
+    "tasks": {"n_missing": "INTEGER NOT NULL DEFAULT 0", "lease_until": "REAL"},
+    "runs": {
+        "host": "TEXT NOT NULL DEFAULT ''",
+        "pid": "INTEGER NOT NULL DEFAULT 0",
+        "heartbeat": "REAL",
+    },
+}
 
 
-class SqliteLedger(Ledger):
+class SqliteLedger(FleetLedger):
     """Runs and tasks in a SQLite database file."""
 
     def __init__(self, url: str):
@@ -76,10 +98,15 @@ class SqliteLedger(Ledger):
                 self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-            have = {r[1] for r in self._db.execute("PRAGMA table_info(tasks)")}
-            for name, definition in _ADDED_TASK_COLUMNS.items():
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
+            for table, added in _ADDED_COLUMNS.items():
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, definition in added.items():
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS tasks_pending ON tasks(run_id, grp, task_id)"
+                " WHERE state = 'pending'"
+            )
             self._db.commit()
 
     @override
@@ -92,9 +119,10 @@ class SqliteLedger(Ledger):
         with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO runs (run_id, created, finished, state, pipeline_path, pipeline,"
-                " executor, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " executor, counts, host, pid, heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(run_id) DO UPDATE SET finished=excluded.finished,"
-                " state=excluded.state, executor=excluded.executor, counts=excluded.counts",
+                " state=excluded.state, executor=excluded.executor, counts=excluded.counts,"
+                " host=excluded.host, pid=excluded.pid, heartbeat=excluded.heartbeat",
                 (
                     run.run_id,
                     run.created,
@@ -104,6 +132,9 @@ class SqliteLedger(Ledger):
                     json.dumps(run.pipeline),
                     run.executor,
                     json.dumps(run.counts.to_dict()),
+                    run.host,
+                    run.pid,
+                    run.heartbeat,
                 ),
             )
 
@@ -130,15 +161,12 @@ class SqliteLedger(Ledger):
                 json.dumps(t.failures),
                 t.updated,
                 t.n_missing,
+                t.lease_until,
             )
             for t in tasks
         ]
         with self._lock, self._db:
-            self._db.executemany(
-                f"INSERT OR REPLACE INTO tasks (run_id, {_TASK_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            self._db.executemany(_UPSERT, rows)
 
     @override
     def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:
@@ -165,6 +193,9 @@ class SqliteLedger(Ledger):
                 state=r["state"],
                 finished=r["finished"],
                 counts=RunCounts.from_dict(json.loads(r["counts"])),
+                host=r["host"],
+                pid=r["pid"],
+                heartbeat=r["heartbeat"],
             )
             for r in rows
         ]
@@ -184,27 +215,7 @@ class SqliteLedger(Ledger):
             args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [
-            TaskRecord(
-                task_id=r["task_id"],
-                group=r["grp"],
-                entries=json.loads(r["entries"]),
-                state=r["state"],
-                attempts=r["attempts"],
-                error_type=r["error_type"],
-                error=r["error"],
-                seconds=r["seconds"],
-                worker=r["worker"],
-                n_done=r["n_done"],
-                n_skipped=r["n_skipped"],
-                n_failed=r["n_failed"],
-                outputs=json.loads(r["outputs"]),
-                failures=json.loads(r["failures"]),
-                updated=r["updated"],
-                n_missing=r["n_missing"],
-            )
-            for r in rows
-        ]
+        return [_task(r) for r in rows]
 
     @override
     def done_ids(self, task_ids: Sequence[str]) -> set[str]:
@@ -229,3 +240,213 @@ class SqliteLedger(Ledger):
                 "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,)
             ).fetchall()
         return {r[0]: r[1] for r in rows}
+
+    @override
+    def beat(self, run_id: str) -> float:
+        now = self.now()
+        with self._lock, self._db:
+            self._db.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ?", (now, run_id))
+        return now
+
+    # -- a fleet on one machine: processes share the file; writers take turns -----------
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (``BEGIN IMMEDIATE``), so two processes that
+        read then write (a claim) never both read the same pending task."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.rollback()
+                raise
+            self._db.commit()
+
+    @override
+    def enqueue(self, run_id: str, tasks: Sequence[TaskRecord]) -> int:
+        rows = [
+            (run_id, t.task_id, t.group, json.dumps(t.entries), t.attempts, self.now())
+            for t in tasks
+        ]
+        with self._immediate() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO tasks (run_id, task_id, grp, entries, state, attempts,"
+                " updated) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                rows,
+            )
+            return db.total_changes - before
+
+    @override
+    def claim(self, run_id: str, worker_id: str, most: int, lease: float) -> list[TaskRecord]:
+        now = self.now()
+        with self._immediate() as db:
+            rows = db.execute(
+                f"UPDATE tasks SET state = 'running', attempts = attempts + 1, worker = ?,"
+                " lease_until = ?, updated = ? WHERE run_id = ? AND task_id IN ("
+                "  SELECT task_id FROM tasks WHERE run_id = ? AND state = 'pending'"
+                "  ORDER BY grp, task_id LIMIT ?)"
+                f" RETURNING {_TASK_COLUMNS}",
+                (worker_id, now + lease, now, run_id, run_id, max(most, 0)),
+            ).fetchall()
+        return sorted((_task(r) for r in rows), key=lambda t: (t.group, t.task_id))
+
+    @override
+    def renew(self, run_id: str, worker_id: str, task_ids: Sequence[str], lease: float) -> set[str]:
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        marks = ", ".join("?" for _ in ids)
+        with self._immediate() as db:
+            rows = db.execute(
+                f"UPDATE tasks SET lease_until = ? WHERE run_id = ? AND worker = ?"
+                f" AND state = 'running' AND task_id IN ({marks}) RETURNING task_id",
+                (self.now() + lease, run_id, worker_id, *ids),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    @override
+    def finish(self, run_id: str, records: Sequence[TaskRecord]) -> set[str]:
+        recorded: set[str] = set()
+        now = self.now()
+        with self._immediate() as db:
+            for t in records:
+                row = db.execute(
+                    "UPDATE tasks SET state = ?, attempts = ?, error_type = ?, error = ?,"
+                    " seconds = ?, worker = ?, n_done = ?, n_skipped = ?, n_failed = ?,"
+                    " outputs = ?, failures = ?, updated = ?, n_missing = ?, lease_until = NULL"
+                    " WHERE run_id = ? AND task_id = ? AND state = 'running' AND attempts = ?"
+                    " AND worker = ? RETURNING task_id",
+                    (
+                        t.state,
+                        t.attempts,
+                        t.error_type,
+                        t.error,
+                        t.seconds,
+                        t.worker,
+                        t.n_done,
+                        t.n_skipped,
+                        t.n_failed,
+                        json.dumps(t.outputs),
+                        json.dumps(t.failures),
+                        now,
+                        t.n_missing,
+                        run_id,
+                        t.task_id,
+                        t.attempts,
+                        t.worker,
+                    ),
+                ).fetchone()
+                if row is not None:
+                    recorded.add(t.task_id)
+        return recorded
+
+    @override
+    def release(self, run_id: str, worker_id: str, task_ids: Sequence[str]) -> set[str]:
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        marks = ", ".join("?" for _ in ids)
+        with self._immediate() as db:
+            rows = db.execute(
+                "UPDATE tasks SET state = 'pending', attempts = attempts - 1, lease_until = NULL"
+                f" WHERE run_id = ? AND worker = ? AND state = 'running' AND task_id IN ({marks})"
+                " RETURNING task_id",
+                (run_id, worker_id, *ids),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    @override
+    def reap(self, run_id: str, max_attempts: int) -> list[TaskRecord]:
+        now = self.now()
+        with self._immediate() as db:
+            rows = db.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE run_id = ? AND state = 'running'"
+                " AND lease_until <= ?",
+                (run_id, now),
+            ).fetchall()
+            reaped = []
+            for r in rows:
+                task = _task(r)
+                task.state = "failed" if task.attempts >= max_attempts else "pending"
+                task.error_type = LEASE_EXPIRED
+                task.error = expired_error(task.worker, task.attempts)
+                task.lease_until, task.updated = None, now
+                if task.state == "failed":
+                    task.n_failed = len(task.entries)
+                db.execute(
+                    "UPDATE tasks SET state = ?, error_type = ?, error = ?, lease_until = NULL,"
+                    " updated = ?, n_failed = ? WHERE run_id = ? AND task_id = ?",
+                    (
+                        task.state,
+                        task.error_type,
+                        task.error,
+                        now,
+                        task.n_failed,
+                        run_id,
+                        task.task_id,
+                    ),
+                )
+                reaped.append(task)
+        return reaped
+
+    @override
+    def save_worker(self, worker: WorkerRecord) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO workers (run_id, worker_id, host, pid, started,"
+                " heartbeat, state, tasks_done, tasks_failed, shard)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    worker.run_id,
+                    worker.worker_id,
+                    worker.host,
+                    worker.pid,
+                    worker.started,
+                    worker.heartbeat,
+                    worker.state,
+                    worker.tasks_done,
+                    worker.tasks_failed,
+                    worker.shard,
+                ),
+            )
+
+    @override
+    def find_workers(self, run_id: str) -> list[WorkerRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, worker_id, host, pid, started, heartbeat, state, tasks_done,"
+                " tasks_failed, shard FROM workers WHERE run_id = ?"
+                " ORDER BY started DESC, worker_id",
+                (run_id,),
+            ).fetchall()
+        return [WorkerRecord(*tuple(r)) for r in rows]
+
+
+_UPSERT = (
+    f"INSERT OR REPLACE INTO tasks (run_id, {_TASK_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _task(r: sqlite3.Row) -> TaskRecord:
+    return TaskRecord(
+        task_id=r["task_id"],
+        group=r["grp"],
+        entries=json.loads(r["entries"]),
+        state=r["state"],
+        attempts=r["attempts"],
+        error_type=r["error_type"],
+        error=r["error"],
+        seconds=r["seconds"],
+        worker=r["worker"],
+        n_done=r["n_done"],
+        n_skipped=r["n_skipped"],
+        n_failed=r["n_failed"],
+        outputs=json.loads(r["outputs"]),
+        failures=json.loads(r["failures"]),
+        updated=r["updated"],
+        n_missing=r["n_missing"],
+        lease_until=r["lease_until"],
+    )
