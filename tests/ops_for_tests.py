@@ -36,6 +36,8 @@ class ProbeConfig(OpConfig):
     """Settings of :class:`ProbeOp`."""
 
     marks_dir: str | None = None
+    #: When set, every output written appends ``<key> <pid>`` to ``<log_dir>/writes.log``.
+    log_dir: str | None = None
 
 
 class ProbeOp(Op):
@@ -67,7 +69,16 @@ class ProbeOp(Op):
                 os.kill(os.getpid(), signal.SIGKILL)
         record = {"pid": os.getpid(), "start": started, "end": time.time()}
         key = self.output_keys(entry)[0]
-        return [ctx.write(self, entry, key, json.dumps(record).encode())]
+        written = ctx.write(self, entry, key, json.dumps(record).encode())
+        log_dir = self.config.log_dir  # type: ignore[attr-defined]
+        if log_dir:
+            line = f"{key} {os.getpid()}\n".encode()
+            fd = os.open(os.path.join(log_dir, "writes.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, line)  # one small O_APPEND write: lines never interleave
+            finally:
+                os.close(fd)
+        return [written]
 
     def _marker(self, key: str, what: str) -> str:
         folder = self.config.marks_dir  # type: ignore[attr-defined]

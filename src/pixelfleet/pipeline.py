@@ -115,6 +115,31 @@ class CatalogSection(_Strict):
         return check_catalog_url(value)
 
 
+class BatchSection(_Strict):
+    """``[run.batch]``: the AWS Batch array job ``--executor aws-batch`` submits."""
+
+    job_queue: str | None = Field(None, description="the job queue's name or ARN (required)")
+    job_definition: str | None = Field(
+        None,
+        description="a job definition's name or ARN; without one, one named"
+        " pixelfleet-worker is registered (or reused) from `image`",
+    )
+    image: str | None = Field(None, description="the worker image, e.g. an ECR URI")
+    job_name: str | None = Field(None, description="default: pixelfleet-<run id>")
+    array_size: int | None = Field(
+        None, ge=1, le=1_000_000, description="workers to start (default: one per task, <= 10000)"
+    )
+    vcpus: float = Field(1.0, gt=0, le=256)
+    memory: int = Field(2048, ge=128, description="MiB per worker")
+    timeout: int | None = Field(None, ge=60, description="seconds one worker may run")
+    attempts: int = Field(2, ge=1, le=10, description="tries of a worker (host failures, exit 75)")
+    platform: Literal["EC2", "FARGATE"] = "EC2"
+    job_role_arn: str | None = None
+    execution_role_arn: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, str] = Field(default_factory=dict)
+
+
 class Run(_Strict):
     """How the work is executed."""
 
@@ -130,17 +155,20 @@ class Run(_Strict):
     attempts: int = Field(2, ge=1, le=20)
     timeout: float = Field(600.0, gt=0, description="seconds one task may run")
     ledger: str | None = None
+    batch: BatchSection = BatchSection()
 
     @field_validator("executor")
     @classmethod
     def _known_executor(cls, value: str) -> str:
         from pixelfleet.executors import executor_names, parse_executor
+        from pixelfleet.executors.launchers import launcher_names
 
         name, _ = parse_executor(value)
-        if name not in executor_names():
+        known = executor_names() + launcher_names()
+        if name not in known:
             raise ValueError(
                 f"unknown executor {value!r}; choose one of: "
-                f"{', '.join(executor_names())} (dask also as dask://host:port)"
+                f"{', '.join(known)} (dask also as dask://host:port)"
             )
         return value
 

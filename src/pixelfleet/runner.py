@@ -15,8 +15,10 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import os
 import queue
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -30,6 +32,7 @@ from pixelfleet.catalog.indexer import ItemIndexer
 from pixelfleet.errors import ConfigError, TaskTimeoutError, WorkerLostError
 from pixelfleet.executors import Executor, Job, open_executor, parse_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger.base import HEARTBEAT_SECONDS
 from pixelfleet.models import Entry, RunCounts, Task, TaskResult
 from pixelfleet.ops.base import Mode
 from pixelfleet.pipeline import Pipeline, pipeline_from_dict
@@ -188,15 +191,22 @@ class Runner:
         """Run the pipeline: every task not already done, with retries, for as long as the
         source yields entries; then summarise."""
         open_storage(self.pipeline.output.url, get_settings())  # fail early on a bad URL
-        record = RunRecord(
+        record = self.new_record(self.executor_spec)
+        self.ledger.save_run(record)
+        return self._execute(record, self.planned_tasks(), skip_done=True)
+
+    def new_record(self, executor: str) -> RunRecord:
+        """A run record for this pipeline, started now by this process."""
+        return RunRecord(
             run_id=new_run_id(),
             pipeline_path=self.pipeline.path or "",
             pipeline=self.pipeline.to_json_dict(),
-            executor=self.executor_spec,
+            executor=executor,
             created=time.time(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            heartbeat=self.ledger.now(),
         )
-        self.ledger.save_run(record)
-        return self._execute(record, self.planned_tasks(), skip_done=True)
 
     def retry(self, run_id: str | None, unfinished: bool = False) -> RunSummary:
         """Run a recorded run's failed tasks again (and unfinished ones, if asked)."""
@@ -289,7 +299,7 @@ class _Execution:
         self.last_flush = time.monotonic()
         self.indexer: ItemIndexer | None = None
         self.feed: _Feed | None = None
-        self.bar = _progress_bar(runner.progress)
+        self.bar = progress_bar(runner.progress)
 
     def loop(self, tasks: Iterable[Task]) -> None:
         """Feed the executor from ``tasks`` and settle results until both run dry."""
@@ -308,7 +318,11 @@ class _Execution:
         self.executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
         capacity = max(1, self.executor.capacity())
         feed = self.feed = _Feed(iter(tasks), 2 * _CHUNK)
+        last_beat = time.monotonic()
         while True:
+            if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                self.ledger.beat(self.record.run_id)
+                last_beat = time.monotonic()
             # Keep the executor fed: retries first, then whatever the source has given.
             while self.retry_queue and len(self.inflight) < capacity + len(self.retry_queue):
                 self.executor.submit(self.retry_queue.popleft())
@@ -532,7 +546,8 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _progress_bar(enabled: bool) -> Any:
+def progress_bar(enabled: bool) -> Any:
+    """A progress bar on stderr whose total grows as the source is listed (None: off)."""
     if not enabled:
         return None
     from tqdm import tqdm

@@ -43,10 +43,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from pixelfleet.cli import histogram, index, retry, run, search, serve, status
+    from pixelfleet.cli import batch, histogram, index, retry, run, search, serve, status, worker
 
-    for module in (run, status, retry, search, index, serve, histogram):
+    for module in (run, status, retry, search, index, serve, histogram, worker, batch):
         cli.add_command(getattr(module, module.__name__.rsplit(".", 1)[1]))
 
 
 _register()
+
+if __name__ == "__main__":  # `python -m pixelfleet.cli.main`: how fleet-local starts workers
+    cli()

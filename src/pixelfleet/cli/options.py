@@ -24,7 +24,8 @@ executor_option = click.option(
     "-e",
     metavar="NAME",
     default=None,
-    help="inline | local | dask | dask://host:port (overrides the pipeline's run.executor).",
+    help="inline | local | dask | dask://host:port, or a fleet sharing a ledger:"
+    " aws-batch | fleet-local | fleet (overrides the pipeline's run.executor).",
 )
 workers_option = click.option(
     "--workers", "-w", type=click.IntRange(1, 1024), default=None, help="Worker processes."

@@ -14,9 +14,12 @@ from pixelfleet.cli.options import (
     resolve_ledger,
     workers_option,
 )
-from pixelfleet.pipeline import load_pipeline
+from pixelfleet.executors.launchers import is_launcher, open_launcher
+from pixelfleet.fleet.driver import FleetDriver
+from pixelfleet.pipeline import Pipeline, load_pipeline
 from pixelfleet.plan import parse_shard
-from pixelfleet.runner import Runner
+from pixelfleet.runner import Runner, RunSummary
+from pixelfleet.settings import get_settings
 
 
 @click.command()
@@ -44,6 +47,12 @@ from pixelfleet.runner import Runner
     metavar="GROUP",
     help="Run only this task group, e.g. a scene id (repeatable).",
 )
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    help="Fleets (aws-batch, fleet): follow progress to the end (default), or return once"
+    " the workers are started; `pixelfleet status RUN` follows it then.",
+)
 @ledger_option
 @progress_option
 def run(
@@ -55,6 +64,7 @@ def run(
     shard: str | None,
     inventory: str | None,
     only: tuple[str, ...],
+    follow: bool,
     ledger_url: str | None,
     progress: bool | None,
 ) -> None:
@@ -65,6 +75,16 @@ def run(
     if inventory:
         overrides = (*overrides, f"source.inventory={inventory}")
     pipeline = load_pipeline(pipeline_file, overrides)
+    spec = executor or pipeline.run.executor
+    if is_launcher(spec) and not dry_run:
+        summary = _run_fleet(pipeline, spec, ledger_url, workers, progress, shard, only, follow)
+        if summary.state == "running":  # --no-follow
+            click.echo(f"run {summary.run_id} started ({summary.executor})")
+            return
+        show_summary(summary)
+        if summary.state != "done":
+            sys.exit(1)
+        return
     with resolve_ledger(ledger_url, pipeline, read_only=dry_run) as ledger:
         runner = Runner(
             pipeline,
@@ -88,3 +108,32 @@ def run(
         )
     if summary.failed:
         sys.exit(1)
+
+
+def _run_fleet(
+    pipeline: Pipeline,
+    spec: str,
+    ledger_url: str | None,
+    workers: int | None,
+    progress: bool | None,
+    shard: str | None,
+    only: tuple[str, ...],
+    follow: bool,
+) -> RunSummary:
+    """A run whose tasks wait in a shared ledger for workers that a launcher starts."""
+    url = ledger_url or pipeline.run.ledger or get_settings().ledger_url
+    with resolve_ledger(url, pipeline) as ledger:
+        driver = FleetDriver(
+            pipeline,
+            ledger,
+            url,
+            open_launcher(spec, workers=workers),
+            executor=spec.partition("://")[0],
+            workers=workers,
+            progress=progress,
+            shard=parse_shard(shard) if shard else None,
+            only=only,
+            follow=follow,
+            log=lambda line: click.echo(line, err=True),
+        )
+        return driver.run()

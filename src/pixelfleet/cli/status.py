@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -9,6 +10,9 @@ import click
 
 from pixelfleet.cli.display import show_run
 from pixelfleet.cli.options import ledger_option, resolve_ledger
+from pixelfleet.humanize import human_seconds
+from pixelfleet.ledger import FleetLedger, WorkerRecord
+from pixelfleet.ledger.base import STALE_SECONDS, effective_state
 
 
 @click.command()
@@ -20,6 +24,10 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
     """Show a run (the latest by default; a unique prefix of its id is enough)."""
     with resolve_ledger(ledger_url) as ledger:
         run = ledger.get_run(run_id)
+        workers = ledger.find_workers(run.run_id) if isinstance(ledger, FleetLedger) else []
+        now = ledger.now()
+        recorded = run.state
+        run.state = effective_state(run, now, [w.heartbeat for w in workers])
         if as_json:
             failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
             click.echo(
@@ -32,6 +40,8 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                         "finished": run.finished,
                         "tasks": ledger.state_counts(run.run_id),
                         "counts": run.counts.to_dict(),
+                        "driver": {"host": run.host, "pid": run.pid, "heartbeat": run.heartbeat},
+                        "workers": [dataclasses.asdict(w) for w in workers],
                         "failures": [
                             {
                                 "task_id": t.task_id,
@@ -48,6 +58,16 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
             )
             return
         show_run(ledger, run, limit)
+        if run.state == "interrupted" and recorded == "running":
+            heard = max([run.heartbeat or 0.0, *(w.heartbeat for w in workers)])
+            click.echo(
+                f"  (recorded as running, but nothing of it was heard from for"
+                f" {human_seconds(now - heard)}: its driver on {run.host or '?'} pid {run.pid}"
+                " died or was killed; run the pipeline again to resume it"
+                + (f", or start workers: pixelfleet worker --run {run.run_id})" if workers else ")")
+            )
+        if workers and isinstance(ledger, FleetLedger):
+            show_fleet(ledger, run.run_id, workers, now)
         if run_id is None:
             others = ledger.find_runs(limit=6)[1:]
             if others:
@@ -55,3 +75,29 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                 for r in others:
                     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
                     click.echo(f"  {r.run_id}  {r.state:<11} {when}  {r.pipeline_path}")
+
+
+def show_fleet(ledger: FleetLedger, run_id: str, workers: list[WorkerRecord], now: float) -> None:
+    """A fleet run's workers (with their shard and heartbeat) and the leases they hold."""
+    leases = ledger.leases(run_id)
+    held: dict[str, int] = {}
+    for _, worker, _, _ in leases:
+        held[worker] = held.get(worker, 0) + 1
+    click.echo(f"  workers:  {len(workers)}")
+    for w in workers[:20]:
+        state = w.state
+        if state == "running" and now - w.heartbeat > STALE_SECONDS:
+            state = "lost"
+        shard = f" shard {w.shard}" if w.shard else ""
+        click.echo(
+            f"    {w.worker_id:<28} {state:<8}{shard} {w.tasks_done} done, {w.tasks_failed}"
+            f" failed, {held.get(w.worker_id, 0)} in hand; heard"
+            f" {human_seconds(max(0.0, now - w.heartbeat))} ago"
+        )
+    if len(workers) > 20:
+        click.echo(f"    ... and {len(workers) - 20} more")
+    if leases:
+        click.echo(f"  leases:   {len(leases)} tasks claimed; soonest to run out:")
+        for task_id, worker, attempt, left in leases[:5]:
+            when = f"in {human_seconds(left)}" if left > 0 else "now (to be reaped)"
+            click.echo(f"    {task_id[:12]}  attempt {attempt}  {worker}  ends {when}")

@@ -17,6 +17,11 @@ from pixelfleet.models import RunCounts, Task, TaskResult
 
 #: Task states, in the order a task passes through them.
 TASK_STATES = ("pending", "running", "done", "failed")
+#: A process driving a run (a runner, a fleet's driver or worker) records that it is
+#: alive this often, in seconds; a ``running`` run with no heartbeat for
+#: :data:`STALE_SECONDS` (by the ledger's clock) is dead: see :func:`effective_state`.
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 3 * HEARTBEAT_SECONDS + 5
 
 
 @dataclass
@@ -98,6 +103,18 @@ class TaskRecord:
                 self.error += f" (and {len(self.failures) - 1} more objects)"
         else:
             self.error_type = self.error = None
+
+
+def effective_state(run: RunRecord, now: float, heartbeats: Sequence[float] = ()) -> str:
+    """A run's state as a reader should see it: ``running`` only while the run's driver
+    (or, for a fleet, one of its workers: ``heartbeats``) was heard from lately; a run
+    whose processes all died (SIGKILL, a lost machine) is ``interrupted``.
+
+    Runs recorded before heartbeats existed stay as recorded."""
+    if run.state != "running" or run.heartbeat is None:
+        return run.state
+    latest = max([run.heartbeat, *heartbeats])
+    return "running" if now - latest <= STALE_SECONDS else "interrupted"
 
 
 class Ledger(ABC):

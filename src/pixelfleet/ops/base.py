@@ -15,7 +15,8 @@ from __future__ import annotations
 import posixpath
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -81,6 +82,7 @@ class OpContext:
         current later describes itself the same way (:meth:`Op.current_record`).
         """
         record = _describe(op, key, content_type, roles, title, asset)
+        _guard()
         written = self.output.write(key, data, _metadata(op, entry, record))
         record.size = written.size
         return record
@@ -102,9 +104,22 @@ class OpContext:
         The file is given up: local storage may move it into place.
         """
         record = _describe(op, key, content_type, roles, title, asset)
+        _guard()
         written = self.output.write_file(key, path, _metadata(op, entry, record), consume=True)
         record.size = written.size
         return record
+
+
+#: Called before every output is written, in the thread that writes it; it raises to
+#: refuse the write. A fleet worker sets it to check that it still holds the task's
+#: lease, so a worker paused past its lease never replaces a newer attempt's outputs.
+write_guard: ContextVar[Callable[[], None] | None] = ContextVar("write_guard", default=None)
+
+
+def _guard() -> None:
+    check = write_guard.get()
+    if check is not None:
+        check()
 
 
 def _describe(
