@@ -99,9 +99,7 @@ def plan_run(bucket: FleetBucket, ledger_url: str) -> str:
 def worker_env(limits_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a worker process: the tests folder importable (the probe op)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if limits_dir is not None:
         env["PIXELFLEET_LIMITS_DIR"] = str(limits_dir)
     env.update(extra)

@@ -73,7 +73,9 @@ class ProbeOp(Op):
         log_dir = self.config.log_dir  # type: ignore[attr-defined]
         if log_dir:
             line = f"{key} {os.getpid()}\n".encode()
-            fd = os.open(os.path.join(log_dir, "writes.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            fd = os.open(
+                os.path.join(log_dir, "writes.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            )
             try:
                 os.write(fd, line)  # one small O_APPEND write: lines never interleave
             finally:

@@ -72,6 +72,9 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
     #: Folder of the files that share labellers' rate limits between processes.
     limits_dir: str = field(default_factory=lambda: default_limits_dir())
+    #: A PostgreSQL URL (a fleet's ledger) that shares labellers' rate limits between
+    #: every process on every machine; set for a fleet's workers by their driver.
+    limits_url: str | None = None
     #: Threads torch uses per worker process (the local executor runs a process per core).
     torch_threads: int = 1
     #: Region and endpoint of the AWS Rekognition API (the ``rekognition`` labeller).
@@ -118,6 +121,7 @@ class Settings:
             s3_sdk_credentials=_flag(env, "PIXELFLEET_S3_SDK_CREDENTIALS", True),
             extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
             limits_dir=env.get("PIXELFLEET_LIMITS_DIR") or default_limits_dir(),
+            limits_url=env.get("PIXELFLEET_LIMITS_URL") or None,
             torch_threads=_int(env, "PIXELFLEET_TORCH_THREADS", 1, 1),
             rekognition_region=env.get("PIXELFLEET_REKOGNITION_REGION")
             or env.get("AWS_REGION")

@@ -63,24 +63,27 @@ def test_four_workers_share_a_run_and_write_each_output_once(
         writes = bucket.writes()
         expected = {k.replace(".txt", ".out") for k in bucket.keys}
         assert set(writes) == expected and set(writes.values()) == {1}
-        for task in tasks[:: 50]:
+        for task in tasks[::50]:
             key = task.outputs[0]
             assert bucket.writer_pid(key) == pid_of(task.worker)
 
 
 def test_sigkilled_workers_lose_nothing(tmp_path: Path, pg_ledger_url: str) -> None:
-    """Ten SIGKILLs at random moments; replacements come up as Batch would start them."""
+    """Ten SIGKILLs of workers holding tasks; replacements come up as Batch would start them."""
     rng = random.Random(7)
-    bucket = make_fleet_bucket(tmp_path, 240, words="SLEEP 0.05", attempts=5)
+    bucket = make_fleet_bucket(tmp_path, 300, words="SLEEP 0.1", attempts=5)
     run_id = plan_run(bucket, pg_ledger_url)
     procs = [start_worker(pg_ledger_url, run_id, lease=1.5) for _ in range(3)]
     kills = 0
     with fleet_ledger(pg_ledger_url) as ledger:
         while kills < 10:
-            time.sleep(rng.uniform(0.3, 0.9))
-            alive = [p for p in procs if p.poll() is None]
+            time.sleep(rng.uniform(0.1, 0.5))
+            holders = {pid_of(worker) for _, worker, _, _ in ledger.leases(run_id)}
+            alive = [p for p in procs if p.poll() is None and p.pid in holders]
             if not alive:
-                break
+                if ledger.state_counts(run_id).get("pending", 0) == 0:
+                    break
+                continue
             victim = rng.choice(alive)
             victim.send_signal(signal.SIGKILL)
             victim.communicate()  # reaps it and closes its pipes
@@ -99,7 +102,7 @@ def test_sigkilled_workers_lose_nothing(tmp_path: Path, pg_ledger_url: str) -> N
     outputs = {p.name for p in bucket.out.iterdir()}
     assert outputs == {k.replace(".txt", ".out") for k in bucket.keys}
     assert max(bucket.writes().values()) == 1
-    assert reaped, "no kill landed mid-task; the test proved nothing"
+    assert len(reaped) >= 10  # each kill took at least one task down mid-way
 
 
 def test_a_zombie_cannot_overwrite_a_newer_attempt(tmp_path: Path, pg_ledger_url: str) -> None:

@@ -144,9 +144,7 @@ def test_finish_records_results_fenced_by_attempt_and_worker(ledger: FleetLedger
     recorded = ledger.finish("r1", [result(a), stale, stranger, result(d, "failed")])
     assert recorded == {a.task_id, d.task_id}
     by_id = {t.task_id: t for t in ledger.find_tasks("r1")}
-    assert by_id[a.task_id].state == "done" and by_id[a.task_id].outputs == [
-        f"out/{a.task_id}.jpg"
-    ]
+    assert by_id[a.task_id].state == "done" and by_id[a.task_id].outputs == [f"out/{a.task_id}.jpg"]
     assert by_id[a.task_id].lease_until is None
     assert by_id[d.task_id].state == "failed"
     assert by_id[b.task_id].state == by_id[c.task_id].state == "running"

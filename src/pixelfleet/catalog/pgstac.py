@@ -114,6 +114,12 @@ class PgstacCatalog(Catalog):
 
     @override
     def close(self) -> None:
+        # pypgstac keeps one connection checked out of its pool (``connect()``), which
+        # closing the pool leaves open: close it first, or every catalog leaks one.
+        held = self._db.connection
+        if held is not None and not held.closed:
+            held.close()
+        self._db.connection = None
         self._db.close()
 
     def _loader(self) -> Any:

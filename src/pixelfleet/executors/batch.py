@@ -14,6 +14,7 @@ fails is retried by the ledger, not by Batch.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -242,13 +243,23 @@ def _job_name(name: str) -> str:
 
 
 def _same_definition(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Tell whether a registered revision does what ``wanted`` asks (Batch fills in fields
+    of its own, orders keys its way and may change the case of retry actions)."""
+
+    def canon(value: Any) -> str:
+        return json.dumps(value, sort_keys=True).lower()
+
     have = existing.get("containerProperties") or {}
     want = wanted["containerProperties"]
+    same_lists = all(
+        sorted(map(canon, have.get(k) or [])) == sorted(map(canon, want.get(k) or []))
+        for k in ("resourceRequirements", "environment")
+    )
     keys = ("image", "command", "jobRoleArn", "executionRoleArn")
     return (
-        all(have.get(k) == want.get(k) for k in keys)
-        and sorted(map(str, have.get("resourceRequirements") or []))
-        == sorted(map(str, want["resourceRequirements"]))
-        and sorted(map(str, have.get("environment") or [])) == sorted(map(str, want["environment"]))
+        same_lists
+        and all(have.get(k) == want.get(k) for k in keys)
+        and canon(existing.get("retryStrategy")) == canon(wanted.get("retryStrategy"))
+        and canon(existing.get("timeout")) == canon(wanted.get("timeout"))
         and (existing.get("platformCapabilities") or ["EC2"]) == wanted["platformCapabilities"]
     )

@@ -13,14 +13,17 @@ A :class:`Limiter` is acquired around each call. Three implementations:
   same API account share the cap too.
 - :class:`DaskLimiter`: every worker of a Dask cluster, with a ``distributed.Semaphore``
   for concurrency and a ``distributed.Lock`` + ``Variable`` for the rate state.
+- :class:`PostgresLimiter`: every process on every machine of a fleet, through the
+  fleet's PostgreSQL ledger (``PIXELFLEET_LIMITS_URL``, which a fleet's workers get set to
+  their ledger's URL): advisory locks for concurrency, a table for the rate state.
 
 The call rate is enforced exactly, not on average: a call may start only when fewer
 than ``N`` calls started in the last second (``N = floor(max_calls_per_second)``), so
 no one-second window ever holds more than the limit. A rate below 1 means one call
 every ``1 / rate`` seconds.
 
-:func:`open_limiter` picks the implementation: Dask inside a Dask worker, files
-otherwise; the result is cached per process.
+:func:`open_limiter` picks the implementation: PostgreSQL when ``PIXELFLEET_LIMITS_URL``
+is set, else Dask inside a Dask worker, else files; the result is cached per process.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import math
 import os
@@ -97,6 +101,9 @@ class Limiter(ABC):
 
     def succeeded(self) -> None:  # noqa: B027 - limiters without a failure count ignore it
         """A call went through: the throttling pause goes back to its first length."""
+
+    def close(self) -> None:  # noqa: B027 - most limiters hold nothing to release
+        """Release connections (a process's cached limiters live as long as it does)."""
 
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
@@ -345,6 +352,151 @@ class DaskLimiter(Limiter):
                 self._state.set(json.dumps(state))
 
 
+class PostgresLimiter(Limiter):
+    """Limits shared by every process on every machine that reaches one PostgreSQL
+    database (a fleet's ledger: ``PIXELFLEET_LIMITS_URL``), by the database's clock.
+
+    - Concurrency: ``max_concurrency`` session-level advisory locks per group. A call
+      holds one for its duration; a process that dies loses its session and with it its
+      locks, so a killed worker never leaks a slot. Threads of one process share the
+      session, so they also keep a set of the slots they hold.
+    - Rate and throttling pauses: the rows of ``limit_starts`` and ``limit_state``,
+      changed in short transactions under a transaction-level advisory lock.
+    """
+
+    _POLL_MIN = 0.005
+    _POLL_MAX = 0.05
+
+    def __init__(self, limits: Limits, url: str):
+        super().__init__(limits)
+        from pixelfleet.ledger.postgres import PostgresLedger
+
+        self._db = PostgresLedger(url)  # the ledger's schema, migrations and reconnects
+        self._group = _file_group(limits)
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._throttled_here = False
+
+    def acquire(self) -> Any:
+        """Take a free slot, then wait for the rate and any throttling pause."""
+        slot = self._take_slot() if self.limits.max_concurrency else None
+        try:
+            self._wait_turn()
+        except BaseException:
+            if slot is not None:
+                self.release(slot)
+            raise
+        return slot
+
+    def release(self, token: Any) -> None:
+        """Unlock the slot."""
+        if token is None:
+            return
+        self._db.execute(
+            lambda c: c.execute("SELECT pg_advisory_unlock(hashtext(%s), %s)", (self._group, token))
+        )
+        with self._lock:
+            self._held.discard(token)
+
+    def throttled(self) -> float:
+        """Pause every caller of the group, on every machine."""
+        self._throttled_here = True
+        jitter = random.uniform(0.8, 1.0)
+
+        def pause(conn: Any) -> float:
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO limit_state (grp) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (self._group,),
+                )
+                row = conn.execute(
+                    "UPDATE limit_state SET failures = failures + 1 WHERE grp = %s"
+                    " RETURNING failures",
+                    (self._group,),
+                ).fetchone()
+                seconds = pause_for(int(row[0])) * jitter
+                conn.execute(
+                    "UPDATE limit_state SET pause_until = greatest(pause_until,"
+                    " extract(epoch from clock_timestamp()) + %s) WHERE grp = %s",
+                    (seconds, self._group),
+                )
+                return seconds
+
+        return float(self._db.execute(pause))
+
+    def succeeded(self) -> None:
+        """Reset the pause length (only after this process saw throttling)."""
+        if not self._throttled_here:
+            return
+        self._throttled_here = False
+        self._db.execute(
+            lambda c: c.execute(
+                "UPDATE limit_state SET failures = 0 WHERE grp = %s", (self._group,)
+            )
+        )
+
+    def close(self) -> None:
+        """Close the connection (its session's slots go with it)."""
+        self._db.close()
+
+    def _take_slot(self) -> int:
+        n = self.limits.max_concurrency or 1
+        poll = self._POLL_MIN
+        while True:
+            for slot in random.sample(range(n), n):
+                with self._lock:
+                    if slot in self._held:
+                        continue
+                    self._held.add(slot)
+                if self._db.execute(functools.partial(self._try_lock, slot)):
+                    return slot
+                with self._lock:
+                    self._held.discard(slot)
+            time.sleep(poll * random.uniform(0.5, 1.0))
+            poll = min(self._POLL_MAX, poll * 2)
+
+    def _try_lock(self, slot: int, conn: Any) -> bool:
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (self._group, slot)
+        ).fetchone()
+        return bool(row[0])
+
+    def _wait_turn(self) -> None:
+        calls, seconds = self.limits.window
+
+        def turn(conn: Any) -> float:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("rate:" + self._group,))
+                now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0]
+                row = conn.execute(
+                    "SELECT pause_until FROM limit_state WHERE grp = %s", (self._group,)
+                ).fetchone()
+                wait = (float(row[0]) - float(now)) if row else 0.0
+                if calls:
+                    conn.execute(
+                        "DELETE FROM limit_starts WHERE grp = %s AND started <= %s",
+                        (self._group, float(now) - seconds),
+                    )
+                    starts = conn.execute(
+                        "SELECT count(*), min(started) FROM limit_starts WHERE grp = %s",
+                        (self._group,),
+                    ).fetchone()
+                    if starts[0] >= calls:
+                        wait = max(wait, float(starts[1]) + seconds - float(now))
+                if wait <= 0 and calls:
+                    conn.execute(
+                        "INSERT INTO limit_starts (grp, started) VALUES (%s, %s)",
+                        (self._group, float(now)),
+                    )
+                return wait
+
+        while True:
+            wait = float(self._db.execute(turn))
+            if wait <= 0:
+                return
+            time.sleep(min(wait, 1.0))
+
+
 _cache: dict[tuple[Limits, str], Limiter] = {}
 _cache_lock = threading.Lock()
 
@@ -377,7 +529,10 @@ def open_limiter(limits: Limits, settings: Settings | None = None) -> Limiter:
     else:
         kind = "dask" if in_dask_worker() else "files"
     settings = settings or get_settings()
-    cache_key = (limits, kind + settings.limits_dir)
+    if kind != "threads" and settings.limits_url:
+        kind = "postgres"  # a fleet: every machine shares the limits through its database
+    where = settings.limits_url if kind == "postgres" else settings.limits_dir
+    cache_key = (limits, kind + (where or ""))
     with _cache_lock:
         limiter = _cache.get(cache_key)
         if limiter is None:
@@ -385,6 +540,8 @@ def open_limiter(limits: Limits, settings: Settings | None = None) -> Limiter:
                 limiter = ThreadLimiter(limits)
             elif kind == "dask":
                 limiter = DaskLimiter(limits)
+            elif kind == "postgres":
+                limiter = PostgresLimiter(limits, str(settings.limits_url))
             else:
                 limiter = FileLimiter(limits, group_folder(settings, _file_group(limits)))
             _cache[cache_key] = limiter
