@@ -1,12 +1,17 @@
 """CQL2-JSON filters on common properties: checking, evaluating in Python, and SQL for SQLite.
 
+(Reading what clients send, CQL2 text or JSON, is :mod:`pixelfleet.catalog.filters`; it
+hands this module the JSON form.)
+
 Supported: ``and``, ``or``, ``not``; ``=``, ``<>``, ``<``, ``<=``, ``>``, ``>=``;
 ``like`` (``%`` and ``_``, case-sensitive), ``in``, ``between``, ``isNull``;
-``s_intersects`` (by bounding boxes: the item's bbox against the geometry's), and
-``t_intersects`` / ``anyinteracts`` against the item's datetime interval. Operands are
-``{"property": name}`` (``id``, ``collection``, ``datetime``, ``geometry`` or any item
-property such as ``eo:cloud_cover``), strings, numbers, booleans, ``{"timestamp": ...}``,
-``{"date": ...}`` and ``{"interval": [a, b]}``.
+``s_intersects`` (by bounding boxes: the item's bbox against the geometry's, or against
+each member's of a GeometryCollection; a bbox whose west is east of its east crosses the
+antimeridian), and ``t_intersects`` / ``anyinteracts`` against the item's datetime
+interval. Operands are ``{"property": name}`` (``id``, ``collection``, ``datetime``,
+``geometry`` or any item property such as ``eo:cloud_cover``), strings, numbers,
+booleans, ``{"timestamp": ...}`` (RFC 3339), ``{"date": ...}`` (``YYYY-MM-DD``) and
+``{"interval": [a, b]}``.
 
 A filter may nest at most :data:`MAX_DEPTH` deep and hold :data:`MAX_NODES` nodes;
 anything else is a :class:`~pixelfleet.errors.BadQueryError` naming the problem.
@@ -19,7 +24,15 @@ import math
 import re
 from typing import Any
 
-from pixelfleet.catalog.values import item_bbox, item_interval, parse_bbox, to_epoch
+from pixelfleet.catalog.values import (
+    RFC3339_EXAMPLE,
+    item_bbox,
+    item_interval,
+    parse_bbox,
+    rfc3339_epoch,
+    split_antimeridian,
+    to_epoch,
+)
 from pixelfleet.errors import BadQueryError
 
 MAX_DEPTH = 12
@@ -35,6 +48,10 @@ OTHER = {"like", "in", "between", "isNull"}
 OPERATORS = LOGICAL | COMPARISON | SPATIAL | TEMPORAL | OTHER
 
 _PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.\-]{0,63}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+#: GeoJSON geometry types with coordinates (a GeometryCollection holds these).
+GEOMETRIES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
 
 
 def check_filter(expr: Any) -> dict[str, Any]:
@@ -85,7 +102,7 @@ def _check(node: Any, depth: int, counter: list[int], boolean: bool = False) -> 
                 _check_literal(value)
             return
         if op == "s_intersects":
-            geometry_bbox(args[1], "s_intersects")
+            geometry_boxes(args[1], "s_intersects")
             if _prop(args[0]) != "geometry":
                 raise BadQueryError("filter: s_intersects compares {'property': 'geometry'}")
             return
@@ -106,6 +123,12 @@ def _check(node: Any, depth: int, counter: list[int], boolean: bool = False) -> 
         if "timestamp" in node or "date" in node:
             timestamp(node)
             return
+        if "op" in node:
+            raise BadQueryError(
+                f"filter: {_short(node.get('op'))} in {_short(node)} is not supported as an"
+                " operand (no functions or arithmetic); compare a property with a value, e.g."
+                " {'op': '=', 'args': [{'property': 'title'}, 'x']}"
+            )
         raise BadQueryError(f"filter: operand {_short(node)} is not a property, value or timestamp")
     _check_literal(node)
 
@@ -131,6 +154,11 @@ def _check_literal(value: Any) -> None:
     )
 
 
+def is_property_name(name: Any) -> bool:
+    """Whether ``name`` may name a property (letters, digits, ``_ : . -``; at most 64)."""
+    return isinstance(name, str) and _PROPERTY.match(name) is not None
+
+
 def _prop(node: Any) -> str:
     name = node.get("property") if isinstance(node, dict) else None
     if not isinstance(name, str) or not _PROPERTY.match(name):
@@ -146,11 +174,31 @@ def _short(value: Any) -> str:
 
 
 def timestamp(node: dict[str, Any]) -> float:
-    """Epoch seconds of ``{"timestamp": ...}`` or ``{"date": ...}``."""
-    text = node.get("timestamp", node.get("date"))
+    """Epoch seconds of ``{"timestamp": ...}`` (RFC 3339) or ``{"date": ...}`` (its start)."""
+    if "date" in node and "timestamp" not in node:
+        return _date(node["date"])
+    text = node.get("timestamp")
     if not isinstance(text, str):
-        raise BadQueryError(f"filter: {_short(node)} needs an RFC 3339 string")
-    return to_epoch(text, what="filter timestamp")
+        raise BadQueryError(
+            f"filter: {_short(node)} needs an RFC 3339 string, e.g."
+            f" {{'timestamp': '{RFC3339_EXAMPLE}'}}"
+        )
+    return rfc3339_epoch(text, what="filter timestamp")
+
+
+def _date(text: Any, end: bool = False) -> float:
+    if not isinstance(text, str) or not _DATE.match(text):
+        raise BadQueryError(
+            f"filter: date {_short(text)} must be YYYY-MM-DD, e.g. {{'date': '2013-06-20'}}"
+        )
+    return to_epoch(text, end=end, what="filter date")
+
+
+def _instant(text: str, end: bool) -> float:
+    """An interval end: a date (whole day) or an RFC 3339 timestamp."""
+    if _DATE.match(text):
+        return _date(text, end=end)
+    return rfc3339_epoch(text, what="filter interval")
 
 
 def temporal_interval(node: Any) -> tuple[float, float]:
@@ -164,7 +212,7 @@ def temporal_interval(node: Any) -> tuple[float, float]:
             if part == "..":
                 ends.append(-math.inf if i == 0 else math.inf)
             elif isinstance(part, str):
-                ends.append(to_epoch(part, end=i == 1, what="filter interval"))
+                ends.append(_instant(part, end=i == 1))
             elif isinstance(part, dict):
                 ends.append(timestamp(part))
             else:
@@ -172,28 +220,42 @@ def temporal_interval(node: Any) -> tuple[float, float]:
         return ends[0], ends[1]
     if isinstance(node, dict) and ("timestamp" in node or "date" in node):
         value = timestamp(node)
-        if "date" in node:
-            return value, to_epoch(str(node["date"]), end=True)
+        if "date" in node and "timestamp" not in node:
+            return value, _date(node["date"], end=True)
         return value, value
     raise BadQueryError("filter: t_intersects needs a timestamp, date or interval")
 
 
+def geometry_boxes(node: Any, what: str, depth: int = 0) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes (west <= east) of a geometry, checked: one for a geometry, one per
+    member of a GeometryCollection, two for a bbox across the antimeridian."""
+    if isinstance(node, dict) and node.get("type") == "GeometryCollection":
+        members = node.get("geometries")
+        if not isinstance(members, list) or depth > 2:
+            raise BadQueryError(
+                f"{what}: a GeometryCollection needs 'geometries', a list of geometries"
+                " (nested at most 3 deep)"
+            )
+        boxes = [b for m in members for b in geometry_boxes(m, what, depth + 1)]
+        if len(boxes) > MAX_LIST:
+            raise BadQueryError(f"{what}: a GeometryCollection may hold {MAX_LIST} geometries")
+        return boxes
+    return split_antimeridian(geometry_bbox(node, what))
+
+
 def geometry_bbox(node: Any, what: str) -> tuple[float, float, float, float]:
-    """The bbox of a GeoJSON geometry (or ``{"bbox": [...]}``), checked."""
+    """The bbox of a GeoJSON geometry (or ``{"bbox": [...]}``, whose west may be east of
+    its east), checked."""
     if isinstance(node, dict) and "bbox" in node and "type" not in node:
         box = parse_bbox(node["bbox"])
         if box is None:
             raise BadQueryError(f"{what}: bbox is empty")
         return box
-    if not isinstance(node, dict) or node.get("type") not in (
-        "Point",
-        "MultiPoint",
-        "LineString",
-        "MultiLineString",
-        "Polygon",
-        "MultiPolygon",
-    ):
-        raise BadQueryError(f"{what}: expected a GeoJSON geometry (Point, Polygon...)")
+    if not isinstance(node, dict) or node.get("type") not in GEOMETRIES:
+        raise BadQueryError(
+            f"{what}: expected a GeoJSON geometry ({', '.join(GEOMETRIES)} or"
+            f" GeometryCollection), got {_short(node)}"
+        )
     xs: list[float] = []
     ys: list[float] = []
     _collect(node.get("coordinates"), xs, ys, 0)
@@ -328,8 +390,10 @@ def _eval(node: dict[str, Any], item: dict[str, Any]) -> bool | None:
         box = item_bbox(item)
         if box is None:
             return False
-        w, s, e, n = geometry_bbox(args[1], "s_intersects")
-        return box[0] <= e and box[2] >= w and box[1] <= n and box[3] >= s
+        return any(
+            box[0] <= e and box[2] >= w and box[1] <= n and box[3] >= s
+            for w, s, e, n in geometry_boxes(args[1], "s_intersects")
+        )
     if op in TEMPORAL:
         _, start, end = item_interval(item)
         first, last = temporal_interval(args[1])
@@ -368,9 +432,13 @@ def to_sqlite(expr: dict[str, Any], params: list[Any]) -> str:
     if op == "isNull":
         return f"({_sql_value(args[0], params)} IS NULL)"
     if op == "s_intersects":
-        w, s, e, n = geometry_bbox(args[1], "s_intersects")
-        params.extend([e, w, n, s])
-        return "(items.minx <= ? AND items.maxx >= ? AND items.miny <= ? AND items.maxy >= ?)"
+        parts = []
+        for w, s, e, n in geometry_boxes(args[1], "s_intersects"):
+            params.extend([e, w, n, s])
+            parts.append(
+                "(items.minx <= ? AND items.maxx >= ? AND items.miny <= ? AND items.maxy >= ?)"
+            )
+        return "(" + " OR ".join(parts) + ")" if parts else "(0)"
     if op in TEMPORAL:
         first, last = temporal_interval(args[1])
         params.extend([_finite(last), _finite(first)])

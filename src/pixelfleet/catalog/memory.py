@@ -17,34 +17,16 @@ from pixelfleet.catalog.base import Catalog, SearchPage, check_item
 from pixelfleet.catalog.cql2 import evaluate
 from pixelfleet.catalog.query import (
     SearchQuery,
+    compare,
     decode_token,
     encode_token,
     iso,
     item_text,
+    sort_values,
     text_words,
 )
 from pixelfleet.catalog.values import item_bbox, item_interval
 from pixelfleet.errors import ItemNotFoundError
-
-
-def sort_values(item: dict[str, Any], keys: Sequence[tuple[str, str]]) -> list[Any]:
-    """The values an item sorts by, for ``keys`` from :meth:`SearchQuery.sort_keys`."""
-    out: list[Any] = []
-    for name, _ in keys:
-        if name == "datetime":
-            out.append(item_interval(item)[0])
-        else:
-            out.append(str(item.get(name, "")))
-    return out
-
-
-def compare(a: Sequence[Any], b: Sequence[Any], keys: Sequence[tuple[str, str]]) -> int:
-    """-1, 0 or 1: the order of two sort-value lists under ``keys``."""
-    for x, y, (_, direction) in zip(a, b, keys, strict=True):
-        if x != y:
-            result = -1 if x < y else 1
-            return -result if direction == "desc" else result
-    return 0
 
 
 def text_matches(terms: list[str], item: dict[str, Any]) -> bool:

@@ -8,22 +8,28 @@ those with 400.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pixelfleet.catalog.cql2 import check_filter, geometry_bbox
-from pixelfleet.catalog.values import parse_bbox, to_epoch
+from pixelfleet.catalog.cql2 import geometry_bbox, is_property_name
+from pixelfleet.catalog.filters import parse_filter, spatial_filter
+from pixelfleet.catalog.values import item_interval, parse_bbox, to_epoch
 from pixelfleet.errors import BadQueryError
 
-#: Largest page a search returns.
+#: Largest page a search returns; a larger ``limit`` is cut to it (as the STAC API says).
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 10
-#: Fields results can be sorted by.
-SORT_FIELDS = ("datetime", "id", "collection")
+#: Sort keys that are the item's own fields rather than properties (``datetime`` is the
+#: item's sort datetime: ``datetime``, or ``start_datetime`` for an interval).
+ITEM_FIELDS = ("datetime", "id", "collection")
+#: Properties nothing can be sorted by.
+UNSORTABLE = ("geometry", "bbox")
 #: Limits on what one query may ask for.
 MAX_IDS = 1000
 MAX_COLLECTIONS = 100
@@ -43,7 +49,8 @@ class SearchQuery:
     ``datetime`` is an interval of epoch seconds (either end open as None);
     ``q`` is a list of free-text terms, any of which may match (each term's words
     must all match); ``filter`` is a checked CQL2-JSON expression; ``sortby`` is a
-    list of ``(field, "asc"|"desc")``.
+    list of ``(field, "asc"|"desc")``, where a field is ``datetime``, ``id``,
+    ``collection`` or a property's name; items without the property come last.
     """
 
     bbox: tuple[float, float, float, float] | None = None
@@ -68,8 +75,6 @@ class SearchQuery:
             "s": self.sortby,
         }
         text = json.dumps(body, sort_keys=True, default=str)
-        import hashlib
-
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def sort_keys(self) -> list[tuple[str, str]]:
@@ -80,6 +85,50 @@ class SearchQuery:
             if tie not in names:
                 keys.append((tie, "asc"))
         return keys
+
+
+# -- sort order -----------------------------------------------------------------------------
+
+
+def sort_value(item: dict[str, Any], name: str) -> Any:
+    """What an item sorts by under one key: a number, a string, or None (no value)."""
+    if name == "datetime":
+        return item_interval(item)[0]
+    if name in ("id", "collection"):
+        return str(item.get(name, ""))
+    value = (item.get("properties") or {}).get(name)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, str) else None
+
+
+def sort_values(item: dict[str, Any], keys: Sequence[tuple[str, str]]) -> list[Any]:
+    """The values an item sorts by, for ``keys`` from :meth:`SearchQuery.sort_keys`."""
+    return [sort_value(item, name) for name, _ in keys]
+
+
+def compare(a: Sequence[Any], b: Sequence[Any], keys: Sequence[tuple[str, str]]) -> int:
+    """-1, 0 or 1: the order of two sort-value lists under ``keys``.
+
+    As SQL orders them: numbers before strings; no value (None) last whichever the
+    direction.
+    """
+    for x, y, (_, direction) in zip(a, b, keys, strict=True):
+        if x is None or y is None:
+            if x is None and y is None:
+                continue
+            return 1 if x is None else -1
+        x_text, y_text = isinstance(x, str), isinstance(y, str)
+        if x_text != y_text:
+            result = 1 if x_text else -1
+        elif x == y:
+            continue
+        else:
+            result = -1 if x < y else 1
+        return -result if direction == "desc" else result
+    return 0
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -147,20 +196,26 @@ def parse_datetime(text: str | None) -> tuple[float | None, float | None] | None
 
 
 def parse_limit(value: Any) -> int:
-    """A page size from 1 to :data:`MAX_LIMIT`."""
+    """A page size: a whole number of at least 1; above :data:`MAX_LIMIT` it is cut to it."""
     if value is None or value == "":
         return DEFAULT_LIMIT
     try:
-        number = int(value)
-        if isinstance(value, float | str) and float(value) != number:
+        if isinstance(value, bool):
+            raise ValueError
+        number = int(value.strip()) if isinstance(value, str) else int(value)
+        if isinstance(value, float) and value != number:
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         raise BadQueryError(
-            f"limit {value!r} must be a whole number from 1 to {MAX_LIMIT}"
+            f"limit {value!r} must be a whole number of at least 1, e.g. limit=10"
+            f" (pages hold at most {MAX_LIMIT} items)"
         ) from None
-    if not 1 <= number <= MAX_LIMIT:
-        raise BadQueryError(f"limit {value!r} must be from 1 to {MAX_LIMIT}")
-    return number
+    if number < 1:
+        raise BadQueryError(
+            f"limit {value!r} must be at least 1, e.g. limit=10 (pages hold at most"
+            f" {MAX_LIMIT} items)"
+        )
+    return min(number, MAX_LIMIT)
 
 
 def parse_strings(value: str | Sequence[Any] | None, what: str, most: int) -> list[str] | None:
@@ -226,11 +281,12 @@ def parse_sortby(value: str | Sequence[Any] | None) -> list[tuple[str, str]]:
     else:
         raise BadQueryError(f"sortby {value!r} must be a string like -datetime or a list")
     fields: list[tuple[str, str]] = []
-    for name, direction in out:
-        name = name.removeprefix("properties.")
-        if name not in SORT_FIELDS:
+    for given, direction in out:
+        name = given.removeprefix("properties.")
+        if not is_property_name(name) or name in UNSORTABLE:
             raise BadQueryError(
-                f"cannot sort by {name!r}; sort by one of: {', '.join(SORT_FIELDS)}"
+                f"cannot sort by {given!r}; sort by datetime, id, collection or a property"
+                " name (letters, digits, _ : . -), e.g. sortby=-datetime,properties.title"
             )
         if name in (f for f, _ in fields):
             raise BadQueryError(f"sortby names {name!r} twice")
@@ -252,21 +308,27 @@ def parse_query(
     token: Any = None,
     intersects: Any = None,
 ) -> SearchQuery:
-    """Validate search parameters as a user gave them; raise ``BadQueryError`` if any is bad."""
-    if filter_lang not in (None, "", "cql2-json"):
-        raise BadQueryError(f"filter-lang {filter_lang!r} is not supported; use cql2-json")
-    if isinstance(filter, str):
-        if len(filter) > 20_000:
-            raise BadQueryError("filter is longer than 20000 characters")
-        try:
-            filter = json.loads(filter)
-        except ValueError:
-            raise BadQueryError("filter is not valid JSON (CQL2-JSON is expected)") from None
+    """Validate search parameters as a user gave them; raise ``BadQueryError`` if any is bad.
+
+    ``datetime`` is read leniently here (bare dates are whole days, a timestamp without a
+    zone is UTC), for people at the CLI and the search page; the STAC API checks it is
+    strict RFC 3339 before calling this. ``filter`` is CQL2 text or JSON (``filter_lang``
+    says which, else a string starting with ``{`` is JSON). ``bbox`` may cross the
+    antimeridian (west > east) and ``intersects`` may be a GeometryCollection: both become
+    a spatial filter, which every backend answers.
+    """
+    expr = parse_filter(filter, filter_lang)
     box = parse_bbox(bbox)
     if intersects is not None:
         if box is not None:
             raise BadQueryError("give bbox or intersects, not both")
-        box = geometry_bbox(intersects, "intersects")
+        if isinstance(intersects, dict) and intersects.get("type") == "GeometryCollection":
+            expr = _both(expr, spatial_filter(intersects))
+        else:
+            box = geometry_bbox(intersects, "intersects")
+    if box is not None and box[0] > box[2]:
+        expr = _both(expr, spatial_filter({"bbox": list(box)}))
+        box = None
     if token is not None and (not isinstance(token, str) or len(token) > 4096):
         raise BadQueryError("token must be a string from a 'next' link")
     collections_list = parse_strings(collections, "collections", MAX_COLLECTIONS)
@@ -276,11 +338,15 @@ def parse_query(
         ids=parse_strings(ids, "ids", MAX_IDS),
         collections=collections_list,
         q=parse_q(q),
-        filter=check_filter(filter) if filter not in (None, {}) else None,
+        filter=expr,
         sortby=parse_sortby(sortby),
         limit=parse_limit(limit),
         token=token.removeprefix("next:") if token else None,
     )
+
+
+def _both(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    return second if first is None else {"op": "and", "args": [first, second]}
 
 
 # -- what is indexed of an item -------------------------------------------------------------

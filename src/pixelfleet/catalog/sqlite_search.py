@@ -16,7 +16,7 @@ from typing import Any
 
 from pixelfleet.catalog.base import SearchPage
 from pixelfleet.catalog.cql2 import to_sqlite
-from pixelfleet.catalog.query import SearchQuery, decode_token, encode_token
+from pixelfleet.catalog.query import SearchQuery, compare, decode_token, encode_token
 from pixelfleet.errors import CatalogError
 
 #: Searches count matches up to this many; beyond it ``matched`` is None ("more than").
@@ -49,6 +49,31 @@ class Conditions:
 
 
 _COLUMN = {"datetime": "items.datetime", "id": "items.id", "collection": "items.collection"}
+
+
+def sort_expr(name: str) -> str:
+    """SQL for a sort key: a column, or a property's value (objects and arrays count as no
+    value, as :func:`~pixelfleet.catalog.query.sort_value` has it). Property names were
+    checked (letters, digits, ``_ : . -``), so they cannot close the quotes."""
+    column = _COLUMN.get(name)
+    if column is not None:
+        return column
+    path = f"'$.properties.\"{name}\"'"
+    return (
+        f"(CASE WHEN json_type(items.content, {path}) IN ('object', 'array') THEN NULL"
+        f" ELSE json_extract(items.content, {path}) END)"
+    )
+
+
+def order_by(keys: list[tuple[str, str]]) -> str:
+    """ORDER BY terms for sort keys: properties with no value last, whichever the direction."""
+    terms = []
+    for name, direction in keys:
+        expr = sort_expr(name)
+        if name not in _COLUMN:
+            terms.append(f"({expr} IS NULL)")
+        terms.append(f"{expr} {direction.upper()}")
+    return ", ".join(terms)
 
 
 #: Full-text rows are keyed by (sort second, item rowid): the item's rowid is the low 31 bits.
@@ -181,7 +206,7 @@ class SqliteSearch:
             keyset, keyset_params = keyset_condition(keys, after)
             conds.append(keyset)
             params += keyset_params
-        columns = ", ".join(_COLUMN[n] for n, _ in keys)
+        columns = ", ".join(sort_expr(n) for n, _ in keys)
         sql = (
             f"SELECT items.content, {columns}, items_fts.rowid >> 31 FROM items_fts"
             f" CROSS JOIN items ON items.rowid = (items_fts.rowid & {ROWID_MASK})"
@@ -234,10 +259,9 @@ class SqliteSearch:
             keyset, keyset_params = keyset_condition(keys, after)
             page_conds.append(keyset)
             page_params += keyset_params
-        order = ", ".join(f"{_COLUMN[n]} {d.upper()}" for n, d in keys)
         sql = (
-            f"SELECT items.content, {', '.join(_COLUMN[n] for n, _ in keys)} FROM {source}"
-            f" WHERE {' AND '.join(page_conds) or '1'} ORDER BY {order} LIMIT ?"
+            f"SELECT items.content, {', '.join(sort_expr(n) for n, _ in keys)} FROM {source}"
+            f" WHERE {' AND '.join(page_conds) or '1'} ORDER BY {order_by(keys)} LIMIT ?"
         )
         rows = self._db.execute(sql, [*page_params, query.limit + 1]).fetchall()
         more = len(rows) > query.limit
@@ -340,19 +364,31 @@ class SqliteSearch:
 
 
 def keyset_condition(keys: list[tuple[str, str]], after: list[Any]) -> tuple[str, list[Any]]:
-    """SQL for "sorts after these values" under ``keys``."""
+    """SQL for "sorts after these values" under ``keys`` (no value sorts last)."""
     clauses, params = [], []
     for i, (name, direction) in enumerate(keys):
-        eq = [f"{_COLUMN[n]} = ?" for n, _ in keys[:i]]
+        value = after[i]
+        if value is None:
+            continue  # nothing sorts after "no value" on this key: ties go to the next key
+        terms = []
+        for (prior, _), seen in zip(keys[:i], after[:i], strict=True):
+            if seen is None:
+                terms.append(f"{sort_expr(prior)} IS NULL")
+            else:
+                terms.append(f"{sort_expr(prior)} = ?")
+                params.append(seen)
+        expr = sort_expr(name)
         op = "<" if direction == "desc" else ">"
-        clauses.append("(" + " AND ".join([*eq, f"{_COLUMN[name]} {op} ?"]) + ")")
-        params += [*after[:i], after[i]]
-    return "(" + " OR ".join(clauses) + ")", params
+        later = f"{expr} {op} ?"
+        if name not in _COLUMN:
+            later = f"({later} OR {expr} IS NULL)"
+        terms.append(later)
+        params.append(value)
+        clauses.append("(" + " AND ".join(terms) + ")")
+    return "(" + (" OR ".join(clauses) or "0") + ")", params
 
 
 def _row_order(keys: list[tuple[str, str]]) -> Callable[[Any, Any], int]:
-    from pixelfleet.catalog.memory import compare
-
     def order(a: Any, b: Any) -> int:
         return compare(list(a[1:]), list(b[1:]), keys)
 

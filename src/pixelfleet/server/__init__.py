@@ -37,8 +37,9 @@ def create_app(
         ) from exc
     from pixelfleet import __version__
     from pixelfleet.catalog import open_catalog
-    from pixelfleet.server import stac, ui
+    from pixelfleet.server import openapi, stac, ui
     from pixelfleet.server.errors import add_handlers
+    from pixelfleet.server.queryables import Profiles
 
     settings = settings or get_settings()
     owned = catalog is None
@@ -54,15 +55,18 @@ def create_app(
         title="pixelfleet",
         version=__version__,
         description="STAC API and search pages for the imagery pixelfleet has processed.",
-        docs_url="/stac/docs",
-        openapi_url="/stac/openapi.json",
+        # Served by pixelfleet.server.openapi, with the OpenAPI media type.
+        docs_url=None,
+        openapi_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
     app.state.catalog = catalog or open_catalog(catalog_url or settings.catalog_url)
     app.state.ledger_url = ledger_url or settings.ledger_url
+    app.state.profiles = Profiles()
     add_handlers(app)
     app.include_router(stac.router)
     app.include_router(ui.router)
+    app.include_router(openapi.router)  # last: its OPTIONS route answers for every path
     ui.mount_static(app)
     return app

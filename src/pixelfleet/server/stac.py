@@ -1,9 +1,12 @@
-"""The STAC API under ``/stac``: landing page, conformance, collections, items, search.
+"""The STAC API under ``/stac``: landing page, conformance, queryables, collections, items,
+search.
 
-Search takes ``bbox``, ``datetime``, ``ids``, ``collections``, ``q`` (free text),
-``filter`` (CQL2-JSON), ``sortby``, ``limit`` and ``token``, by GET or POST; pages
-link to the next one. Writes (``POST .../items``, ``POST /stac/collections``) need
-``Authorization: Bearer $PIXELFLEET_API_TOKEN``.
+Search takes ``bbox``, ``intersects``, ``datetime``, ``ids``, ``collections``, ``q``
+(free text), ``filter`` (CQL2 text or JSON), ``sortby`` (any queryable), ``fields``,
+``limit`` and ``token``, by GET or POST, all in one request; pages link to the next one
+with every parameter kept. How parameters are read is :mod:`pixelfleet.server.params`,
+how records are shown :mod:`pixelfleet.server.present`. Writes (``POST .../items``,
+``POST /stac/collections``) need ``Authorization: Bearer $PIXELFLEET_API_TOKEN``.
 """
 
 from __future__ import annotations
@@ -18,14 +21,45 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from pixelfleet import __version__
-from pixelfleet.catalog import Catalog, SearchPage, SearchQuery, check_collection_id, parse_query
+from pixelfleet.catalog import Catalog, SearchPage, SearchQuery, check_collection_id
 from pixelfleet.catalog.base import check_item, new_collection
 from pixelfleet.errors import AuthError, BadQueryError, ItemNotFoundError
+from pixelfleet.server.errors import BodyTooLargeError
+from pixelfleet.server.fields import Fields
+from pixelfleet.server.media import (
+    GEOJSON,
+    HTML,
+    JSON,
+    OPENAPI,
+    SCHEMA,
+    GeoJSONResponse,
+    SchemaResponse,
+)
+from pixelfleet.server.openapi import (
+    DOCS_PATH,
+    OPENAPI_PATH,
+    SEARCH_PARAMETERS,
+    answer,
+    body,
+    errors,
+)
+from pixelfleet.server.params import query_from_body, query_from_params
+from pixelfleet.server.present import (
+    QUERYABLES_REL,
+    asset_url,
+    collection_url,
+    is_local_href,
+    link,
+    local_path,
+    present_collection,
+    present_item,
+)
+from pixelfleet.server.queryables import Profiles
+
+__all__ = ["asset_url", "base_url", "catalog_of", "is_local_href", "router"]
 
 router = APIRouter()
 
-GEOJSON = "application/geo+json"
-JSON = "application/json"
 MAX_BODY = 256 * 1024
 
 CONFORMANCE = [
@@ -35,41 +69,41 @@ CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/item-search",
     "https://api.stacspec.org/v1.0.0/item-search#sort",
     "https://api.stacspec.org/v1.0.0/ogcapi-features#sort",
+    "https://api.stacspec.org/v1.0.0/item-search#fields",
+    "https://api.stacspec.org/v1.0.0/ogcapi-features#fields",
+    "https://api.stacspec.org/v1.0.0/item-search#filter",
     "https://api.stacspec.org/v1.0.0-rc.1/item-search#free-text",
-    "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
+    "https://api.stacspec.org/v1.0.0-rc.1/ogcapi-features#free-text",
     "https://api.stacspec.org/v1.0.0/ogcapi-features/extensions/transaction",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
-    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
     "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
     "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    # The name drafts of CQL2 gave basic spatial functions, which some validators read.
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-operators",
 ]
-
-#: Query parameters search understands (others are refused, so typos are seen).
-SEARCH_PARAMS = {
-    "bbox",
-    "datetime",
-    "ids",
-    "collections",
-    "q",
-    "filter",
-    "filter-lang",
-    "filter_lang",
-    "sortby",
-    "limit",
-    "token",
-    "intersects",
-}
+_ROOT_TITLE = "pixelfleet STAC API"
 
 
 def catalog_of(request: Request) -> Catalog:
     """The app's catalog."""
     catalog: Catalog = request.app.state.catalog
     return catalog
+
+
+def profiles_of(request: Request) -> Profiles:
+    """The app's collection profiles (made on first use)."""
+    state = request.app.state
+    profiles: Profiles | None = getattr(state, "profiles", None)
+    if profiles is None:
+        profiles = state.profiles = Profiles()
+    return profiles
 
 
 def base_url(request: Request) -> str:
@@ -96,82 +130,40 @@ def stac_json(data: Any, media_type: str = JSON, status: int = 200) -> Response:
     return JSONResponse(data, media_type=media_type, status_code=status)
 
 
-# -- links ----------------------------------------------------------------------------------
+# -- pages of items ---------------------------------------------------------------------------
 
 
-def item_url(base: str, collection: str, item_id: str) -> str:
-    """The API URL of one item (ids may hold slashes: they stay path separators)."""
-    return (
-        f"{base}/stac/collections/{urllib.parse.quote(collection)}/items/"
-        f"{urllib.parse.quote(item_id, safe='/')}"
-    )
-
-
-def asset_url(base: str, collection: str, asset: str, item_id: str) -> str:
-    """Where the server serves a local asset file."""
-    return (
-        f"{base}/assets/{urllib.parse.quote(collection)}/{urllib.parse.quote(asset)}/"
-        f"{urllib.parse.quote(item_id, safe='/')}"
-    )
-
-
-def is_local_href(href: str) -> bool:
-    """True for hrefs that name a file on this machine (absolute paths, file://)."""
-    return href.startswith("/") or href.startswith("file://")
-
-
-def local_path(href: str) -> str:
-    """The path of a local href."""
-    if href.startswith("file://"):
-        return urllib.parse.unquote(urllib.parse.urlparse(href).path)
-    return href
-
-
-def present_item(item: dict[str, Any], base: str) -> dict[str, Any]:
-    """An item as the API shows it: links added, local asset files served by this server."""
-    collection, ident = item.get("collection", ""), item["id"]
-    self_href = item_url(base, collection, ident)
-    coll_href = f"{base}/stac/collections/{urllib.parse.quote(collection)}"
-    item["links"] = [
-        {"rel": "self", "href": self_href, "type": GEOJSON},
-        {"rel": "parent", "href": coll_href, "type": JSON},
-        {"rel": "collection", "href": coll_href, "type": JSON},
-        {"rel": "root", "href": f"{base}/stac", "type": JSON},
-        {"rel": "alternate", "href": f"{base}/items/{collection}/{ident}", "type": "text/html"},
-    ]
-    for name, asset in (item.get("assets") or {}).items():
-        href = str(asset.get("href", ""))
-        if is_local_href(href):
-            asset["href"] = asset_url(base, collection, name, ident)
-    return item
-
-
-def present_collection(collection: dict[str, Any], base: str) -> dict[str, Any]:
-    """A collection with its links."""
-    href = f"{base}/stac/collections/{urllib.parse.quote(collection['id'])}"
-    collection["links"] = [
-        {"rel": "self", "href": href, "type": JSON},
-        {"rel": "parent", "href": f"{base}/stac", "type": JSON},
-        {"rel": "root", "href": f"{base}/stac", "type": JSON},
-        {"rel": "items", "href": f"{href}/items", "type": GEOJSON},
-    ]
-    return collection
+def search_page(
+    request: Request,
+    query: SearchQuery,
+    fields: Fields | None,
+    next_link: Any,
+) -> Response:
+    """Answer a search: one page of items as a FeatureCollection, linked to the next."""
+    catalog = catalog_of(request)
+    profiles_of(request).check_sortable(catalog, query)
+    page = catalog.search(query)
+    nxt = next_link(page.next_token) if page.next_token is not None else None
+    return stac_json(feature_collection(page, request, nxt, fields), GEOJSON)
 
 
 def feature_collection(
-    page: SearchPage, request: Request, next_link: dict[str, Any] | None
+    page: SearchPage, request: Request, next_link: dict[str, Any] | None, fields: Fields | None
 ) -> dict[str, Any]:
     """A page of items as a GeoJSON FeatureCollection with STAC API links."""
     base = base_url(request)
     links = [
-        {"rel": "root", "href": f"{base}/stac", "type": JSON},
-        {"rel": "self", "href": str(request.url), "type": GEOJSON},
+        link("root", f"{base}/stac", JSON, _ROOT_TITLE),
+        link("self", str(request.url), GEOJSON, "This page"),
     ]
     if next_link is not None:
         links.append(next_link)
+    features = [present_item(i, base) for i in page.items]
+    if fields is not None:
+        features = [fields.apply(f) for f in features]
     body: dict[str, Any] = {
         "type": "FeatureCollection",
-        "features": [present_item(i, base) for i in page.items],
+        "features": features,
         "links": links,
         "numberReturned": len(page.items),
     }
@@ -180,78 +172,58 @@ def feature_collection(
     return body
 
 
-def get_next_link(request: Request, token: str | None) -> dict[str, Any] | None:
-    """The GET ``next`` link: this URL with the new token."""
-    if token is None:
-        return None
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-    params.append(("token", token))
-    href = f"{str(request.url).split('?', 1)[0]}?{urllib.parse.urlencode(params)}"
-    return {"rel": "next", "href": href, "type": GEOJSON, "method": "GET"}
+def get_next_link(request: Request) -> Any:
+    """The GET ``next`` link maker: this URL, every parameter kept, with the new token."""
+
+    def make(token: str) -> dict[str, Any]:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+        params.append(("token", token))
+        href = f"{str(request.url).split('?', 1)[0]}?{urllib.parse.urlencode(params)}"
+        return link("next", href, GEOJSON, "Next page", method="GET")
+
+    return make
 
 
-def query_from_params(request: Request, **fixed: Any) -> SearchQuery:
-    """Parse search parameters from a GET query string."""
-    params = request.query_params
-    unknown = sorted(set(params) - SEARCH_PARAMS)
-    if unknown:
-        raise BadQueryError(
-            f"unknown search parameter {unknown[0]!r}; use: {', '.join(sorted(SEARCH_PARAMS))}"
-        )
-    intersects = params.get("intersects")
-    if intersects is not None:
-        try:
-            intersects = json.loads(intersects)
-        except ValueError:
-            raise BadQueryError("intersects is not valid GeoJSON") from None
-    args: dict[str, Any] = {
-        "bbox": params.get("bbox"),
-        "datetime": params.get("datetime"),
-        "ids": params.get("ids"),
-        "collections": params.get("collections"),
-        "q": params.get("q"),
-        "filter": params.get("filter"),
-        "filter_lang": params.get("filter-lang") or params.get("filter_lang"),
-        "sortby": params.get("sortby"),
-        "limit": params.get("limit"),
-        "token": params.get("token"),
-        "intersects": intersects,
-    }
-    args.update(fixed)
-    return parse_query(**args)
+def post_next_link(request: Request, sent: dict[str, Any]) -> Any:
+    """The POST ``next`` link maker: the same body, every field kept, with the new token."""
+
+    def make(token: str) -> dict[str, Any]:
+        href = f"{base_url(request)}/stac/search"
+        return link(
+            "next", href, GEOJSON, "Next page", method="POST", body={**sent, "token": token},
+            merge=False,
+        )  # fmt: skip
+
+    return make
 
 
-# -- routes ---------------------------------------------------------------------------------
+# -- routes -----------------------------------------------------------------------------------
 
 
-@router.get("/stac", summary="STAC API landing page")
+@router.get(
+    "/stac",
+    summary="STAC API landing page",
+    responses=answer(JSON, "Landing", "The root catalog and its links"),
+)
 def landing(request: Request) -> Response:
     """The root catalog: what this API offers and where."""
     base = base_url(request)
+    search = f"{base}/stac/search"
     links = [
-        {"rel": "self", "href": f"{base}/stac", "type": JSON},
-        {"rel": "root", "href": f"{base}/stac", "type": JSON},
-        {"rel": "conformance", "href": f"{base}/stac/conformance", "type": JSON},
-        {"rel": "data", "href": f"{base}/stac/collections", "type": JSON},
-        {"rel": "search", "href": f"{base}/stac/search", "type": GEOJSON, "method": "GET"},
-        {"rel": "search", "href": f"{base}/stac/search", "type": GEOJSON, "method": "POST"},
-        {
-            "rel": "service-desc",
-            "href": f"{base}/stac/openapi.json",
-            "type": "application/vnd.oai.openapi+json;version=3.0",
-        },
-        {"rel": "service-doc", "href": f"{base}/stac/docs", "type": "text/html"},
-        {"rel": "alternate", "href": f"{base}/", "type": "text/html", "title": "Search page"},
+        link("self", f"{base}/stac", JSON, _ROOT_TITLE),
+        link("root", f"{base}/stac", JSON, _ROOT_TITLE),
+        link("conformance", f"{base}/stac/conformance", JSON, "Conformance classes"),
+        link("data", f"{base}/stac/collections", JSON, "Collections"),
+        link("search", search, GEOJSON, "Search items (GET)", method="GET"),
+        link("search", search, GEOJSON, "Search items (POST)", method="POST"),
+        link(QUERYABLES_REL, f"{base}/stac/queryables", SCHEMA, "Queryables of every item"),
+        link("service-desc", f"{base}{OPENAPI_PATH}", OPENAPI, "OpenAPI document"),
+        link("service-doc", f"{base}{DOCS_PATH}", HTML, "API documentation"),
+        link("alternate", f"{base}/", HTML, "Search page"),
     ]
     for collection in catalog_of(request).collections():
-        links.append(
-            {
-                "rel": "child",
-                "href": f"{base}/stac/collections/{urllib.parse.quote(collection['id'])}",
-                "type": JSON,
-                "title": collection.get("title") or collection["id"],
-            }
-        )
+        title = collection.get("title") or collection["id"]
+        links.append(link("child", collection_url(base, collection["id"]), JSON, title))
     return stac_json(
         {
             "type": "Catalog",
@@ -265,69 +237,167 @@ def landing(request: Request) -> Response:
     )
 
 
-@router.get("/stac/conformance", summary="Conformance classes")
+@router.get(
+    "/stac/conformance",
+    summary="Conformance classes",
+    responses=answer(JSON, "Conformance", "The standards this API follows"),
+)
 def conformance() -> Response:
     """The standards this API follows."""
     return stac_json({"conformsTo": CONFORMANCE})
 
 
-@router.get("/stac/collections", summary="All collections")
+def queryables_body(request: Request, properties: dict[str, Any], title: str) -> dict[str, Any]:
+    """A queryables document (a JSON Schema) for the URL requested."""
+    return {
+        "$schema": "https://json-schema.org/draft/2019-09/schema",
+        "$id": f"{base_url(request)}{request.url.path}",
+        "type": "object",
+        "title": title,
+        "description": "Fields a filter may use (and sortby, but geometry); properties not"
+        " listed may be used too",
+        "properties": properties,
+        "additionalProperties": True,
+    }
+
+
+@router.get(
+    "/stac/queryables",
+    summary="Queryables of every collection",
+    response_class=SchemaResponse,
+    responses=answer(SCHEMA, "Queryables", "A JSON Schema of what filters may use"),
+)
+def queryables(request: Request) -> Response:
+    """The fields filters and sorting may use, over every collection."""
+    catalog = catalog_of(request)
+    ids = [c["id"] for c in catalog.collections()]
+    profile = profiles_of(request).merged(catalog, ids)
+    body = queryables_body(request, profile.queryables(), "Queryables of pixelfleet")
+    return stac_json(body, SCHEMA)
+
+
+@router.get(
+    "/stac/collections",
+    summary="All collections",
+    responses=answer(JSON, "Collections", "Every collection with its extent and summaries"),
+)
 def collections(request: Request) -> Response:
-    """Every collection with its extent."""
+    """Every collection with its extent and summaries."""
     base = base_url(request)
-    found = [present_collection(c, base) for c in catalog_of(request).collections()]
+    catalog = catalog_of(request)
+    profiles = profiles_of(request)
+    found = [
+        present_collection(c, base, profiles.of(catalog, c["id"]).summaries(c))
+        for c in catalog.collections()
+    ]
     return stac_json(
         {
             "collections": found,
             "links": [
-                {"rel": "self", "href": f"{base}/stac/collections", "type": JSON},
-                {"rel": "root", "href": f"{base}/stac", "type": JSON},
+                link("self", f"{base}/stac/collections", JSON, "Collections"),
+                link("root", f"{base}/stac", JSON, _ROOT_TITLE),
+                link("parent", f"{base}/stac", JSON, _ROOT_TITLE),
             ],
         }
     )
 
 
-@router.post("/stac/collections", summary="Create or replace a collection (needs the token)")
+@router.post(
+    "/stac/collections",
+    summary="Create or replace a collection (needs the token)",
+    status_code=201,
+    responses={
+        201: {
+            "description": "The collection, created or replaced",
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/Collection"}}},
+        },
+        **errors(400, 401, 413),
+    },
+    openapi_extra=body("CollectionBody", "A STAC collection (its id, title, description)"),
+)
 async def create_collection(request: Request) -> Response:
     """Create or replace a collection from a STAC collection JSON body."""
     require_token(request)
-    body = await read_json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise BadQueryError("the body must be a STAC collection with an 'id'")
+    sent = await read_json(request)
+    if not isinstance(sent, dict) or not isinstance(sent.get("id"), str):
+        raise BadQueryError('the body must be a STAC collection with an \'id\', e.g. {"id": "x"}')
     collection = new_collection(
-        check_collection_id(body["id"]), body.get("title"), body.get("description")
+        check_collection_id(sent["id"]), sent.get("title"), sent.get("description")
     )
     catalog_of(request).save_collection(collection)
+    profiles_of(request).clear()
     return stac_json(present_collection(collection, base_url(request)), status=201)
 
 
-@router.get("/stac/collections/{collection_id}", summary="One collection")
+@router.get(
+    "/stac/collections/{collection_id}",
+    summary="One collection",
+    responses={**answer(JSON, "Collection", "The collection"), **errors(404)},
+)
 def collection(collection_id: str, request: Request) -> Response:
-    """One collection by id."""
-    found = catalog_of(request).get_collection(collection_id)
-    return stac_json(present_collection(found, base_url(request)))
+    """One collection by id, with its extent and summaries."""
+    catalog = catalog_of(request)
+    found = catalog.get_collection(collection_id)
+    summaries = profiles_of(request).of(catalog, collection_id).summaries(found)
+    return stac_json(present_collection(found, base_url(request), summaries))
 
 
-@router.get("/stac/collections/{collection_id}/items", summary="A collection's items")
+@router.get(
+    "/stac/collections/{collection_id}/queryables",
+    summary="Queryables of one collection",
+    response_class=SchemaResponse,
+    responses={
+        **answer(SCHEMA, "Queryables", "A JSON Schema of what filters may use"),
+        **errors(404),
+    },
+)
+def collection_queryables(collection_id: str, request: Request) -> Response:
+    """The fields filters and sorting may use in one collection."""
+    catalog = catalog_of(request)
+    found = catalog.get_collection(collection_id)
+    properties = profiles_of(request).of(catalog, collection_id).queryables()
+    properties["collection"] = {**properties["collection"], "const": collection_id}
+    title = f"Queryables of {found.get('title') or collection_id}"
+    return stac_json(queryables_body(request, properties, title), SCHEMA)
+
+
+@router.get(
+    "/stac/collections/{collection_id}/items",
+    summary="A collection's items",
+    response_class=GeoJSONResponse,
+    responses={
+        **answer(GEOJSON, "FeatureCollection", "A page of items"),
+        **errors(400, 404),
+    },
+    openapi_extra={"parameters": [p for p in SEARCH_PARAMETERS if p["name"] != "collections"]},
+)
 def collection_items(collection_id: str, request: Request) -> Response:
     """A page of a collection's items; takes the search parameters too."""
     catalog_of(request).get_collection(collection_id)
-    query = query_from_params(request, collections=[collection_id])
-    page = catalog_of(request).search(query)
-    body = feature_collection(page, request, get_next_link(request, page.next_token))
-    return stac_json(body, GEOJSON)
+    query, fields = query_from_params(request.query_params, collections=[collection_id])
+    return search_page(request, query, fields, get_next_link(request))
 
 
 @router.post(
-    "/stac/collections/{collection_id}/items", summary="Add or replace items (needs the token)"
+    "/stac/collections/{collection_id}/items",
+    summary="Add or replace items (needs the token)",
+    status_code=201,
+    responses={
+        201: {
+            "description": "How many items were stored",
+            "content": {JSON: {"schema": {"$ref": "#/components/schemas/Upserted"}}},
+        },
+        **errors(400, 401, 404, 413),
+    },
+    openapi_extra=body("ItemsBody", "One STAC item, or a FeatureCollection of at most 1000"),
 )
 async def add_items(collection_id: str, request: Request) -> Response:
     """Upsert one item, or a FeatureCollection of items, into a collection."""
     require_token(request)
     catalog = catalog_of(request)
     catalog.get_collection(collection_id)
-    body = await read_json(request)
-    items = body.get("features") if isinstance(body, dict) and "features" in body else [body]
+    sent = await read_json(request)
+    items = sent.get("features") if isinstance(sent, dict) and "features" in sent else [sent]
     if not isinstance(items, list) or len(items) > 1000:
         raise BadQueryError("send one item or a FeatureCollection of at most 1000 items")
     for item in items:
@@ -348,65 +418,59 @@ async def add_items(collection_id: str, request: Request) -> Response:
                 f"item {item['id']!r} says collection {item['collection']!r}, not {collection_id!r}"
             )
     count = catalog.upsert(items)
+    profiles_of(request).clear()
     return stac_json({"upserted": count}, status=201)
 
 
-@router.get("/stac/collections/{collection_id}/items/{item_id:path}", summary="One item")
+@router.get(
+    "/stac/collections/{collection_id}/items/{item_id:path}",
+    summary="One item",
+    response_class=GeoJSONResponse,
+    responses={**answer(GEOJSON, "Item", "The item"), **errors(404)},
+)
 def item(collection_id: str, item_id: str, request: Request) -> Response:
     """One item by collection and id."""
     found = catalog_of(request).get_item(collection_id, item_id)
     return stac_json(present_item(found, base_url(request)), GEOJSON)
 
 
-@router.get("/stac/search", summary="Search items (GET)")
+@router.get(
+    "/stac/search",
+    summary="Search items (GET)",
+    response_class=GeoJSONResponse,
+    responses={**answer(GEOJSON, "FeatureCollection", "A page of items"), **errors(400)},
+    openapi_extra={"parameters": SEARCH_PARAMETERS},
+)
 def search_get(request: Request) -> Response:
-    """Search with query parameters; ``next`` links carry the page token."""
-    query = query_from_params(request)
-    page = catalog_of(request).search(query)
-    return stac_json(
-        feature_collection(page, request, get_next_link(request, page.next_token)), GEOJSON
-    )
+    """Search with query parameters; ``next`` links keep them all and carry the page token."""
+    query, fields = query_from_params(request.query_params)
+    return search_page(request, query, fields, get_next_link(request))
 
 
-@router.post("/stac/search", summary="Search items (POST, JSON body)")
+@router.post(
+    "/stac/search",
+    summary="Search items (POST, JSON body)",
+    response_class=GeoJSONResponse,
+    responses={**answer(GEOJSON, "FeatureCollection", "A page of items"), **errors(400, 413)},
+    openapi_extra=body("SearchBody", "The search, as the STAC API's item search defines it"),
+)
 async def search_post(request: Request) -> Response:
     """Search with a JSON body; the ``next`` link repeats the body with the page token."""
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadQueryError("the search body must be a JSON object")
-    unknown = sorted(set(body) - SEARCH_PARAMS - {"fields", "conf"})
-    if unknown:
-        raise BadQueryError(
-            f"unknown search field {unknown[0]!r}; use: {', '.join(sorted(SEARCH_PARAMS))}"
-        )
-    query = parse_query(
-        bbox=body.get("bbox"),
-        datetime=body.get("datetime"),
-        ids=body.get("ids"),
-        collections=body.get("collections"),
-        q=body.get("q"),
-        filter=body.get("filter"),
-        filter_lang=body.get("filter-lang") or body.get("filter_lang"),
-        sortby=body.get("sortby"),
-        limit=body.get("limit"),
-        token=body.get("token"),
-        intersects=body.get("intersects"),
-    )
-    page = catalog_of(request).search(query)
-    next_link = None
-    if page.next_token is not None:
-        next_link = {
-            "rel": "next",
-            "href": f"{base_url(request)}/stac/search",
-            "type": GEOJSON,
-            "method": "POST",
-            "body": {**body, "token": page.next_token},
-            "merge": False,
-        }
-    return stac_json(feature_collection(page, request, next_link), GEOJSON)
+    sent = await read_json(request)
+    query, fields = query_from_body(sent)
+    return search_page(request, query, fields, post_next_link(request, sent))
 
 
-@router.get("/assets/{collection_id}/{asset}/{item_id:path}", summary="An item's asset file")
+@router.get(
+    "/assets/{collection_id}/{asset}/{item_id:path}",
+    summary="An item's asset file",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The file", "content": {"application/octet-stream": {}}},
+        307: {"description": "The asset is elsewhere: its URL is in Location"},
+        **errors(400, 404),
+    },
+)
 def asset_file(collection_id: str, asset: str, item_id: str, request: Request) -> Response:
     """Serve an asset that lives on this machine; redirect to a remote one."""
     found = catalog_of(request).get_item(collection_id, item_id)
@@ -425,7 +489,9 @@ def asset_file(collection_id: str, asset: str, item_id: str, request: Request) -
         )
     path = local_path(href)
     if not os.path.isfile(path):
-        raise ItemNotFoundError(f"asset file {path} is gone; run the pipeline again")
+        raise ItemNotFoundError(
+            f"the file of asset {asset!r} of item {item_id!r} is gone; run the pipeline again"
+        )
     return FileResponse(path, media_type=entry.get("type") or None)
 
 
@@ -454,16 +520,25 @@ def s3_asset(request: Request, href: str, media_type: str | None) -> Response:
 
 
 async def read_json(request: Request) -> Any:
-    """The request's JSON body, refused when too large or malformed."""
+    """The request's JSON body, refused when too large (413) or malformed (400)."""
+    too_large = f"the request body is over {MAX_BODY} bytes; send a smaller one"
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise BadQueryError(f"the request body is over {MAX_BODY} bytes")
+    if declared is not None and not declared.isdigit():
+        raise BadQueryError(f"Content-Length {declared[:40]!r} is not a number of bytes")
+    if declared is not None and int(declared) > MAX_BODY:
+        raise BodyTooLargeError(too_large)
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY:
-            raise BadQueryError(f"the request body is over {MAX_BODY} bytes")
+            raise BodyTooLargeError(too_large)
     try:
-        return json.loads(raw or b"{}")
+        return json.loads(raw or b"{}", parse_constant=_no_constant)
     except (ValueError, RecursionError):
-        raise BadQueryError("the request body is not valid JSON") from None
+        raise BadQueryError(
+            "the request body is not valid JSON (NaN and Infinity are not JSON either)"
+        ) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
