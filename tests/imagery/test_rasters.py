@@ -13,7 +13,7 @@ from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 
 from imaging_helpers import RGB, TifFactory, config, pixels, ramp, render
-from pixelfleet.errors import ImageTooLargeError, InputError, UnsupportedFormatError
+from pixelfleet.errors import ImageTooLargeError, InputError
 from pixelfleet.imagery import rasters
 from pixelfleet.imagery.pictures import fit_size
 from pixelfleet.imagery.thumbnails import render_thumbnail
@@ -133,10 +133,31 @@ def test_float_nan_and_nodata_are_transparent(make_tif: TifFactory) -> None:
     assert grey.min() == 0 and grey.max() == 255
 
 
-def test_complex_data_is_refused(make_tif: TifFactory) -> None:
-    path = make_tif(np.ones((1, 8, 8), np.complex64), tiled=False)
-    with pytest.raises(UnsupportedFormatError, match="complex numbers"):
-        render(path)
+def test_complex_data_is_shown_as_its_amplitude(make_tif: TifFactory) -> None:
+    # Opposite phases side by side: averaging complex values would cancel them to 0.
+    left, right = np.full((64, 32), 3 + 4j), np.full((64, 32), -3 - 4j)
+    data = np.hstack([left, right])
+    data[:32] *= 2  # amplitude 10 on top, 5 below
+    data[::2, ::2] *= -1  # phase flips in a checkerboard
+    image = render(make_tif(data[None].astype(np.complex64), tiled=False), size=16)
+    assert image.mode == "L" and image.size == (16, 16)
+    grey = pixels(image)
+    assert (grey[:8] == 255).all() and (grey[8:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", ["complex_int16", "complex64"])
+def test_sar_complex_bands_make_thumbnails(tmp_path: Path, dtype: str) -> None:
+    path = tmp_path / "sar.tif"
+    rows, cols = np.mgrid[0:40, 0:60]
+    with rasterio.open(
+        path, "w", driver="GTiff", width=60, height=40, count=1, dtype=dtype,
+        crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000),
+    ) as dst:  # fmt: skip
+        dst.write((rows + 1j * cols).astype(np.complex64)[None])
+    image = render(path, size=30)
+    assert image.size == (30, 20)
+    grey = pixels(image).astype(int)
+    assert grey[-1, -1] > grey[0, 0]  # |40 + 60j| > |0|
 
 
 def test_constant_band_is_mid_grey(make_tif: TifFactory) -> None:

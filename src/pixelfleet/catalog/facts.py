@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pixelfleet.errors import InputError
+from pixelfleet.errors import InputError, MissingExtraError
 from pixelfleet.imagery.reading import SNIFF_BYTES, check_source
 from pixelfleet.models import Entry
 from pixelfleet.settings import Settings
@@ -111,8 +111,6 @@ def raster_facts(storage: Storage, entry: Entry) -> SourceFacts:
 
 
 def _dataset_facts(src: Any) -> SourceFacts:
-    from rio_stac.stac import get_dataset_geom
-
     facts = SourceFacts(media_type="image/tiff; application=geotiff")
     tags = src.tags()
     imagery = src.tags(ns="IMAGERY") if "IMAGERY" in (src.tag_namespaces() or []) else {}
@@ -121,22 +119,21 @@ def _dataset_facts(src: Any) -> SourceFacts:
     )
     if src.overviews(1) and src.block_shapes[0][1] < src.width:
         facts.media_type = "image/tiff; application=geotiff; profile=cloud-optimized"
+    facts.geometry, facts.bbox = dataset_footprint(src)
     if src.crs is not None:
-        geom = get_dataset_geom(src, densify_pts=8, precision=7)
-        facts.geometry = _plain(geom["footprint"])
-        facts.bbox = [round(float(v), 7) for v in geom["bbox"]]
         epsg = src.crs.to_epsg()
         facts.extensions.append(PROJ_EXT)
         facts.properties["proj:code"] = f"EPSG:{epsg}" if epsg else None
         if not epsg:
-            facts.properties["proj:wkt2"] = src.crs.to_wkt()
+            # Another planet's CRS, or one without a code: described in full.
+            facts.properties["proj:wkt2"] = src.crs.to_wkt(version="WKT2_2019")
         facts.properties["proj:bbox"] = [float(v) for v in src.bounds]
         facts.properties["proj:shape"] = [src.height, src.width]
         facts.properties["proj:transform"] = [float(v) for v in list(src.transform)[:6]]
     bands = []
     resolution = abs(src.transform.a) if src.crs is not None else None
     for i in range(src.count):
-        band: dict[str, Any] = {"data_type": src.dtypes[i]}
+        band: dict[str, Any] = {"data_type": _STAC_DATA_TYPES.get(src.dtypes[i], src.dtypes[i])}
         nodata = src.nodatavals[i]
         if nodata is not None:
             band["nodata"] = "nan" if math.isnan(nodata) else nodata
@@ -152,6 +149,145 @@ def _dataset_facts(src: Any) -> SourceFacts:
     facts.properties["pixelfleet:width"] = src.width
     facts.properties["pixelfleet:height"] = src.height
     return facts
+
+
+#: rasterio's names of complex types, as the STAC raster extension spells them.
+_STAC_DATA_TYPES = {"complex_int16": "cint16", "complex64": "cfloat32", "complex128": "cfloat64"}
+
+#: Points per image edge when the footprint is projected to WGS84 (edges bend).
+_EDGE_POINTS = 8
+#: Decimal places kept in WGS84 coordinates (about 1 cm).
+_PRECISION = 7
+
+
+def dataset_footprint(src: Any) -> tuple[dict[str, Any] | None, list[float] | None]:
+    """A raster's footprint in WGS84 (GeoJSON) and its bbox, following RFC 7946.
+
+    The image's outline (``_EDGE_POINTS`` points along each edge) is taken to longitude
+    and latitude through its geotransform, or through its ground control points when
+    it has only those. A footprint that crosses the antimeridian is split into a
+    MultiPolygon at +-180 (the ``antimeridian`` package) and its bbox has west > east;
+    one around a pole is cut there too. A CRS with no way to WGS84 (another planet, a
+    local engineering CRS) or points PROJ cannot place give ``(None, None)``: the item
+    has no footprint, and its ``proj:`` fields still describe the grid.
+    """
+    import numpy as np
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import CRSError, RasterioError
+    from rasterio.warp import transform
+
+    rows, cols = _outline(src.height, src.width)
+    if src.crs is not None:
+        crs = src.crs
+        a, b, c, d, e, f = list(src.transform)[:6]
+        col, row = np.asarray(cols, float), np.asarray(rows, float)
+        xs, ys = a * col + b * row + c, d * col + e * row + f
+    else:
+        gcps, crs = src.gcps
+        if len(gcps) < 3 or crs is None:
+            return None, None
+        from rasterio.transform import GCPTransformer
+
+        try:
+            with GCPTransformer(gcps) as gcp_transform:
+                xs, ys = gcp_transform.xy(rows, cols, offset="ul")
+        except (RasterioError, CPLE_BaseError, ValueError):
+            return None, None
+    try:
+        lons, lats = transform(crs, "EPSG:4326", list(map(float, xs)), list(map(float, ys)))
+    except (CRSError, RasterioError, CPLE_BaseError):
+        return None, None  # no coordinate operation to WGS84: another planet, a local CRS
+    ring = np.column_stack([np.asarray(lons, float), np.asarray(lats, float)])
+    if not np.isfinite(ring).all():
+        return None, None
+    # GCP warps bend edges even in degrees: only a geotransform keeps them straight.
+    return _wgs84_footprint(ring, src.crs is not None and bool(crs.is_geographic))
+
+
+def _outline(height: int, width: int) -> tuple[list[float], list[float]]:
+    """Pixel rows and columns around an image, counter-clockwise on a north-up map."""
+    steps = [i / _EDGE_POINTS for i in range(_EDGE_POINTS)]
+    rows: list[float] = []
+    cols: list[float] = []
+    for r0, c0, r1, c1 in ((0, 0, height, 0), (height, 0, height, width),
+                           (height, width, 0, width), (0, width, 0, 0)):  # fmt: skip
+        rows += [r0 + (r1 - r0) * t for t in steps]
+        cols += [c0 + (c1 - c0) * t for t in steps]
+    rows.append(rows[0])
+    cols.append(cols[0])
+    return rows, cols
+
+
+def _wgs84_footprint(
+    ring: Any, geographic: bool
+) -> tuple[dict[str, Any] | None, list[float] | None]:
+    """GeoJSON and bbox of a closed ring of (lon, lat) points, split at the antimeridian."""
+    import numpy as np
+
+    lons, lats = ring[:, 0], np.clip(ring[:, 1], -90.0, 90.0)
+    # Unwrapped: every step the short way round, so an edge across the antimeridian
+    # goes from 179.9 to 180.1 instead of to -179.9.
+    steps = (np.diff(lons) + 180.0) % 360.0 - 180.0
+    unwrapped = np.concatenate([[lons[0]], lons[0] + np.cumsum(steps)])
+    polar = abs(unwrapped[-1] - unwrapped[0]) > 180.0  # the outline goes round a pole
+    west, east = float(unwrapped.min()), float(unwrapped.max())
+    south, north = float(lats.min()), float(lats.max())
+    if not polar and east - west >= 360.0:
+        west, east = -180.0, 180.0  # every longitude: no need to split
+        unwrapped = np.clip(unwrapped, west, east)
+    points = np.column_stack([unwrapped, lats])
+    if not polar and _signed_area(points) < 0:
+        points, lons = points[::-1], lons[::-1]  # RFC 7946: exterior rings counter-clockwise
+    if geographic:
+        # Edges are straight in degrees: the corners say it all.
+        points, lons = points[::_EDGE_POINTS], lons[::_EDGE_POINTS]
+    if not polar and west >= -180.0 and east <= 180.0:
+        geometry = {"type": "Polygon", "coordinates": [_rounded(points)]}
+        return geometry, [round(v, _PRECISION) for v in (west, south, east, north)]
+    # Longitudes in [-180, 180] as GeoJSON has them (+-180 itself left alone).
+    wrapped = np.where(np.abs(lons) <= 180.0, lons, (lons + 180.0) % 360.0 - 180.0)
+    return _split_at_antimeridian(np.column_stack([wrapped, points[:, 1]]))
+
+
+def _split_at_antimeridian(points: Any) -> tuple[dict[str, Any] | None, list[float] | None]:
+    """A ring of (lon, lat) in [-180, 180] that jumps across the antimeridian (or goes
+    round a pole) as a GeoJSON (Multi)Polygon cut at +-180, and its bbox (west > east);
+    ``(None, None)`` for an outline too twisted to cut."""
+    try:
+        import antimeridian
+        from shapely.geometry import Polygon, mapping
+    except ImportError as exc:
+        raise MissingExtraError(
+            "footprints across the antimeridian need the 'antimeridian' package: "
+            "pip install 'pixelfleet[catalog]'"
+        ) from exc
+    try:
+        # great_circle=False: GeoJSON edges are straight lines in degrees (RFC 7946, 3.1.1).
+        fixed = antimeridian.fix_polygon(
+            Polygon(points.tolist()), fix_winding=True, great_circle=False
+        )
+    except Exception:  # noqa: BLE001 - an outline it cannot cut (twisted georeferencing)
+        return None, None
+    geometry = _plain(mapping(fixed))
+    geometry["coordinates"] = _round_nested(geometry["coordinates"])
+    bbox = [round(float(v), _PRECISION) for v in antimeridian.bbox(fixed)]
+    return geometry, bbox
+
+
+def _signed_area(points: Any) -> float:
+    """Twice the signed area of a ring (positive: counter-clockwise)."""
+    x, y = points[:, 0], points[:, 1]
+    return float((x[:-1] * y[1:] - x[1:] * y[:-1]).sum())
+
+
+def _rounded(points: Any) -> list[list[float]]:
+    return [[round(float(x), _PRECISION), round(float(y), _PRECISION)] for x, y in points]
+
+
+def _round_nested(value: Any) -> Any:
+    if isinstance(value, list) and value and isinstance(value[0], float):
+        return [round(v, _PRECISION) for v in value]
+    return [_round_nested(v) for v in value]
 
 
 def _plain(geometry: dict[str, Any]) -> dict[str, Any]:

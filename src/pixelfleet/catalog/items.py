@@ -1,8 +1,10 @@
 """STAC items for source objects: built where the source is read, by the worker.
 
-One STAC 1.1 item per source object: footprint and bbox in WGS84 (through rio-stac's
-footprint, i.e. rasterio's ``transform_geom``; photos and rasters without a CRS get
-none, photos with EXIF GPS a point), a datetime and where it came from
+One STAC 1.1 item per source object: footprint and bbox in WGS84 (the image outline
+through its geotransform or its GCPs, split at the antimeridian as RFC 7946 asks, see
+:func:`~pixelfleet.catalog.facts.dataset_footprint`; photos, rasters without
+georeferencing and rasters in a CRS with no way to WGS84, such as another planet's,
+get none, photos with EXIF GPS a point), a datetime and where it came from
 (``pixelfleet:datetime_source``: ``metadata`` for TIFF/EXIF tags, ``key`` for a
 ``YYYYMMDD`` date in the file name, else ``mtime``), projection and raster band
 information, an asset for the source (``data``) and one per output, and provenance

@@ -1,8 +1,13 @@
-"""How runs, tasks and sizes are shown in a terminal."""
+"""How runs, tasks and sizes are shown in a terminal.
+
+Keys, groups and error messages come from a bucket and are shown through
+:func:`printable`: a key may hold a newline, a tab or a terminal escape sequence.
+"""
 
 from __future__ import annotations
 
 import time
+import unicodedata
 
 import click
 
@@ -10,6 +15,31 @@ from pixelfleet.humanize import human_bytes, human_seconds
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.runner import DryRunReport, RunSummary
 from pixelfleet.storage.local import path_from_url
+
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+#: Bidirectional embeddings, overrides and isolates: they reorder what follows them on a
+#: line, so a key could be made to look like another.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """``text`` as one line a terminal shows as it is: control characters (C0, DEL, C1),
+    Unicode line and paragraph separators, bidirectional overrides and lone surrogates
+    escaped as ``\\n``, ``\\t``, ``\\r``, ``\\xNN`` or ``\\uNNNN``; everything else kept.
+
+    ``printable("new\\nline.jpg")`` -> ``'new\\\\nline.jpg'`` (a backslash and an ``n``).
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[c])
+        elif c in _BIDI or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp"):
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def plural(n: int, noun: str) -> str:
@@ -36,7 +66,10 @@ def show_failures(failures: list[TaskRecord], limit: int = 10) -> None:
         for row in rows:
             if shown >= limit:
                 return
-            click.echo(f"    {row['key']}: {row['error_type']}: {row['error']}")
+            click.echo(
+                f"    {printable(row['key'])}: {printable(row['error_type'] or '')}: "
+                f"{printable(row['error'] or '')}"
+            )
             shown += 1
 
 
@@ -64,7 +97,7 @@ def show_summary(summary: RunSummary) -> None:
             f"  missing: {plural(c.objects_missing, 'object')} skipped-missing"
             " (listed, but gone when read: not a failure)"
         )
-    click.echo(f"  outputs: {where(summary.output_url)}")
+    click.echo(f"  outputs: {printable(where(summary.output_url))}")
     if c.items_indexed:
         click.echo(f"  catalog: {c.items_indexed} STAC items indexed")
     if summary.failures:
@@ -85,7 +118,8 @@ def show_dry_run(report: DryRunReport) -> None:
     )
     for task in report.sample:
         click.echo(
-            f"  {task.id[:12]}  {task.group or '(root)'}: {plural(len(task.entries), 'object')},"
+            f"  {task.id[:12]}  {printable(task.group) or '(root)'}:"
+            f" {plural(len(task.entries), 'object')},"
             f" {human_bytes(task.size)}"
         )
     if todo > len(report.sample):
@@ -101,7 +135,7 @@ def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
     counts = ledger.state_counts(run.run_id)
     took = (run.finished or time.time()) - run.created
     click.secho(f"run {run.run_id}: {run.state}", bold=True)
-    click.echo(f"  pipeline: {run.pipeline_path or '(none)'}")
+    click.echo(f"  pipeline: {printable(run.pipeline_path) or '(none)'}")
     click.echo(
         f"  started:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(run.created))}"
         f" ({human_seconds(took)}{'' if run.finished else ' so far'})"

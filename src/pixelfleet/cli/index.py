@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from pixelfleet.cli.display import printable
 from pixelfleet.cli.options import executor_option, progress_option, workers_option
 from pixelfleet.humanize import human_seconds
 from pixelfleet.pipeline import load_pipeline
@@ -54,7 +55,7 @@ def index(
             f" (run: pixelfleet run {pipeline_file})"
         )
     for key, error in summary.failed[:10]:
-        click.echo(f"    {key}: {error}")
+        click.echo(f"    {printable(key)}: {printable(error)}")
     if summary.failed:
         click.echo(f"  {len(summary.failed)} objects could not be indexed")
         sys.exit(1)

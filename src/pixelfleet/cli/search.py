@@ -8,6 +8,7 @@ import os
 import click
 
 from pixelfleet.catalog import Catalog, open_catalog, parse_query
+from pixelfleet.cli.display import printable
 from pixelfleet.errors import ConfigError
 from pixelfleet.settings import get_settings
 
@@ -106,15 +107,16 @@ def search(
             ),
             "",
         )
-        click.echo(f"{when_text:<10}  {item.get('collection', ''):<12} {item['id']}")
+        collection = printable(str(item.get("collection", "")))
+        click.echo(f"{when_text:<10}  {collection:<12} {printable(str(item['id']))}")
         labels = [lab for lab in props.get("labels") or [] if isinstance(lab, dict)]
         if labels:
             names = ", ".join(
                 f"{lab.get('name')} {float(lab.get('confidence') or 0):.0f}%" for lab in labels[:4]
             )
-            click.echo(f"{'':<10}  {'':<12} labels: {names}")
+            click.echo(f"{'':<10}  {'':<12} labels: {printable(names)}")
         if thumb:
-            click.echo(f"{'':<10}  {'':<12} thumbnail: {thumb}")
+            click.echo(f"{'':<10}  {'':<12} thumbnail: {printable(str(thumb))}")
     shown = len(page.items)
     total = "more than 10000" if page.matched is None else str(page.matched)
     click.echo(f"{shown} of {total} items")

@@ -20,8 +20,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from pixelfleet.errors import CorruptInputError, InputError
+from pixelfleet.errors import CorruptInputError, InputError, UnsupportedFormatError
 from pixelfleet.imagery.bandmath import Expression, is_expression
+from pixelfleet.imagery.rasters import band_dtype
 from pixelfleet.models import one_line
 
 if TYPE_CHECKING:
@@ -114,8 +115,12 @@ def check_aligned(
                 f"{band.label}: has {src.count} band(s), so band {band.index} cannot be read; "
                 f"use band numbers from 1 to {src.count}"
             )
-        if np.dtype(src.dtypes[band.index - 1]).kind == "c":
-            raise InputError(f"{band.label}: holds complex numbers, which make no composite")
+        if band_dtype(src.dtypes[band.index - 1]).kind == "c":
+            raise UnsupportedFormatError(
+                f"{band.label}: unsupported data type {src.dtypes[band.index - 1]} (complex "
+                "numbers, e.g. SAR) for a composite; convert the band to amplitude first "
+                "(gdal_translate DERIVED_SUBDATASET:AMPLITUDE:in.tif out.tif)"
+            )
         if b == ref_band:
             continue
         ref_label = by_band[ref_band].label
@@ -255,7 +260,7 @@ class BandReader:
     def dtype(self, name: str) -> np.dtype[Any]:
         """The data type of one band."""
         dtype_name: str = self.datasets[name].dtypes[self.bands[name].index - 1]
-        return np.dtype(dtype_name)
+        return band_dtype(dtype_name)
 
     @property
     def names(self) -> list[str]:

@@ -20,6 +20,10 @@ behaviours shape the code:
   free, extra rows are not) and averages them here: close to a true average
   (mean difference under 2 levels of 255 on aerial imagery) at the cost of sampling.
 
+Complex bands (SAR: ``complex_int16``, ``complex64``...) are shown as their amplitude,
+``abs(value)``: always read by sampling, and the amplitudes averaged here, because
+averaging complex values (GDAL's ``average``, ``bilinear``...) cancels their phases.
+
 Only the GTiff driver may open a file, so a VRT or other format in disguise is
 refused and no file GDAL reads can point it at another file or URL.
 """
@@ -82,6 +86,17 @@ AUTO_SAMPLING_FACTOR = 4
 SUPERSAMPLE = 4
 
 
+def band_dtype(name: str) -> np.dtype[Any]:
+    """The numpy type rasterio reads a band of type ``name`` (``src.dtypes[i]``) into.
+
+    numpy has no complex integers, so ``np.dtype("complex_int16")`` (SAR data) raises a
+    ``TypeError``; rasterio reads GDAL's complex integer bands as ``complex64``.
+    """
+    if name.startswith("complex_int"):
+        return np.dtype(np.complex64)
+    return np.dtype(name)
+
+
 @dataclass
 class ReadPlan:
     """What to read from a raster for one thumbnail."""
@@ -133,11 +148,14 @@ def plan_read(
     src: DatasetReader, config: ThumbnailOptions, settings: Settings, label: str
 ) -> ReadPlan:
     """Choose bands, mask source, output size, resampling and swath height; check the size."""
-    if np.dtype(src.dtypes[0]).kind == "c":
+    try:
+        dtypes = [band_dtype(name) for name in src.dtypes]
+    except TypeError:
         raise UnsupportedFormatError(
-            f"{label}: holds complex numbers ({src.dtypes[0]}), which have no picture to "
-            "show; convert it to amplitude first (gdal_translate -ot Float32 ...)"
-        )
+            f"{label}: unsupported data type ({', '.join(sorted(set(src.dtypes)))}); "
+            "thumbnails are made from integer, floating-point and complex bands: convert it "
+            "(gdal_translate -ot Float32 ...)"
+        ) from None
     interps = list(src.colorinterp)
     alpha = next((i + 1 for i, c in enumerate(interps) if c == ColorInterp.alpha), None)
     if config.bands:
@@ -180,18 +198,23 @@ def plan_read(
     check_pixels(label, level_w, level_h, decoded_bands, factor, settings)
 
     supersample = (1, 1)
+    striped = src.block_shapes[0][1] >= src.width
     if palette is not None:
         resampling = Resampling.nearest  # averaging palette indexes makes other colours
+    elif dtypes[indexes[0] - 1].kind == "c":
+        # Amplitudes are averaged here: averaging complex values cancels their phases.
+        resampling = Resampling.nearest
+        n = max(1, min(SUPERSAMPLE, int(min(level_w / width, level_h / height))))
+        supersample = (1 if striped else n, n)
     elif config.resampling == "auto":
         resampling = Resampling.average
         if min(level_w / width, level_h / height) >= AUTO_SAMPLING_FACTOR:
             resampling = Resampling.nearest
-            striped = src.block_shapes[0][1] >= src.width
             supersample = (1 if striped else SUPERSAMPLE, SUPERSAMPLE)
     else:
         resampling = RESAMPLING[config.resampling]
 
-    itemsize = np.dtype(src.dtypes[indexes[0] - 1]).itemsize
+    itemsize = dtypes[indexes[0] - 1].itemsize
     row_bytes = level_w * decoded_bands * itemsize
     if row_bytes * level_h <= SWATH_BYTES:
         swath_rows = height
@@ -253,11 +276,11 @@ def read(src: DatasetReader, plan: ReadPlan) -> tuple[np.ndarray, np.ndarray | N
     """Read the planned bands at thumbnail size, pixel-interleaved, swath by swath.
 
     Returns ``(data, alpha)``: data of shape (height, width, bands) in the file's
-    dtype (float32 or float64 when samples were averaged here), and a uint8
-    (height, width) opacity, or None when every pixel is valid.
+    dtype (float32 or float64 when samples were averaged here, or for the amplitude of
+    complex bands), and a uint8 (height, width) opacity, or None when every pixel is valid.
     """
     indexes = plan.indexes + ([plan.alpha] if plan.alpha else [])
-    dtype = np.dtype(src.dtypes[plan.indexes[0] - 1])
+    dtype = band_dtype(src.dtypes[plan.indexes[0] - 1])
     sample_y, sample_x = plan.supersample
     rows, cols = plan.height * sample_y, plan.width * sample_x
     buf = np.empty((rows, cols, len(indexes)), dtype=dtype)
@@ -274,6 +297,10 @@ def read(src: DatasetReader, plan: ReadPlan) -> tuple[np.ndarray, np.ndarray | N
             src.read_masks(
                 plan.indexes[0], window=window, out=internal[r0:r1], resampling=plan.resampling
             )
+    complex_values = dtype.kind == "c"
+    if complex_values:
+        buf = np.abs(buf)  # the amplitude: float32 from complex64, float64 from complex128
+        dtype = buf.dtype
 
     data = buf[..., : len(plan.indexes)]
     alpha: np.ndarray | None = None
@@ -286,6 +313,8 @@ def read(src: DatasetReader, plan: ReadPlan) -> tuple[np.ndarray, np.ndarray | N
         valid = np.zeros(data.shape[:2], bool)
         for i, band in enumerate(plan.indexes):
             nodata = src.nodatavals[band - 1]
+            if nodata is not None and complex_values:
+                nodata = abs(nodata)  # compared with the amplitude
             channel = data[..., i]
             if nodata is None:
                 valid |= True

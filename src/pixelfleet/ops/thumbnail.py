@@ -34,13 +34,14 @@ class ThumbnailConfig(OpConfig):
     - ``bands``: 1-based raster bands to show, one (grey) or three (red, green, blue).
       By default: the red/green/blue bands by colour interpretation, else bands
       1, 2, 3 skipping alpha; a single band is grey, or coloured by its palette.
+      Complex bands (SAR) show their amplitude.
     - ``percentiles``: ``[low, high]`` percentiles of the valid pixels that become
       black and white when data is not 8-bit (stretched per band).
     - ``resampling``: ``auto`` is bicubic for photos; for rasters it averages an
       overview near the thumbnail's size, and where there is none (4x or more larger)
       it averages 4 x 4 nearest samples per pixel (1 x 4 on striped files, so that only
       the rows it samples are decoded). Other names are used as they are. Palette
-      rasters always use nearest.
+      rasters always use nearest; complex rasters sample and average amplitudes.
     - ``background``: colour behind transparent pixels in JPEGs (CSS name or ``#rrggbb``).
     """
 

@@ -128,7 +128,10 @@ class ListingSource(Source):
     """The objects of a storage URL that the globs and content types select, in key order.
 
     The listing streams (pages of keys as the storage returns them) and ends with the
-    last object.
+    last object. What a storage lists but will not serve (an S3 key such as ``a/../b``;
+    in a local folder, a file name that is not UTF-8, a symbolic link, a FIFO) is passed
+    on like any other entry, so that each fails its own task with a reason that names
+    it and says what to do, rather than stopping the run or vanishing unreported.
     """
 
     name = "listing"

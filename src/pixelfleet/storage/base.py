@@ -19,6 +19,8 @@ from pixelfleet.errors import UnsafeKeyError
 from pixelfleet.models import Entry
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+#: A byte that is not UTF-8 (0x80-0xff), escaped the way a local listing escapes file names.
+_UNDECODABLE = re.compile(r"\\x[89a-f][0-9a-f]")
 
 
 def check_key(key: str) -> str:
@@ -33,6 +35,12 @@ def check_key(key: str) -> str:
     if key.startswith("/") or _DRIVE.match(key):
         raise UnsafeKeyError(f"object key {key!r} is absolute; keys must be relative to the root")
     if "\\" in key:
+        if _UNDECODABLE.search(key):  # as a local listing escapes a name (storage/local.py)
+            raise UnsafeKeyError(
+                f"file name '{key}' is not valid UTF-8 (its undecodable bytes are shown as "
+                "\\xNN); rename the file to a UTF-8 name (e.g. convmv -f latin1 -t utf-8) "
+                "and run again"
+            )
         raise UnsafeKeyError(f"object key {key!r} contains a backslash; use '/' between parts")
     if any(ord(c) < 32 or ord(c) == 127 for c in key):
         raise UnsafeKeyError(f"object key {key!r} contains a control character")

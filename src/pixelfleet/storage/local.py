@@ -1,8 +1,21 @@
 """Storage in a local folder (``file:///path`` or a plain path).
 
 Writes go to a hidden temporary file in the destination folder and are renamed
-into place, so readers never see half an object. Object metadata is kept in
-extended attributes (``user.pixelfleet.*``) where the filesystem supports them.
+into place, so readers never see half an object; the file gets the mode any other
+tool would give it (``0666`` less the umask). Object metadata is kept in extended
+attributes (``user.pixelfleet.*``) where the filesystem supports them.
+
+A folder is not the bucket's to tidy, so :meth:`LocalStorage.scan` lists what it
+cannot serve as well, under keys that are plain text, and every other method refuses
+them with :class:`~pixelfleet.errors.UnsafeKeyError`: each then fails its own task with
+a reason instead of vanishing or stopping the run.
+
+- A file name that is not valid UTF-8 is listed with its undecodable bytes escaped
+  (``bad\\xff.png``); the backslash makes :func:`~pixelfleet.storage.base.check_key`
+  refuse it, with a message that says to rename the file.
+- A symbolic link is listed as itself and never followed, wherever it points (a
+  link could lead out of the bucket); so is any other file that is not a regular
+  file (a FIFO would block a reader forever).
 """
 
 from __future__ import annotations
@@ -10,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
@@ -43,6 +57,31 @@ def _etag(st: os.stat_result) -> str:
     return f"{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
+def key_part(name: str) -> str:
+    """A file name as the filesystem gave it, as text a key can hold.
+
+    Python hands out a name that is not valid UTF-8 with its undecodable bytes as lone
+    surrogates, which no JSON encoder, database or terminal accepts; they become
+    ``\\xNN`` here (``b"bad\\xff.png"`` -> ``bad\\xff.png``), a key ``check_key``
+    refuses with a message saying to rename the file.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
 class LocalStorage(Storage):
     """Objects as files below a root folder."""
 
@@ -62,9 +101,37 @@ class LocalStorage(Storage):
             )
         return path
 
+    def _object_path(self, key: str) -> tuple[str, os.stat_result | None]:
+        """The path of an object to read, and its ``lstat`` (None when nothing is there).
+
+        Raises :class:`UnsafeKeyError` for a symbolic link (never followed, wherever it
+        points) and for anything else that is not a regular file or a folder.
+        """
+        path = self._path(key)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return path, None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = key_part(os.readlink(path))
+            except OSError:
+                target = "?"
+            raise UnsafeKeyError(
+                f"{self.describe(key)} is a symbolic link (to {target}), which pixelfleet never "
+                "follows in a local folder (a link can lead out of it): replace the link with "
+                "the file itself, or leave it out of the source with an exclude glob"
+            )
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            raise UnsafeKeyError(
+                f"{self.describe(key)} is {_kind(st.st_mode)}, not a file pixelfleet can read: "
+                "leave it out of the source with an exclude glob"
+            )
+        return path, st
+
     @override
     def local_path(self, key: str) -> str | None:
-        return self._path(key)
+        return self._object_path(key)[0]
 
     @override
     def scan(self, prefix: str = "") -> Iterator[Entry]:
@@ -75,42 +142,58 @@ class LocalStorage(Storage):
         yield from self._scan_dir(self.root, "", prefix)
 
     def _scan_dir(self, folder: str, rel: str, prefix: str) -> Iterator[Entry]:
+        """Objects below ``folder`` in key order; symbolic links and other non-files are
+        listed as themselves (never followed), for :meth:`head` and :meth:`read` to
+        refuse with a reason."""
         try:
             with os.scandir(folder) as it:
                 # Key order: a folder "a" sorts as "a/", so "a.tif" comes before "a/x.tif".
-                items = sorted(it, key=lambda d: d.name + "/" if d.is_dir() else d.name)
-        except FileNotFoundError:
+                items = sorted(
+                    (
+                        (key_part(d.name) + ("/" if d.is_dir(follow_symlinks=False) else ""), d)
+                        for d in it
+                        if _TMP_MARK not in d.name
+                    ),
+                    key=lambda pair: pair[0],
+                )
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for item in items:
-            if _TMP_MARK in item.name:
-                continue
-            key = f"{rel}{item.name}"
-            if item.is_dir(follow_symlinks=False):
-                sub = key + "/"
-                if sub.startswith(prefix) or prefix.startswith(sub):
-                    yield from self._scan_dir(item.path, sub, prefix)
-            elif item.is_file(follow_symlinks=False) and key.startswith(prefix):
-                st = item.stat(follow_symlinks=False)
+        for name, item in items:
+            key = f"{rel}{name}"
+            if name.endswith("/"):
+                if key.startswith(prefix) or prefix.startswith(key):
+                    yield from self._scan_dir(item.path, key, prefix)
+            elif key.startswith(prefix):
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read
                 yield Entry(key, st.st_size, _etag(st), st.st_mtime)
 
     @override
     def head(self, key: str) -> Entry | None:
-        path = self._path(key)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
-            return None
-        if not os.path.isfile(path):
+        path, st = self._object_path(key)
+        if st is None or stat.S_ISDIR(st.st_mode):
             return None
         return Entry(key, st.st_size, _etag(st), st.st_mtime, _read_xattrs(path))
 
     @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        path = self._path(key)
+        path, _st = self._object_path(key)
         try:
-            with open(path, "rb") as f:
+            # O_NOFOLLOW: a link put there since the check above is refused all the same.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"object {key!r} not found in {self.url}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeKeyError(
+                    f"{self.describe(key)} became a symbolic link while being read; "
+                    "links are never followed"
+                ) from None
+            raise
+        try:
+            with open(fd, "rb") as f:
                 if start:
                     f.seek(start)
                 if end is None:
@@ -140,6 +223,9 @@ class LocalStorage(Storage):
         with _staged(dest, metadata) as (fd, tmp):
             moved = False
             if consume:
+                # The moved file keeps its own mode (often 0600, from a temp folder):
+                # give it the one the staged file got from the umask.
+                mode = stat.S_IMODE(os.fstat(fd).st_mode)
                 try:
                     os.replace(path, tmp)
                     moved = True
@@ -148,6 +234,7 @@ class LocalStorage(Storage):
                         raise
             if moved:
                 os.close(fd)
+                os.chmod(tmp, mode)
             else:
                 with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
                     shutil.copyfileobj(src, out, 4 * 1024 * 1024)
@@ -180,10 +267,23 @@ class LocalStorage(Storage):
 @contextlib.contextmanager
 def _staged(dest: str, metadata: dict[str, str] | None) -> Iterator[tuple[int, str]]:
     """A hidden temp file beside ``dest``, opened for the caller to fill; on success it
-    gets the metadata and is renamed into place, on any failure it is removed."""
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(dest) + _TMP_MARK, dir=os.path.dirname(dest)
-    )
+    gets the metadata and is renamed into place, on any failure it is removed.
+
+    The file is created with mode ``0666`` and the kernel takes the umask off (or the
+    folder's default ACL applies), as for a file any other tool writes: thumbnails
+    under umask 022 are ``0644``, readable by a web server running as another user.
+    (``tempfile.mkstemp`` would make every output ``0600``.)
+    """
+    folder, base = os.path.split(dest)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(folder, f".{base}{_TMP_MARK}{secrets.token_hex(6)}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
     try:
         yield fd, tmp
         _write_xattrs(tmp, metadata or {})
