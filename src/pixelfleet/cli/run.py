@@ -16,6 +16,9 @@ from pixelfleet.cli.options import (
 )
 from pixelfleet.executors.launchers import is_launcher, open_launcher
 from pixelfleet.fleet.driver import FleetDriver
+from pixelfleet.fleet.estimate import Estimate, children, parse_estimate
+from pixelfleet.fleet.estimate import estimate as estimate_run
+from pixelfleet.humanize import human_bytes, human_seconds
 from pixelfleet.pipeline import Pipeline, load_pipeline
 from pixelfleet.plan import parse_shard
 from pixelfleet.runner import Runner, RunSummary
@@ -25,6 +28,13 @@ from pixelfleet.settings import get_settings
 @click.command()
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="List tasks, objects and bytes; write nothing.")
+@click.option(
+    "--estimate",
+    default=None,
+    metavar="vcpus=N[,sample=K]",
+    help="With --dry-run: run K random objects (default 20) into a temporary folder and"
+    " estimate hours on N vCPUs, requests and their cost for the whole plan.",
+)
 @executor_option
 @workers_option
 @click.option(
@@ -58,6 +68,7 @@ from pixelfleet.settings import get_settings
 def run(
     pipeline_file: str,
     dry_run: bool,
+    estimate: str | None,
     executor: str | None,
     workers: int | None,
     overrides: tuple[str, ...],
@@ -74,6 +85,8 @@ def run(
     """
     if inventory:
         overrides = (*overrides, f"source.inventory={inventory}")
+    if estimate and not dry_run:
+        raise click.UsageError("--estimate goes with --dry-run (it writes nothing either)")
     pipeline = load_pipeline(pipeline_file, overrides)
     spec = executor or pipeline.run.executor
     if is_launcher(spec) and not dry_run:
@@ -95,6 +108,11 @@ def run(
             shard=parse_shard(shard) if shard else None,
             only=only,
         )
+        if dry_run and estimate:
+            wanted = parse_estimate(estimate)
+            report = estimate_run(runner, wanted["vcpus"], wanted["sample"], wanted["threads"])
+            show_estimate(report, spec, pipeline.run.batch.array_size)
+            return
         if dry_run:
             show_dry_run(runner.dry_run())
             return
@@ -137,3 +155,45 @@ def _run_fleet(
             log=lambda line: click.echo(line, err=True),
         )
         return driver.run()
+
+
+def show_estimate(report: Estimate, executor: str, array_size: int | None) -> None:
+    """What the whole plan would take, from the sample run here."""
+    click.echo(
+        f"{report.tasks:,} tasks to run ({report.objects:,} objects,"
+        f" {human_bytes(report.bytes)}); {report.already_done:,} tasks already done."
+        f" Planned in {human_seconds(report.plan_seconds)}. Nothing was written."
+    )
+    if not report.sampled_objects:
+        return
+    click.echo(
+        f"sample: {report.sampled_objects} random objects run here into a temporary folder:"
+        f" {report.cpu_per_object * 1000:.0f} ms CPU and {report.wall_per_object * 1000:.0f} ms"
+        f" wall per object ({report.failed_in_sample} failed)"
+    )
+    totals = report.totals()
+    counts = ", ".join(f"{k} {_count(v)}" for k, v in totals.items() if k != "bytes read")
+    click.echo(
+        f"requests for the plan (the sample's per object x {report.objects:,}): {counts};"
+        f" {human_bytes(totals['bytes read'])} read"
+    )
+    line = (
+        f"on {report.vcpus} vCPUs ({report.threads} tasks in flight per worker):"
+        f" about {human_seconds(report.hours * 3600)}"
+    )
+    if executor.startswith("aws-batch"):
+        line += f"; aws-batch would start {children(report.tasks, array_size):,} workers"
+    click.echo(line)
+    click.echo(
+        f"request cost: about ${report.cost():,.2f}, assuming S3 Standard list prices in"
+        " us-east-1 (PUT/LIST $0.005, GET/HEAD $0.0004 per 1,000 requests; check your"
+        " region and storage class). Compute and data transfer are not included."
+    )
+
+
+def _count(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e4:
+        return f"{n / 1e3:.0f}k"
+    return f"{n:,.0f}"

@@ -64,9 +64,10 @@ def worker(
     size = os.environ.get("AWS_BATCH_JOB_ARRAY_SIZE")
     shard = f"{index}/{size}" if index is not None and size else (index or "")
     with resolve_ledger(ledger_url) as ledger:
-        if not isinstance(ledger, FleetLedger):
+        url = ledger_url or os.environ.get("PIXELFLEET_LEDGER") or ""
+        if not isinstance(ledger, FleetLedger) or url.lower().startswith("memory"):
             raise ConfigError(
-                f"ledger {ledger_url!r} cannot be shared by workers;"
+                f"ledger {url or ledger_url!r} cannot be shared by workers in other processes;"
                 " give --ledger postgresql://user@host/database"
             )
         run = ledger.get_run(run_id)
