@@ -131,3 +131,22 @@ def test_an_unknown_executor_lists_the_fleets_too(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", str(bucket.pipeline), "--set", "run.executor=ecs"])
     assert result.exit_code == 1
     assert "aws-batch" in result.output and "fleet-local" in result.output
+
+
+@pytest.mark.dask
+@pytest.mark.postgres
+def test_a_dask_cluster_records_into_the_postgresql_ledger(
+    tmp_path: Path, pg_ledger_url: str, dask_address: str
+) -> None:
+    """Dask on many machines: one driver, the shared PostgreSQL ledger, reruns skip."""
+    bucket = make_fleet_bucket(tmp_path, 12)
+    args = ["run", str(bucket.pipeline), "-e", f"dask://{dask_address}", "--ledger", pg_ledger_url]
+    first = CliRunner().invoke(cli, [*args, "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert "12 done, 0 failed" in first.output
+    again = CliRunner().invoke(cli, [*args, "--no-progress"])
+    assert again.exit_code == 0 and "12 already done (skipped)" in again.output
+    with open_ledger(pg_ledger_url) as ledger:
+        runs = ledger.find_runs()
+        assert [r.state for r in runs] == ["done", "done"]
+        assert ledger.done_ids([t.task_id for t in ledger.find_tasks(runs[1].run_id)])

@@ -288,3 +288,26 @@ def test_records_are_copies(ledger: Ledger) -> None:
     held.outputs.append("x")
     assert ledger.find_runs()[0].pipeline["a"] == 1
     assert ledger.find_tasks("r1")[0].outputs == []
+
+
+def test_has_tasks_and_task_totals(ledger: Ledger) -> None:
+    ledger.save_run(run_record("r1", 1.0))
+    assert not ledger.has_tasks("r1", ["pending", "running"])
+    done = task_record("a", state="done")
+    done.attempts, done.n_done, done.n_skipped = 2, 3, 1
+    failed = task_record("b", state="failed")
+    failed.attempts, failed.n_failed, failed.n_missing = 1, 2, 1
+    ledger.save_tasks("r1", [done, failed, task_record("c", state="pending")])
+    assert ledger.has_tasks("r1", ["pending", "running"])
+    assert not ledger.has_tasks("r1", ["running"])
+    assert not ledger.has_tasks("r2", ["pending"])
+    assert ledger.task_totals("r1") == {
+        "done": 1,
+        "failed": 1,
+        "retries": 1,
+        "written": 3,
+        "current": 1,
+        "objects_failed": 2,
+        "missing": 1,
+    }
+    assert ledger.task_totals("nope")["done"] == 0

@@ -240,25 +240,20 @@ def close_run(ledger: FleetLedger, run_id: str) -> bool:
 
 def totals(ledger: Ledger, run_id: str, planned: RunCounts) -> RunCounts:
     """A fleet run's counts, from its tasks in the ledger plus what planning counted."""
-    counts = RunCounts(
+    sums = ledger.task_totals(run_id)
+    return RunCounts(
         tasks_planned=planned.tasks_planned,
         tasks_skipped=planned.tasks_skipped,
         objects_skipped=planned.objects_skipped,
         bytes=planned.bytes,
+        tasks_done=sums["done"],
+        tasks_failed=sums["failed"],
+        retries=sums["retries"],
+        objects_written=sums["written"],
+        objects_current=sums["current"],
+        objects_failed=sums["objects_failed"],
+        objects_missing=sums["missing"],
     )
-    for task in ledger.find_tasks(run_id):
-        if task.state == "done":
-            counts.tasks_done += 1
-        elif task.state == "failed":
-            counts.tasks_failed += 1
-        else:
-            continue
-        counts.retries += max(0, task.attempts - 1)
-        counts.objects_written += task.n_done
-        counts.objects_current += task.n_skipped
-        counts.objects_failed += task.n_failed
-        counts.objects_missing += task.n_missing
-    return counts
 
 
 def worker_environment(ledger_url: str) -> dict[str, Any]:

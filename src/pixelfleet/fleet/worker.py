@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import socket
 import threading
@@ -202,10 +203,13 @@ class FleetWorker:
         pool = ThreadPoolExecutor(threads, thread_name_prefix="pixelfleet-task")
         inflight: dict[Future[str], _Lease] = {}
         last_reap = 0.0
+        # Leases are looked at a few times per lease: a dead worker's tasks wait at most
+        # about a lease and a third; thousands of workers do not all ask at once.
+        reap_every = max(self.poll, self.lease / 4) * random.uniform(0.8, 1.2)
         stopped = False
         try:
             while not self._stopping.is_set():
-                if time.monotonic() - last_reap > self.poll:
+                if time.monotonic() - last_reap > reap_every:
                     self.ledger.reap(self.run_id, pipeline.run.attempts)
                     last_reap = time.monotonic()
                 room = threads - len(inflight)
@@ -219,10 +223,11 @@ class FleetWorker:
                     done, _ = wait(list(inflight), timeout=self.poll, return_when=FIRST_COMPLETED)
                     self._settle(pipeline, {f: inflight.pop(f) for f in done}, indexer)
                 elif not claimed:
-                    counts = self.ledger.state_counts(self.run_id)
-                    if not counts.get("pending") and not counts.get("running"):
+                    if not self.ledger.has_tasks(self.run_id, ["pending", "running"]):
                         break  # the run has nothing left to do
-                    self._stopping.wait(self.poll)  # others' tasks run: reap them if they die
+                    # Others' tasks run: look again (and reap them if they die) a little
+                    # later, at a moment of this worker's own, so idle workers spread out.
+                    self._stopping.wait(self.poll * random.uniform(1.0, 3.0))
             stopped = self._stopping.is_set()
             if self._failure is None:  # with the ledger gone there is no one to tell
                 self._drain(pipeline, inflight, indexer)

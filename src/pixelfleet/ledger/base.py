@@ -199,6 +199,27 @@ class Ledger(ABC):
             )
         return found[0]
 
+    def has_tasks(self, run_id: str, states: Sequence[str]) -> bool:
+        """Tell whether a run has a task in any of ``states`` (cheap: what an idle fleet
+        worker asks every few seconds)."""
+        return bool(self.find_tasks(run_id, states, limit=1))
+
+    def task_totals(self, run_id: str) -> dict[str, int]:
+        """Sums over a run's settled tasks: ``done``, ``failed`` (tasks), ``retries``
+        (attempts beyond the first), ``written``, ``current``, ``objects_failed`` and
+        ``missing`` (objects)."""
+        totals = dict.fromkeys(
+            ("done", "failed", "retries", "written", "current", "objects_failed", "missing"), 0
+        )
+        for task in self.find_tasks(run_id, ["done", "failed"]):
+            totals[task.state] += 1
+            totals["retries"] += max(0, task.attempts - 1)
+            totals["written"] += task.n_done
+            totals["current"] += task.n_skipped
+            totals["objects_failed"] += task.n_failed
+            totals["missing"] += task.n_missing
+        return totals
+
     def state_counts(self, run_id: str) -> dict[str, int]:
         """Number of tasks per state in a run."""
         counts: dict[str, int] = {}

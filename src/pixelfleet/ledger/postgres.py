@@ -102,6 +102,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS limit_starts_by_group ON limit_starts (grp, started);
     """,
+    # 3: reaping reads only the leases that ran out, however many workers hold tasks
+    """
+    CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (run_id, lease_until)
+        WHERE state = 'running';
+    """,
 ]
 
 #: The database server's clock, in epoch seconds.
@@ -333,6 +338,31 @@ class PostgresLedger(FleetLedger):
             ).fetchall()
         )
         return {r[0]: int(r[1]) for r in rows}
+
+    @override
+    def has_tasks(self, run_id: str, states: Sequence[str]) -> bool:
+        row = self._run(
+            lambda c: c.execute(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE run_id = %s AND state = ANY(%s))",
+                (run_id, list(states)),
+            ).fetchone()
+        )
+        return bool(row[0])
+
+    @override
+    def task_totals(self, run_id: str) -> dict[str, int]:
+        row = self._run(
+            lambda c: c.execute(
+                "SELECT count(*) FILTER (WHERE state = 'done'),"
+                " count(*) FILTER (WHERE state = 'failed'), coalesce(sum(attempts - 1), 0),"
+                " coalesce(sum(n_done), 0), coalesce(sum(n_skipped), 0),"
+                " coalesce(sum(n_failed), 0), coalesce(sum(n_missing), 0)"
+                " FROM tasks WHERE run_id = %s AND state IN ('done', 'failed')",
+                (run_id,),
+            ).fetchone()
+        )
+        names = ("done", "failed", "retries", "written", "current", "objects_failed", "missing")
+        return {name: int(value) for name, value in zip(names, row, strict=True)}
 
     @override
     def beat(self, run_id: str) -> float:

@@ -107,6 +107,10 @@ class SqliteLedger(FleetLedger):
                 "CREATE INDEX IF NOT EXISTS tasks_pending ON tasks(run_id, grp, task_id)"
                 " WHERE state = 'pending'"
             )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS tasks_leases ON tasks(run_id, lease_until)"
+                " WHERE state = 'running'"
+            )
             self._db.commit()
 
     @override
@@ -240,6 +244,30 @@ class SqliteLedger(FleetLedger):
                 "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,)
             ).fetchall()
         return {r[0]: r[1] for r in rows}
+
+    @override
+    def has_tasks(self, run_id: str, states: Sequence[str]) -> bool:
+        marks = ", ".join("?" for _ in states)
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT EXISTS (SELECT 1 FROM tasks WHERE run_id = ? AND state IN ({marks}))",
+                (run_id, *states),
+            ).fetchone()
+        return bool(row[0])
+
+    @override
+    def task_totals(self, run_id: str) -> dict[str, int]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(CASE WHEN state = 'done' THEN 1 END),"
+                " count(CASE WHEN state = 'failed' THEN 1 END), coalesce(sum(attempts - 1), 0),"
+                " coalesce(sum(n_done), 0), coalesce(sum(n_skipped), 0),"
+                " coalesce(sum(n_failed), 0), coalesce(sum(n_missing), 0)"
+                " FROM tasks WHERE run_id = ? AND state IN ('done', 'failed')",
+                (run_id,),
+            ).fetchone()
+        names = ("done", "failed", "retries", "written", "current", "objects_failed", "missing")
+        return {name: int(value) for name, value in zip(names, row, strict=True)}
 
     @override
     def beat(self, run_id: str) -> float:
