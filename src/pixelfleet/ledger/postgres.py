@@ -159,6 +159,7 @@ class PostgresLedger(FleetLedger):
         self._conninfo, self.schema, self.retry_seconds = split_url(url)
         self._lock = threading.RLock()
         self._conn: Any = None
+        self._analyzed = -1e9
         self._run(self._migrate)
 
     # -- connection --------------------------------------------------------------------
@@ -398,7 +399,14 @@ class PostgresLedger(FleetLedger):
                 )
                 return int(cur.rowcount)
 
-        return self._run(add)
+        added = self._run(add)
+        # Without fresh statistics the planner takes a new table's thousands of pending
+        # tasks for one and sorts them all on every claim (45 ms instead of 0.3 ms at
+        # 32,000 tasks): analyze after a large enqueue, at most once a minute.
+        if added >= 500 and time.monotonic() - self._analyzed > 60:
+            self._run(lambda c: c.execute("ANALYZE tasks"))
+            self._analyzed = time.monotonic()
+        return added
 
     @override
     def claim(self, run_id: str, worker_id: str, most: int, lease: float) -> list[TaskRecord]:
