@@ -270,7 +270,8 @@ def bench_throughput(base: str, objects: int = 2000, workers: int = 4, repeat: i
 def write_inventory(root: Path, n: int) -> str:
     """A CSV S3 Inventory of ``n`` NAIP-like keys; returns the manifest's path."""
     states = ["al", "ar", "az", "ca", "co", "fl", "ga", "ia", "id", "il", "in", "ks", "ky"]
-    data = root / "inv" / "data"
+    report = root / "inv" / "naip-analytic" / "cfg"  # keys are relative to root/inv
+    data = report / "data"
     data.mkdir(parents=True)
     files = []
     per_file = 250_000
@@ -289,7 +290,8 @@ def write_inventory(root: Path, n: int) -> str:
         name = f"part-{part}.csv.gz"
         (data / name).write_bytes(blob)
         digest = hashlib.md5(blob).hexdigest()
-        files.append({"key": f"inv/data/{name}", "size": len(blob), "MD5checksum": digest})
+        key = f"naip-analytic/cfg/data/{name}"
+        files.append({"key": key, "size": len(blob), "MD5checksum": digest})
     manifest = {
         "sourceBucket": "naip-analytic",
         "destinationBucket": "arn:aws:s3:::inv",
@@ -300,10 +302,11 @@ def write_inventory(root: Path, n: int) -> str:
         "files": files,
     }
     raw = json.dumps(manifest).encode()
-    path = root / "inv" / "manifest.json"
-    path.write_bytes(raw)
-    (root / "inv" / "manifest.checksum").write_bytes(hashlib.md5(raw).hexdigest().encode())
-    return str(path)
+    day = report / "2026-11-20T00-00Z"
+    day.mkdir()
+    (day / "manifest.json").write_bytes(raw)
+    (day / "manifest.checksum").write_bytes(hashlib.md5(raw).hexdigest().encode())
+    return str(day / "manifest.json")
 
 
 MEASURE = """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -125,7 +126,8 @@ def test_a_zombie_cannot_overwrite_a_newer_attempt(tmp_path: Path, pg_ledger_url
         zombie.send_signal(signal.SIGCONT)
     ((code, err),) = finish([zombie], timeout=60)
     assert code == 0, err
-    assert "1 results refused" in err
+    refused = re.search(r"(\d+) results refused", err)
+    assert refused and int(refused.group(1)) >= 1, err
     with fleet_ledger(pg_ledger_url) as ledger:
         (slow,) = [t for t in ledger.find_tasks(run_id) if t.entries[0]["key"] == "obj-0000.txt"]
         assert (slow.state, slow.attempts) == ("done", 2)

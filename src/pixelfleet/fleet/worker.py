@@ -212,9 +212,12 @@ class FleetWorker:
                 if time.monotonic() - last_reap > reap_every:
                     self.ledger.reap(self.run_id, pipeline.run.attempts)
                     last_reap = time.monotonic()
-                room = threads - len(inflight)
+                # Twice as many tasks in hand as threads, claimed a batch at a time, so no
+                # thread waits for a round trip to the ledger between two small tasks.
+                room = 2 * threads - len(inflight)
+                want = room if room >= threads or not inflight else 0
                 claimed = (
-                    self.ledger.claim(self.run_id, self.worker_id, room, self.lease) if room else []
+                    self.ledger.claim(self.run_id, self.worker_id, want, self.lease) if want else []
                 )
                 for rec in claimed:
                     future = self._start(pool, pipeline, context, rec)
@@ -270,7 +273,7 @@ class FleetWorker:
         if not done:
             return
         records, results = [], {}
-        now = self.ledger.now()
+        now = time.time()  # the ledger stamps its own time on what it records
         for future, lease in done.items():
             try:
                 result = TaskResult.from_dict(json.loads(future.result()))
