@@ -107,6 +107,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (run_id, lease_until)
         WHERE state = 'running';
     """,
+    # 4: with an index on (run_id, state) the planner, misled by a run's stale statistics,
+    # sorted every pending task of the run on each claim; claims now always walk the
+    # pending index in order, and the other look-ups use the primary key or their own.
+    """
+    DROP INDEX IF EXISTS tasks_by_state;
+    """,
 ]
 
 #: The database server's clock, in epoch seconds.
@@ -342,12 +348,13 @@ class PostgresLedger(FleetLedger):
 
     @override
     def has_tasks(self, run_id: str, states: Sequence[str]) -> bool:
-        row = self._run(
-            lambda c: c.execute(
-                "SELECT EXISTS (SELECT 1 FROM tasks WHERE run_id = %s AND state = ANY(%s))",
-                (run_id, list(states)),
-            ).fetchone()
+        # One EXISTS per state, so pending and running are each answered by their own
+        # partial index, however many settled tasks the run has.
+        parts = " OR ".join(
+            "EXISTS (SELECT 1 FROM tasks WHERE run_id = %s AND state = %s)" for _ in states
         )
+        args = [a for state in states for a in (run_id, state)]
+        row = self._run(lambda c: c.execute(f"SELECT {parts or 'false'}", args).fetchone())
         return bool(row[0])
 
     @override
@@ -414,13 +421,15 @@ class PostgresLedger(FleetLedger):
             return []
         rows = self._run(
             lambda c: c.execute(
-                "WITH picked AS (SELECT task_id FROM tasks WHERE run_id = %s AND state = 'pending'"
+                # The rows are updated by their ctid (a TID scan): a join on task_id lets the
+                # planner walk every task of the run for each claim.
+                "WITH picked AS (SELECT ctid FROM tasks WHERE run_id = %s AND state = 'pending'"
                 ' ORDER BY grp COLLATE "C", task_id COLLATE "C" LIMIT %s FOR UPDATE SKIP LOCKED)'
                 " UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, worker = %s,"
-                f" lease_until = {NOW} + %s, updated = {NOW} FROM picked"
-                " WHERE t.run_id = %s AND t.task_id = picked.task_id"
+                f" lease_until = {NOW} + %s, updated = {NOW}"
+                " WHERE t.ctid = ANY(ARRAY(SELECT ctid FROM picked))"
                 f" RETURNING {', '.join('t.' + c for c in _TASK_COLUMNS.split(', '))}",
-                (run_id, most, worker_id, lease, run_id),
+                (run_id, most, worker_id, lease),
             ).fetchall()
         )
         return sorted((_task(r) for r in rows), key=lambda t: (t.group, t.task_id))
@@ -473,9 +482,10 @@ class PostgresLedger(FleetLedger):
                 " attempts INTEGER, error_type TEXT, error TEXT, seconds DOUBLE PRECISION,"
                 " worker TEXT, n_done INTEGER, n_skipped INTEGER, n_failed INTEGER,"
                 " outputs TEXT, failures TEXT, n_missing INTEGER)"
-                " WHERE t.run_id = %s AND t.task_id = v.task_id AND t.state = 'running'"
-                " AND t.attempts = v.attempts AND t.worker = v.worker RETURNING t.task_id",
-                (data, run_id),
+                " WHERE t.run_id = %s AND t.task_id = ANY(%s) AND t.task_id = v.task_id"
+                " AND t.state = 'running' AND t.attempts = v.attempts AND t.worker = v.worker"
+                " RETURNING t.task_id",
+                (data, run_id, [t.task_id for t in records]),
             ).fetchall()
         )
         return {r[0] for r in rows}
