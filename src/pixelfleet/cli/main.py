@@ -6,6 +6,7 @@ Errors a user can fix print one line (``error: ...``) and exit 1; ``--debug`` (o
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -15,9 +16,37 @@ from pixelfleet import __version__
 from pixelfleet.errors import PixelfleetError
 from pixelfleet.settings import get_settings
 
+#: Each command's module, imported only when that command runs (or help lists them), so
+#: a worker container starting ``pixelfleet worker`` does not import the server or the
+#: rendering code of commands it never uses.
+COMMANDS = {
+    "run": "pixelfleet.cli.run:run",
+    "status": "pixelfleet.cli.status:status",
+    "retry": "pixelfleet.cli.retry:retry",
+    "search": "pixelfleet.cli.search:search",
+    "index": "pixelfleet.cli.index:index",
+    "serve": "pixelfleet.cli.serve:serve",
+    "histogram": "pixelfleet.cli.histogram:histogram",
+    "worker": "pixelfleet.cli.worker:worker",
+    "batch": "pixelfleet.cli.batch:batch",
+}
+
 
 class _Group(click.Group):
-    """A click group that turns pixelfleet errors into one clear line."""
+    """A click group that turns pixelfleet errors into one clear line and loads each
+    command's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        ref = COMMANDS.get(cmd_name)
+        if ref is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, name = ref.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -41,15 +70,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug or get_settings().debug
 
-
-def _register() -> None:
-    from pixelfleet.cli import batch, histogram, index, retry, run, search, serve, status, worker
-
-    for module in (run, status, retry, search, index, serve, histogram, worker, batch):
-        cli.add_command(getattr(module, module.__name__.rsplit(".", 1)[1]))
-
-
-_register()
 
 if __name__ == "__main__":  # `python -m pixelfleet.cli.main`: how fleet-local starts workers
     cli()

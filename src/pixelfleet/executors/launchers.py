@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ class LaunchRequest:
 
     run_id: str
     ledger_url: str
-    #: Tasks waiting to be done: no point in starting more workers than this.
+    #: Tasks waiting to be done: no point in starting more workers than this (0: not
+    #: known yet, for a launcher that starts its workers while the plan is written).
     tasks: int
     #: Workers wanted (None: the launcher's default).
     workers: int | None = None
@@ -70,6 +72,9 @@ class Launcher(ABC):
     """Starts the workers of a fleet run and reports whether they still run."""
 
     name: str = "launcher"
+    #: Workers may start before the plan is known (``LaunchRequest.tasks`` is 0 then):
+    #: the run is ``planning`` until its tasks are all written, and workers wait for it.
+    starts_before_plan: bool = False
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> list[str]:
@@ -82,6 +87,9 @@ class Launcher(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop what this process started and can stop (safe to call twice)."""
+
+    def wait(self, timeout: float) -> None:  # noqa: B027 - only local workers can be waited for
+        """The run is over: wait up to ``timeout`` seconds for workers started here to end."""
 
     def describe(self) -> str:
         """One line for the run summary."""
@@ -122,6 +130,7 @@ class ProcessLauncher(Launcher):
     """``workers`` worker processes on this machine."""
 
     name = "fleet-local"
+    starts_before_plan = True
 
     def __init__(self, address: str = "", workers: int | None = None, **_: Any):
         self.workers = workers or os.cpu_count() or 1
@@ -129,7 +138,8 @@ class ProcessLauncher(Launcher):
 
     @override
     def launch(self, request: LaunchRequest) -> list[str]:
-        count = max(1, min(request.workers or self.workers, request.tasks or 1))
+        wanted = request.workers or self.workers
+        count = max(1, min(wanted, request.tasks) if request.tasks else wanted)
         self.workers = count
         env = {**os.environ, **request.environment}
         command = [
@@ -152,6 +162,15 @@ class ProcessLauncher(Launcher):
             failed=sum(c not in (None, 0) for c in codes),
             ended=bool(codes) and all(c is not None for c in codes),
         )
+
+    @override
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                return
 
     @override
     def stop(self) -> None:

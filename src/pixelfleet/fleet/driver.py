@@ -73,7 +73,7 @@ class FleetDriver:
         shard: tuple[int, int] | None = None,
         only: Iterable[str] = (),
         follow: bool = True,
-        poll: float = 2.0,
+        poll: float = 0.5,
         log: Callable[[str], None] | None = None,
     ):
         self.pipeline = pipeline
@@ -99,23 +99,23 @@ class FleetDriver:
         """Plan, launch, follow; returns the summary (state ``running`` if not following)."""
         started = time.monotonic()
         record = self.runner.new_record(self.launcher.name)
+        early = self.launcher.starts_before_plan
+        if early:  # workers start (import, connect) while the plan is written
+            record.state = "planning"
         self.ledger.save_run(record)
+        if early:
+            self._launch(record, 0)
         counts = self._enqueue(record.run_id, self.runner.planned_tasks())
         record.counts = counts
-        todo = counts.tasks_planned - counts.tasks_skipped
-        if todo:
-            request = LaunchRequest(
-                run_id=record.run_id,
-                ledger_url=self.ledger_url,
-                tasks=todo,
-                workers=self.workers,
-                settings=self.pipeline.run.batch.model_dump(mode="json"),
-                environment=worker_environment(self.ledger_url),
-            )
-            for line in self.launcher.launch(request):
-                self.log(line)
-            record.executor = self.launcher.describe()
+        if early:
+            record.state = "running"  # workers that find no task now may end
             self.ledger.save_run(record)
+        todo = counts.tasks_planned - counts.tasks_skipped
+        if early and not todo:
+            self.launcher.wait(timeout=10.0)
+        if todo:
+            if not early:
+                self._launch(record, todo)
             if not self.follow:
                 self.log(f"follow it with: pixelfleet status {record.run_id}")
                 return self._summary(record, started)
@@ -125,14 +125,33 @@ class FleetDriver:
                 self.launcher.stop()
                 self._finish(record, "interrupted" if not self._alive(record) else "running")
                 raise
+            self.launcher.wait(timeout=10.0)  # workers started here end with the run
         self._finish(record, final_state(self.ledger.state_counts(record.run_id)))
         return self._summary(record, started)
+
+    def _launch(self, record: RunRecord, todo: int) -> None:
+        request = LaunchRequest(
+            run_id=record.run_id,
+            ledger_url=self.ledger_url,
+            tasks=todo,
+            workers=self.workers,
+            settings=self.pipeline.run.batch.model_dump(mode="json"),
+            environment=worker_environment(self.ledger_url),
+        )
+        for line in self.launcher.launch(request):
+            self.log(line)
+        record.executor = self.launcher.describe()
+        self.ledger.save_run(record)
 
     def _enqueue(self, run_id: str, tasks: Iterator[Task]) -> RunCounts:
         counts = RunCounts()
         bar = progress_bar(self.progress)
+        last_beat = time.monotonic()
         try:
             while chunk := list(itertools.islice(tasks, ENQUEUE_CHUNK)):
+                if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                    self.ledger.beat(run_id)  # a long plan is not a dead driver
+                    last_beat = time.monotonic()
                 done = self.ledger.done_ids([t.id for t in chunk])
                 fresh = [TaskRecord.pending(t) for t in chunk if t.id not in done]
                 self.ledger.enqueue(run_id, fresh)

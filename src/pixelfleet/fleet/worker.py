@@ -47,6 +47,8 @@ LEASE = 60.0
 POLL = 1.0
 #: Seconds a stopping worker waits for the tasks in hand before giving them back.
 DRAIN = 25.0
+#: Longest a finished task waits to be recorded with others in one ledger round trip.
+_GATHER = 0.05
 
 
 class LeaseLostError(PixelfleetError, RuntimeError):
@@ -202,6 +204,8 @@ class FleetWorker:
         beat.start()
         pool = ThreadPoolExecutor(threads, thread_name_prefix="pixelfleet-task")
         inflight: dict[Future[str], _Lease] = {}
+        ready: dict[Future[str], _Lease] = {}  # finished, not yet recorded
+        ready_since = 0.0
         last_reap = 0.0
         # Leases are looked at a few times per lease: a dead worker's tasks wait at most
         # about a lease and a third; thousands of workers do not all ask at once.
@@ -223,14 +227,33 @@ class FleetWorker:
                     future = self._start(pool, pipeline, context, rec)
                     inflight[future] = self._held[rec.task_id]
                 if inflight:
-                    done, _ = wait(list(inflight), timeout=self.poll, return_when=FIRST_COMPLETED)
-                    self._settle(pipeline, {f: inflight.pop(f) for f in done}, indexer)
+                    # Results are recorded in batches (a thread's worth, or every 50 ms), so
+                    # small tasks do not each pay a round trip to the ledger.
+                    left = _GATHER - (time.monotonic() - ready_since) if ready else self.poll
+                    done, _ = wait(
+                        list(inflight), timeout=max(left, 0.0), return_when=FIRST_COMPLETED
+                    )
+                    if done and not ready:
+                        ready_since = time.monotonic()
+                    ready.update((f, inflight.pop(f)) for f in done)
+                    if ready and (
+                        len(ready) >= threads
+                        or not inflight
+                        or time.monotonic() - ready_since >= _GATHER
+                    ):
+                        self._settle(pipeline, ready, indexer)
+                        ready = {}
                 elif not claimed:
                     if not self.ledger.has_tasks(self.run_id, ["pending", "running"]):
-                        break  # the run has nothing left to do
+                        if self.ledger.get_run(self.run_id).state != "planning":
+                            break  # the run has nothing left to do
+                        self._stopping.wait(0.05)  # its driver is still writing the plan
+                        continue
                     # Others' tasks run: look again (and reap them if they die) a little
                     # later, at a moment of this worker's own, so idle workers spread out.
-                    self._stopping.wait(self.poll * random.uniform(1.0, 3.0))
+                    self._stopping.wait(self.poll * random.uniform(0.5, 1.5))
+            if self._failure is None:
+                self._settle(pipeline, ready, indexer)
             stopped = self._stopping.is_set()
             if self._failure is None:  # with the ledger gone there is no one to tell
                 self._drain(pipeline, inflight, indexer)

@@ -111,10 +111,10 @@ def effective_state(run: RunRecord, now: float, heartbeats: Sequence[float] = ()
     whose processes all died (SIGKILL, a lost machine) is ``interrupted``.
 
     Runs recorded before heartbeats existed stay as recorded."""
-    if run.state != "running" or run.heartbeat is None:
+    if run.state not in ("running", "planning") or run.heartbeat is None:
         return run.state
     latest = max([run.heartbeat, *heartbeats])
-    return "running" if now - latest <= STALE_SECONDS else "interrupted"
+    return run.state if now - latest <= STALE_SECONDS else "interrupted"
 
 
 class Ledger(ABC):
