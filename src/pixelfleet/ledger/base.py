@@ -6,6 +6,7 @@ batches. Readers (``pixelfleet status``, ``retry``, the web UI) query it at any 
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -103,6 +104,60 @@ class TaskRecord:
                 self.error += f" (and {len(self.failures) - 1} more objects)"
         else:
             self.error_type = self.error = None
+
+
+#: A task's columns in SQL ledgers, in the order :func:`task_row` and :func:`task_from_row`
+#: use (``grp``: ``group`` is a reserved word).
+TASK_COLUMNS = (
+    "task_id, grp, entries, state, attempts, error_type, error, seconds, worker, "
+    "n_done, n_skipped, n_failed, outputs, failures, updated, n_missing, lease_until"
+)
+
+
+def task_row(t: TaskRecord) -> tuple[Any, ...]:
+    """A task as a row of :data:`TASK_COLUMNS` (lists as JSON text)."""
+    return (
+        t.task_id,
+        t.group,
+        json.dumps(t.entries),
+        t.state,
+        t.attempts,
+        t.error_type,
+        t.error,
+        t.seconds,
+        t.worker,
+        t.n_done,
+        t.n_skipped,
+        t.n_failed,
+        json.dumps(t.outputs),
+        json.dumps(t.failures),
+        t.updated,
+        t.n_missing,
+        t.lease_until,
+    )
+
+
+def task_from_row(r: Sequence[Any]) -> TaskRecord:
+    """A task from a row of :data:`TASK_COLUMNS`."""
+    return TaskRecord(
+        task_id=r[0],
+        group=r[1],
+        entries=json.loads(r[2]),
+        state=r[3],
+        attempts=r[4],
+        error_type=r[5],
+        error=r[6],
+        seconds=r[7],
+        worker=r[8],
+        n_done=r[9],
+        n_skipped=r[10],
+        n_failed=r[11],
+        outputs=json.loads(r[12]),
+        failures=json.loads(r[13]),
+        updated=r[14],
+        n_missing=r[15],
+        lease_until=r[16],
+    )
 
 
 def effective_state(run: RunRecord, now: float, heartbeats: Sequence[float] = ()) -> str:

@@ -53,6 +53,18 @@ def expired_error(worker: str, attempts: int) -> str:
     )
 
 
+def expire(task: TaskRecord, max_attempts: int, now: float) -> TaskRecord:
+    """Fold a lease that ran out into its task: back to ``pending`` (the attempt counted),
+    or ``failed`` on the last attempt, with every object failed. Returns the task."""
+    task.state = "failed" if task.attempts >= max_attempts else "pending"
+    task.error_type = LEASE_EXPIRED
+    task.error = expired_error(task.worker, task.attempts)
+    task.lease_until, task.updated = None, now
+    if task.state == "failed":
+        task.n_failed = len(task.entries)
+    return task
+
+
 class FleetLedger(Ledger):
     """A ledger that many workers share: claims, leases, fenced results and reaping.
 

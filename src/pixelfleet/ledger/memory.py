@@ -16,7 +16,7 @@ from typing_extensions import override
 
 from pixelfleet.errors import ConfigError
 from pixelfleet.ledger.base import RunRecord, TaskRecord
-from pixelfleet.ledger.fleet import LEASE_EXPIRED, FleetLedger, WorkerRecord, expired_error
+from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 
 
 @dataclass
@@ -182,13 +182,7 @@ class MemoryLedger(FleetLedger):
             for task in held.values():
                 if task.state != "running" or task.lease_until is None or task.lease_until > now:
                     continue
-                task.state = "failed" if task.attempts >= max_attempts else "pending"
-                task.error_type = LEASE_EXPIRED
-                task.error = expired_error(task.worker, task.attempts)
-                task.lease_until, task.updated = None, now
-                if task.state == "failed":
-                    task.n_failed = len(task.entries)
-                reaped.append(copy.deepcopy(task))
+                reaped.append(copy.deepcopy(expire(task, max_attempts, now)))
         return reaped
 
     @override

@@ -27,8 +27,8 @@ import psycopg
 from typing_extensions import override
 
 from pixelfleet.errors import ConfigError, LedgerUnavailableError
-from pixelfleet.ledger.base import RunRecord, TaskRecord
-from pixelfleet.ledger.fleet import LEASE_EXPIRED, FleetLedger, WorkerRecord, expired_error
+from pixelfleet.ledger.base import TASK_COLUMNS, RunRecord, TaskRecord, task_from_row, task_row
+from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 from pixelfleet.models import RunCounts
 
 T = TypeVar("T")
@@ -118,10 +118,7 @@ MIGRATIONS: list[str] = [
 #: The database server's clock, in epoch seconds.
 NOW = "extract(epoch from clock_timestamp())::double precision"
 
-_TASK_COLUMNS = (
-    "task_id, grp, entries, state, attempts, error_type, error, seconds, worker, "
-    "n_done, n_skipped, n_failed, outputs, failures, updated, n_missing, lease_until"
-)
+_TASK_COLUMNS = TASK_COLUMNS
 _RUN_COLUMNS = (
     "run_id, pipeline_path, pipeline, executor, created, state, finished, counts, host, pid,"
     " heartbeat"
@@ -265,7 +262,7 @@ class PostgresLedger(FleetLedger):
     def save_tasks(self, run_id: str, tasks: Sequence[TaskRecord]) -> None:
         if not tasks:
             return
-        rows = [(run_id, *_task_row(t)) for t in tasks]
+        rows = [(run_id, *task_row(t)) for t in tasks]
         sets = ", ".join(f"{c} = excluded.{c}" for c in _TASK_COLUMNS.split(", ")[1:])
 
         def save(conn: Any) -> None:
@@ -322,7 +319,7 @@ class PostgresLedger(FleetLedger):
             sql += " LIMIT %s"
             args.append(max(limit, 0))
         rows = self._run(lambda c: c.execute(sql, args).fetchall())
-        return [_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     @override
     def done_ids(self, task_ids: Sequence[str]) -> set[str]:
@@ -432,7 +429,7 @@ class PostgresLedger(FleetLedger):
                 (run_id, most, worker_id, lease),
             ).fetchall()
         )
-        return sorted((_task(r) for r in rows), key=lambda t: (t.group, t.task_id))
+        return sorted((task_from_row(r) for r in rows), key=lambda t: (t.group, t.task_id))
 
     @override
     def renew(self, run_id: str, worker_id: str, task_ids: Sequence[str], lease: float) -> set[str]:
@@ -516,13 +513,7 @@ class PostgresLedger(FleetLedger):
                 ).fetchall()
                 reaped = []
                 for r in rows:
-                    task = _task(r)
-                    task.state = "failed" if task.attempts >= max_attempts else "pending"
-                    task.error_type = LEASE_EXPIRED
-                    task.error = expired_error(task.worker, task.attempts)
-                    task.lease_until, task.updated = None, r[-1]
-                    if task.state == "failed":
-                        task.n_failed = len(task.entries)
+                    task = expire(task_from_row(r), max_attempts, r[-1])
                     conn.execute(
                         "UPDATE tasks SET state = %s, error_type = %s, error = %s,"
                         " lease_until = NULL, updated = %s, n_failed = %s"
@@ -581,50 +572,6 @@ class PostgresLedger(FleetLedger):
         """Run ``work(connection)`` with this ledger's reconnecting retries (for the
         fleet-wide rate limits, which keep their state in the ledger's database)."""
         return self._run(work)
-
-
-def _task_row(t: TaskRecord) -> tuple[Any, ...]:
-    return (
-        t.task_id,
-        t.group,
-        json.dumps(t.entries),
-        t.state,
-        t.attempts,
-        t.error_type,
-        t.error,
-        t.seconds,
-        t.worker,
-        t.n_done,
-        t.n_skipped,
-        t.n_failed,
-        json.dumps(t.outputs),
-        json.dumps(t.failures),
-        t.updated,
-        t.n_missing,
-        t.lease_until,
-    )
-
-
-def _task(r: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(
-        task_id=r[0],
-        group=r[1],
-        entries=json.loads(r[2]),
-        state=r[3],
-        attempts=r[4],
-        error_type=r[5],
-        error=r[6],
-        seconds=r[7],
-        worker=r[8],
-        n_done=r[9],
-        n_skipped=r[10],
-        n_failed=r[11],
-        outputs=json.loads(r[12]),
-        failures=json.loads(r[13]),
-        updated=r[14],
-        n_missing=r[15],
-        lease_until=r[16],
-    )
 
 
 def _safe(url: str) -> str:

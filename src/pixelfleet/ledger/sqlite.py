@@ -13,8 +13,8 @@ from typing import Any
 
 from typing_extensions import override
 
-from pixelfleet.ledger.base import RunRecord, TaskRecord
-from pixelfleet.ledger.fleet import LEASE_EXPIRED, FleetLedger, WorkerRecord, expired_error
+from pixelfleet.ledger.base import TASK_COLUMNS, RunRecord, TaskRecord, task_from_row, task_row
+from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 from pixelfleet.models import RunCounts
 from pixelfleet.urls import sqlite_path
 
@@ -65,10 +65,7 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
-_TASK_COLUMNS = (
-    "task_id, grp, entries, state, attempts, error_type, error, seconds, worker, "
-    "n_done, n_skipped, n_failed, outputs, failures, updated, n_missing, lease_until"
-)
+_TASK_COLUMNS = TASK_COLUMNS
 
 # Columns added after the first schema, with their definitions: added to older files on open.
 _ADDED_COLUMNS = {
@@ -146,29 +143,7 @@ class SqliteLedger(FleetLedger):
     def save_tasks(self, run_id: str, tasks: Sequence[TaskRecord]) -> None:
         if not tasks:
             return
-        rows = [
-            (
-                run_id,
-                t.task_id,
-                t.group,
-                json.dumps(t.entries),
-                t.state,
-                t.attempts,
-                t.error_type,
-                t.error,
-                t.seconds,
-                t.worker,
-                t.n_done,
-                t.n_skipped,
-                t.n_failed,
-                json.dumps(t.outputs),
-                json.dumps(t.failures),
-                t.updated,
-                t.n_missing,
-                t.lease_until,
-            )
-            for t in tasks
-        ]
+        rows = [(run_id, *task_row(t)) for t in tasks]
         with self._lock, self._db:
             self._db.executemany(_UPSERT, rows)
 
@@ -396,13 +371,7 @@ class SqliteLedger(FleetLedger):
             ).fetchall()
             reaped = []
             for r in rows:
-                task = _task(r)
-                task.state = "failed" if task.attempts >= max_attempts else "pending"
-                task.error_type = LEASE_EXPIRED
-                task.error = expired_error(task.worker, task.attempts)
-                task.lease_until, task.updated = None, now
-                if task.state == "failed":
-                    task.n_failed = len(task.entries)
+                task = expire(_task(r), max_attempts, now)
                 db.execute(
                     "UPDATE tasks SET state = ?, error_type = ?, error = ?, lease_until = NULL,"
                     " updated = ?, n_failed = ? WHERE run_id = ? AND task_id = ?",
@@ -459,22 +428,4 @@ _UPSERT = (
 
 
 def _task(r: sqlite3.Row) -> TaskRecord:
-    return TaskRecord(
-        task_id=r["task_id"],
-        group=r["grp"],
-        entries=json.loads(r["entries"]),
-        state=r["state"],
-        attempts=r["attempts"],
-        error_type=r["error_type"],
-        error=r["error"],
-        seconds=r["seconds"],
-        worker=r["worker"],
-        n_done=r["n_done"],
-        n_skipped=r["n_skipped"],
-        n_failed=r["n_failed"],
-        outputs=json.loads(r["outputs"]),
-        failures=json.loads(r["failures"]),
-        updated=r["updated"],
-        n_missing=r["n_missing"],
-        lease_until=r["lease_until"],
-    )
+    return task_from_row(tuple(r))
