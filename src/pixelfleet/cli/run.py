@@ -177,10 +177,8 @@ def show_estimate(report: Estimate, executor: str, array_size: int | None) -> No
         f"requests for the plan (the sample's per object x {report.objects:,}): {counts};"
         f" {human_bytes(totals['bytes read'])} read"
     )
-    line = (
-        f"on {report.vcpus} vCPUs ({report.threads} tasks in flight per worker):"
-        f" about {human_seconds(report.hours * 3600)}"
-    )
+    hours = human_seconds(report.hours * 3600) if report.hours >= 1 / 60 else "a minute or less"
+    line = f"on {report.vcpus} vCPUs ({report.threads} tasks in flight per worker): about {hours}"
     if executor.startswith("aws-batch"):
         line += f"; aws-batch would start {children(report.tasks, array_size):,} workers"
     click.echo(line)

@@ -15,6 +15,7 @@ ledger tells the driver what became of each task. Launchers:
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -107,7 +108,8 @@ class ExternalLauncher(Launcher):
     @override
     def launch(self, request: LaunchRequest) -> list[str]:
         self._request = request
-        command = " ".join(["pixelfleet", *worker_arguments(request.run_id, request.ledger_url)])
+        args = ["pixelfleet", *worker_arguments(request.run_id, request.ledger_url)]
+        command = " ".join(shlex.quote(a) for a in args)
         return [
             f"{request.tasks} tasks wait in the ledger; start workers anywhere with:",
             f"  {command}",

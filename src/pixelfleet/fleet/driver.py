@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -117,7 +118,8 @@ class FleetDriver:
             if not early:
                 self._launch(record, todo)
             if not self.follow:
-                self.log(f"follow it with: pixelfleet status {record.run_id}")
+                ledger = shlex.quote(self.ledger_url)
+                self.log(f"follow it with: pixelfleet status {record.run_id} --ledger {ledger}")
                 return self._summary(record, started)
             try:
                 self._follow(record, todo)
@@ -195,7 +197,8 @@ class FleetDriver:
                     left = states.get("pending", 0) + states.get("running", 0)
                     self.log(
                         f"every worker ended with {left} tasks left ({fleet.failed} workers"
-                        f" failed); resume with: pixelfleet worker --ledger {self.ledger_url}"
+                        f" failed); resume with: pixelfleet worker --ledger"
+                        f" {shlex.quote(self.ledger_url)}"
                         f" --run {record.run_id}"
                     )
                     return
