@@ -150,3 +150,12 @@ def test_a_dask_cluster_records_into_the_postgresql_ledger(
         runs = ledger.find_runs()
         assert [r.state for r in runs] == ["done", "done"]
         assert ledger.done_ids([t.task_id for t in ledger.find_tasks(runs[1].run_id)])
+
+
+def test_a_worker_whose_ledger_is_unreachable_asks_to_be_retried() -> None:
+    done = subprocess.run(
+        [*PIXELFLEET, "worker", "--ledger", "postgresql://root@127.0.0.1:1/none?retry=0.5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 75, done.stderr  # EX_TEMPFAIL: Batch's retry strategy retries it
+    assert "did not answer" in done.stderr and "?retry=SECONDS" in done.stderr

@@ -11,7 +11,8 @@ from types import FrameType
 import click
 
 from pixelfleet.cli.options import resolve_ledger
-from pixelfleet.errors import ConfigError
+from pixelfleet.errors import ConfigError, LedgerUnavailableError
+from pixelfleet.executors.launchers import EXIT_RETRY
 from pixelfleet.fleet.worker import DRAIN, LEASE, FleetWorker
 from pixelfleet.ledger import FleetLedger
 
@@ -63,7 +64,12 @@ def worker(
     index = os.environ.get("AWS_BATCH_JOB_ARRAY_INDEX")
     size = os.environ.get("AWS_BATCH_JOB_ARRAY_SIZE")
     shard = f"{index}/{size}" if index is not None and size else (index or "")
-    with resolve_ledger(ledger_url) as ledger:
+    try:
+        ledger_cm = resolve_ledger(ledger_url)
+    except LedgerUnavailableError as exc:  # a database that is down now may be up later
+        _say(f"error: {exc}")
+        sys.exit(EXIT_RETRY)
+    with ledger_cm as ledger:
         url = ledger_url or os.environ.get("PIXELFLEET_LEDGER") or ""
         if not isinstance(ledger, FleetLedger) or url.lower().startswith("memory"):
             raise ConfigError(
