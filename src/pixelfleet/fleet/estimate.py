@@ -199,10 +199,12 @@ def estimate(runner: Runner, vcpus: int, sample: int = 20, threads: int = 0) -> 
             report.tasks += 1
             report.objects += len(task.entries)
             report.bytes += task.size
+            if not sample:
+                continue
             seen += 1
             if len(kept) < sample:
                 kept.append(task)
-            elif (j := rng.randrange(seen)) < sample:
+            elif (j := int(rng.random() * seen)) < sample:
                 kept[j] = task
     report.plan_seconds = time.monotonic() - started
     if kept:
