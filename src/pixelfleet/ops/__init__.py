@@ -14,6 +14,7 @@ ops = Registry(
         "thumbnail": "pixelfleet.ops.thumbnail:ThumbnailOp",
         "labels": "pixelfleet.ops.labels:LabelsOp",
         "composite": "pixelfleet.ops.composite:CompositeOp",
+        "blocks": "pixelfleet.ops.blocks:BlocksOp",
     },
     extras={},
 )
