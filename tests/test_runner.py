@@ -183,3 +183,85 @@ def test_interrupted_run_resumes(
     assert resumed.counts.tasks_skipped == 2
     assert resumed.counts.tasks_done == 4
     assert len(mtimes(out)) == 6
+
+
+# -- many small objects (issue 14) ----------------------------------------------------------
+
+
+def test_auto_batches_a_listing_but_not_a_source_that_never_ends(
+    bucket: Path, tmp_path: Path
+) -> None:
+    from pixelfleet.sources.memory import MemorySource
+
+    pipeline = pipeline_from_dict(
+        {
+            "source": {"url": str(bucket), "include": ["**/*.txt"]},
+            "output": {"url": str(tmp_path / "out")},
+            "steps": [{"op": PROBE_OP}],
+            "run": {"executor": "inline"},
+        }
+    )
+    with open_ledger("memory://") as ledger:
+        assert Runner(pipeline, ledger).partition.by == "auto"
+        live = Runner(pipeline, ledger, source=MemorySource())
+        assert live.partition.by == "object"  # an entry never waits for a batch to fill
+        summary = Runner(pipeline, ledger).run()
+    assert summary.counts.objects_written == 6 and summary.counts.tasks_done < 6
+
+
+def test_a_rerun_acknowledges_every_skipped_entry(bucket: Path, tmp_path: Path) -> None:
+    from pixelfleet.sources.memory import MemorySource
+
+    pipeline = make_pipeline(bucket, tmp_path / "out")
+    entries = list(pipeline.make_source().entries())
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as ledger:
+        Runner(pipeline, ledger).run()
+        source = MemorySource(entries, end=True)
+        again = Runner(pipeline, ledger, source=source).run()
+    assert again.counts.tasks_skipped == 6
+    assert source.acked == entries
+
+
+class CountingLedger:
+    """A ledger that remembers which task ids each ``save_tasks`` call wrote."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+        self.saves: list[list[str]] = []
+
+    def save_tasks(self, run_id: str, tasks: Any) -> None:
+        self.saves.append([t.task_id for t in tasks])
+        self._inner.save_tasks(run_id, tasks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_task_is_written_once_per_flush(bucket: Path, tmp_path: Path) -> None:
+    """Admitted (running) and settled (done) between two flushes: one row, not two."""
+    pipeline = make_pipeline(bucket, tmp_path / "out")
+    with open_ledger(f"sqlite:///{tmp_path / 'l.db'}") as inner:
+        ledger = CountingLedger(inner)
+        summary = Runner(pipeline, ledger).run()  # type: ignore[arg-type]
+        assert inner.state_counts(summary.run_id) == {"done": 6}
+    assert ledger.saves and all(len(ids) == len(set(ids)) for ids in ledger.saves)
+
+
+def test_a_source_that_fails_fails_the_run_with_its_error(tmp_path: Path) -> None:
+    from collections.abc import Iterator
+
+    from pixelfleet.models import Entry
+    from pixelfleet.sources.base import Source
+
+    class Broken(Source):
+        def entries(self) -> Iterator[Entry]:
+            yield Entry("a.txt", 2, "e")
+            raise OSError("the listing broke off")
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("ok")
+    pipeline = make_pipeline(tmp_path / "src", tmp_path / "out")
+    with open_ledger("memory://") as ledger:
+        with pytest.raises(OSError, match="broke off"):
+            Runner(pipeline, ledger, source=Broken()).run()
+        assert ledger.get_run().state == "interrupted"

@@ -91,3 +91,67 @@ def test_plugin_input_error_is_not_retried_but_oserror_is(src: Path, tmp_path: P
     assert summary.counts.retries == 2
     [bad] = [t for t in summary.failures if t.group == "bad.txt"]
     assert bad.failures[0]["error_type"] == "PluginInputError"
+
+
+# -- what a worker costs per task (issue 14) ------------------------------------------------
+
+
+def test_result_json_is_the_result_as_a_dict() -> None:
+    from pixelfleet.models import EntryResult, OutputRecord
+    from pixelfleet.worker import result_json
+
+    result = TaskResult(
+        task_id="t",
+        state="failed",
+        entries=[
+            EntryResult(
+                key="a.png",
+                etag="e",
+                state="done",
+                outputs=[OutputRecord("a.jpg", 3, "thumbnail", {"x": [1]}, "image/jpeg", ["t"])],
+                properties={"labels": [{"name": "dog"}]},
+                item={"id": "a.png"},
+            ),
+            EntryResult(key="b.png", etag="f", state="failed", error_type="E", error="bad"),
+        ],
+        worker="host:1",
+        permanent=True,
+    )
+    assert result_json(result) == json.dumps(result.to_dict())
+    assert TaskResult.from_dict(json.loads(result_json(result))) == result
+
+
+_LAZY_RASTERIO = """
+import json, os, sys, warnings
+from pixelfleet.worker import configure_gdal, execute
+configure_gdal()
+assert "rasterio" not in sys.modules, "configure_gdal imported rasterio"
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+assert any(f[2] is NotGeoreferencedWarning for f in warnings.filters), "no filter"
+context = json.dumps({"source": {"url": sys.argv[1]}, "output": {"url": sys.argv[2]},
+                      "steps": [{"op": "ops_for_tests:ProbeOp"}]})
+task = {"id": "t", "group": "", "entries": []}
+execute(context, json.dumps(task))
+assert os.environ["GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD"] == "1.0"
+print("ok")
+"""
+
+
+def test_a_worker_imports_rasterio_only_when_a_step_does(tmp_path: Path) -> None:
+    """GDAL's settings cost no rasterio import: its warning filter comes with rasterio,
+    and the options every read sets are set process-wide before the next task."""
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _LAZY_RASTERIO, str(tmp_path), str(tmp_path / "o")],
+        env={**os.environ, "PYTHONPATH": str(tests)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

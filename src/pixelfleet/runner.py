@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import json
 import os
-import queue
 import secrets
 import socket
 import sys
@@ -35,7 +34,7 @@ from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.ledger.base import HEARTBEAT_SECONDS
 from pixelfleet.models import Entry, RunCounts, Task, TaskResult
 from pixelfleet.ops.base import Mode
-from pixelfleet.pipeline import Pipeline, pipeline_from_dict
+from pixelfleet.pipeline import Partition, Pipeline, pipeline_from_dict
 from pixelfleet.plan import PlanStats, in_shard, plan
 from pixelfleet.settings import get_settings
 from pixelfleet.sources.base import Source
@@ -156,11 +155,20 @@ class Runner:
 
     # -- planning -------------------------------------------------------------------------
 
+    @property
+    def partition(self) -> Partition:
+        """How entries are grouped into tasks: the pipeline's partition, except that
+        ``auto`` over a source that may never end (events) is one task per object, so an
+        entry never waits for a batch to fill."""
+        partition = self.pipeline.source.partition
+        if partition.by == "auto" and not source_ends(self.source):
+            return partition.model_copy(update={"by": "object"})
+        return partition
+
     def planned_tasks(self, stats: PlanStats | None = None) -> Iterator[Task]:
         """The pipeline's tasks, lazily, as the source yields entries (only this shard's, if
         sharded, and only the groups named by ``only``, if given)."""
-        src = self.pipeline.source
-        tasks = plan(self.source.entries(), src.partition, self.pipeline.settings_hash, stats)
+        tasks = plan(self.source.entries(), self.partition, self.pipeline.settings_hash, stats)
         if self.only:
             tasks = (t for t in tasks if matches_only(t.group, self.only))
         if self.shard is not None:
@@ -294,12 +302,19 @@ class _Execution:
         self.inflight: dict[str, TaskRecord] = {}
         self.entries_of: dict[str, tuple[Entry, ...]] = {}  # in flight: what to acknowledge
         self.retry_queue: deque[Job] = deque()
-        self.unsaved: list[TaskRecord] = []
+        #: Records waiting for the ledger, by task id: a task admitted and settled between
+        #: two flushes is one row, written once, in its latest state.
+        self.unsaved: dict[str, TaskRecord] = {}
         self.settled: list[Entry] = []  # final outcomes not yet acknowledged to the source
         self.last_flush = time.monotonic()
         self.indexer: ItemIndexer | None = None
         self.feed: _Feed | None = None
         self.bar = progress_bar(runner.progress)
+        #: The executor is started with the first task it gets: a rerun with every task
+        #: done starts no worker at all.
+        self.started = False
+        #: Entries are kept for :meth:`Source.ack` only when the source does something with it.
+        self.acks = type(runner.source).ack is not Source.ack
 
     def loop(self, tasks: Iterable[Task]) -> None:
         """Feed the executor from ``tasks`` and settle results until both run dry."""
@@ -315,24 +330,27 @@ class _Execution:
                 self.record.run_id,
                 self.runner.catalog,
             )
-        self.executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
-        capacity = max(1, self.executor.capacity())
         feed = self.feed = _Feed(iter(tasks), 2 * _CHUNK)
         last_beat = time.monotonic()
         while True:
             if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                 self.ledger.beat(self.record.run_id)
                 last_beat = time.monotonic()
+            capacity = max(1, self.executor.capacity())
             # Keep the executor fed: retries first, then whatever the source has given.
             while self.retry_queue and len(self.inflight) < capacity + len(self.retry_queue):
-                self.executor.submit(self.retry_queue.popleft())
+                self.submit(self.retry_queue.popleft())
             if self.runner.stopping and not feed.ended:
                 feed.ended = True  # take nothing more; what is in flight still settles
                 self.runner.source.close()
             room = not feed.ended and len(self.inflight) < capacity
             if room:
-                idle = not self.inflight
-                self._admit(feed.take(_CHUNK, _IDLE_WAIT if idle else 0.0))
+                if not self.inflight:  # idle: wait for the source, and batch what comes
+                    self._admit(feed.take(_CHUNK, _IDLE_WAIT, gather=True))
+                elif 2 * len(self.inflight) < capacity or feed.waiting() >= _CHUNK // 4:
+                    # Busy: take what is there without waiting (results are due), but
+                    # leave a trickle to build up while the executor has plenty to do.
+                    self._admit(feed.take(_CHUNK, 0.0, gather=False))
             if feed.ended and not self.inflight:
                 break
             if self.inflight:
@@ -343,26 +361,40 @@ class _Execution:
             self.flush(force=not self.inflight)
         self.flush(force=True)
 
+    def submit(self, job: Job) -> None:
+        """Hand a job to the executor, starting the executor with the first one."""
+        if not self.started:
+            pipeline = self.runner.pipeline
+            self.executor.start(json.dumps(pipeline.to_json_dict()), pipeline.run.timeout)
+            self.started = True
+        self.executor.submit(job)
+
     def _admit(self, chunk: list[Task]) -> None:
         """Skip what an earlier run did; submit the rest."""
         if not chunk:
             return
         counts = self.counts
         done = self.ledger.done_ids([t.id for t in chunk]) if self.skip_done else set()
+        counts.tasks_planned += len(chunk)
+        if done:
+            skipped = [t for t in chunk if t.id in done]
+            counts.tasks_skipped += len(skipped)
+            counts.objects_skipped += sum(len(t.entries) for t in skipped)
+            if self.acks:
+                for task in skipped:
+                    self.settled.extend(task.entries)
+            if len(skipped) == len(chunk):
+                chunk = []
         for task in chunk:
-            counts.tasks_planned += 1
             if task.id in done:
-                counts.tasks_skipped += 1
-                counts.objects_skipped += len(task.entries)
-                self.settled.extend(task.entries)
                 continue
             rec = self.by_id.get(task.id) or TaskRecord.pending(task)
             rec.state, rec.attempts, rec.updated = "running", 0, time.time()
             self.inflight[task.id] = rec
             self.entries_of[task.id] = task.entries
-            self.unsaved.append(rec)
+            self.unsaved[task.id] = rec
             counts.bytes += task.size
-            self.executor.submit(Job(task.id, self._payload(task)))
+            self.submit(Job(task.id, self._payload(task)))
         bar = self.bar
         if bar is not None:  # the total grows while the source still yields
             if self.feed is not None and self.feed.ended:
@@ -390,14 +422,14 @@ class _Execution:
         now = time.time()
         if result.state == "failed" and not result.permanent and attempts < self.attempts_allowed:
             rec.apply(result, attempts, "running", now)
-            self.unsaved.append(rec)
+            self.unsaved[rec.task_id] = rec
             counts.retries += 1
             payload = self._payload(rec.to_task())
             isolate = result.error_type == WorkerLostError.__name__
             self.retry_queue.append(Job(rec.task_id, payload, isolate=isolate))
             return
         rec.apply(result, attempts, result.state, now)
-        self.unsaved.append(rec)
+        self.unsaved[rec.task_id] = rec
         del self.inflight[result.task_id]
         if result.state == "done":
             counts.tasks_done += 1
@@ -414,7 +446,9 @@ class _Execution:
             counts.objects_unrendered += sum(
                 1 for e in result.entries if e.state != "failed" and not e.outputs
             )
-        self.settled.extend(self.entries_of.pop(result.task_id))
+        entries = self.entries_of.pop(result.task_id)
+        if self.acks:
+            self.settled.extend(entries)
         if self.indexer is not None:
             self.indexer.add(result)
         if self.bar is not None:
@@ -432,8 +466,8 @@ class _Execution:
         if self.unsaved and (
             force or len(self.unsaved) >= _FLUSH_RECORDS or now - self.last_flush > _FLUSH_SECONDS
         ):
-            self.ledger.save_tasks(self.record.run_id, self.unsaved)
-            self.unsaved = []
+            self.ledger.save_tasks(self.record.run_id, list(self.unsaved.values()))
+            self.unsaved = {}
             self.last_flush = now
         if self.indexer is not None:
             self.counts.items_indexed += self.indexer.flush(force)
@@ -447,7 +481,7 @@ class _Execution:
         """Record the run as interrupted: unfinished tasks go back to pending."""
         for rec in self.inflight.values():
             rec.state = "pending"
-            self.unsaved.append(rec)
+            self.unsaved[rec.task_id] = rec
         self.settled = []  # nothing more is acknowledged: a rerun sees those entries again
         with contextlib.suppress(Exception):  # the first error is the one to report
             self.flush(force=True)
@@ -466,16 +500,25 @@ class _Execution:
             self.indexer.close()
 
 
-_END = object()
-
-
 class _Feed:
     """Tasks pulled from a plan in a thread of their own, so a source that blocks while it
-    waits for entries (or never ends) never holds up results, retries or flushes."""
+    waits for entries (or never ends) never holds up results, retries or flushes.
+
+    Tasks cross to the runner's thread through a deque, a few hundred at most: appending
+    and taking cost a fraction of a microsecond, where a ``queue.Queue`` took a lock and a
+    condition per task (a rerun of a million done tasks spent seconds there). The runner
+    is woken by an event, which the plan's thread sets only when it is not set already.
+    """
 
     def __init__(self, tasks: Iterator[Task], most: int):
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=most)
+        self._items: deque[Task] = deque()
+        self._most = most
+        #: Set when a task was added or the plan ended; cleared by the taker before it looks.
+        self._ready = threading.Event()
+        #: Set when tasks were taken, for a plan waiting for room.
+        self._room = threading.Event()
         self._stopped = threading.Event()
+        self._finished = False  # the plan ended or failed (set by the thread, then _ready)
         self._error: BaseException | None = None
         #: The plan has ended (or failed) and everything it gave has been taken.
         self.ended = False
@@ -485,51 +528,78 @@ class _Feed:
         self._thread.start()
 
     def _pump(self, tasks: Iterator[Task]) -> None:
+        items, ready, most = self._items, self._ready, self._most
         try:
             for task in tasks:
-                if not self._put(task):
+                if len(items) >= most and not self._wait_for_room():
                     return
+                items.append(task)
+                # The taker clears the event *before* it looks at the deque, so a task
+                # appended while the event was still set is seen all the same.
+                if not ready.is_set():
+                    ready.set()
         except BaseException as exc:  # noqa: BLE001 - raised again in the runner's thread
             self._error = exc
-        self._put(_END)
+        self._finished = True
+        ready.set()
 
-    def _put(self, item: object) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def _wait_for_room(self) -> bool:
+        """Wait until the runner takes tasks; False once the feed is stopped."""
+        while len(self._items) >= self._most:
+            if self._stopped.is_set():
+                return False
+            self._room.clear()
+            if len(self._items) < self._most:
+                break
+            self._room.wait(0.2)
+        return not self._stopped.is_set()
 
-    def take(self, most: int, wait: float) -> list[Task]:
-        """Up to ``most`` tasks, waiting up to ``wait`` seconds for the first and then a
-        moment (``_GATHER``) for more, so a fast source is taken in batches (one ledger
-        look-up each) while a lone entry still goes straight on. A plan that failed raises
-        its error here, in the caller's thread."""
-        out: list[Task] = []
-        try:
-            item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+    def waiting(self) -> int:
+        """How many tasks are ready to take (all of them count once the plan has ended)."""
+        return len(self._items) if not self._finished else max(1, len(self._items))
+
+    def take(self, most: int, wait: float, gather: bool = True) -> list[Task]:
+        """Up to ``most`` tasks, waiting up to ``wait`` seconds for the first and then (with
+        ``gather``) a moment (``_GATHER``) for more, so a fast source is taken in batches
+        (one ledger look-up each) while a lone entry still goes straight on. A plan that
+        failed raises its error here, in the caller's thread."""
+        items = self._items
+        self._ready.clear()
+        if not items and not self._finished and wait > 0:
+            self._ready.wait(wait)
+        if gather and items and len(items) < most and not self._finished:
             deadline = time.monotonic() + _GATHER
-            while True:
-                if item is _END:
-                    self.ended = True
-                    if self._error is not None:
-                        raise self._error
-                    break
-                assert isinstance(item, Task)
-                out.append(item)
-                if len(out) >= most:
-                    break
+            while len(items) < most and not self._finished:
                 left = deadline - time.monotonic()
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            pass
+                if left <= 0:
+                    break
+                time.sleep(min(left, _GATHER / 10))
+        out = [items.popleft() for _ in range(min(most, len(items)))]
+        if out:
+            self._room.set()
+        elif self._finished and not items:
+            self.ended = True
+            if self._error is not None:
+                raise self._error
         return out
 
     def stop(self) -> None:
         """Let the thread go (it may stay blocked in a source until that source is closed)."""
         self._stopped.set()
+        self._room.set()
+
+
+def source_ends(source: Source) -> bool:
+    """Tell whether a source's stream ends by itself (a listing, an inventory report), so
+    that planning may hold entries back to batch them. A source says so with an ``ends``
+    attribute; without one, only listings and inventories are taken to end."""
+    ends = getattr(source, "ends", None)
+    if ends is not None:
+        return bool(ends)
+    from pixelfleet.sources.listing import ListingSource
+    from pixelfleet.sources.s3inventory import InventorySource
+
+    return isinstance(source, ListingSource | InventorySource)
 
 
 def matches_only(group: str, only: Sequence[str]) -> bool:

@@ -7,13 +7,20 @@ small tasks do not pay for it again.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import socket
+import sys
 import threading
 import time
+import types
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,15 +56,17 @@ def configure_gdal() -> None:
     - never follow URLs or read files an input points at (VRT and friends are refused
       anyway: only the drivers a step needs are allowed);
     - cap the block cache, so a file without overviews cannot fill memory.
+
+    rasterio is not imported for this (with boto3 and click, it is a third of a second
+    of every worker's start): what needs it (the options every read also sets, and the
+    warning filter) is done when something imports rasterio, so a worker whose steps
+    never open a raster never loads it.
     """
     global _gdal_ready
     if _gdal_ready:
         return
-    from pixelfleet.imagery.rasters import GDAL_OPTIONS
-
     settings = get_settings()
     defaults = {
-        **GDAL_OPTIONS,  # the options every read sets, also set process-wide here
         "GDAL_CACHEMAX": str(settings.gdal_cache_mb),
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".none",
         "GDAL_HTTP_MAX_RETRY": "0",
@@ -66,11 +75,67 @@ def configure_gdal() -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    if "rasterio" in sys.modules:
+        _configure_rasterio()
+        _set_gdal_options()
+    else:
+        sys.meta_path.insert(0, _AfterImport("rasterio", _configure_rasterio))
+    _gdal_ready = True
+
+
+def _configure_rasterio() -> None:
     # Thumbnails need no georeferencing; photos-as-TIFF and bare scans are fine without it.
     from rasterio.errors import NotGeoreferencedWarning
 
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    _gdal_ready = True
+    # rasterio may be being imported by pixelfleet.imagery.rasters, which holds the
+    # options: they are read before the next task (this one's reads set them anyway).
+    _pending.append(_set_gdal_options)
+
+
+def _set_gdal_options() -> None:
+    from pixelfleet.imagery.rasters import GDAL_OPTIONS
+
+    for key, value in GDAL_OPTIONS.items():  # the options every read sets, process-wide too
+        os.environ.setdefault(key, value)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls ``then()`` right after the module ``name`` is first imported, once.
+
+    It finds nothing itself: it lets the other finders find the module, and hands
+    back their spec with a loader of the same class that calls ``then`` once the
+    module has run.
+    """
+
+    def __init__(self, name: str, then: Callable[[], None]):
+        self.name = name
+        self.then = then
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        """The module's own spec, its loader made to call ``then`` (for ``name`` only)."""
+        if fullname != self.name:
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        loader = None if spec is None else spec.loader
+        if spec is None or not isinstance(loader, importlib.machinery.SourceFileLoader):
+            _pending.append(self.then)  # loaded some other way: before the next task
+            return spec
+        then = self.then
+
+        class _Loader(type(loader)):  # type: ignore[misc]
+            def exec_module(self, module: types.ModuleType) -> None:
+                super().exec_module(module)
+                then()
+
+        spec.loader = _Loader(loader.name, loader.path)
+        return spec
+
+
+#: Configuration left for the start of the next task.
+_pending: list[Callable[[], None]] = []
 
 
 def prepare(context: str) -> _Prepared:
@@ -295,6 +360,12 @@ def run_task(context: str, task: Task, mode: Mode = "render") -> TaskResult:
     failure in it is (:func:`failed_result`).
     """
     started = time.perf_counter()
+    while _pending:  # what rasterio's arrival left to do (see configure_gdal)
+        try:
+            todo = _pending.pop()
+        except IndexError:  # another thread took it
+            break
+        todo()
     try:
         prepared = prepare(context)
     except PixelfleetError as exc:
@@ -328,4 +399,24 @@ def execute(context: str, task_json: str) -> str:
         result = run_task(context, task, mode)
     except Exception as exc:  # noqa: BLE001 - report, never kill the worker
         result = TaskResult.crashed(task.id, exc, worker_name())
-    return json.dumps(result.to_dict())
+    return result_json(result)
+
+
+def result_json(result: TaskResult) -> str:
+    """``json.dumps(result.to_dict())``, without the deep copy ``dataclasses.asdict``
+    makes of every field (which cost more than a small photo's thumbnail)."""
+    return json.dumps(result, default=_fields_of)
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    """A dataclass instance as the dict of its fields (``json.dumps``' ``default``)."""
+    cls = type(obj)
+    names = _FIELDS.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(obj):
+            raise TypeError(f"{cls.__name__} is not JSON serializable")
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(obj))
+    return {name: getattr(obj, name) for name in names}

@@ -286,3 +286,125 @@ def test_s3_without_obstore_says_what_to_install(monkeypatch: pytest.MonkeyPatch
 
 
 # -- write_file (big outputs such as scene composites) ------------------------------------
+
+
+# -- LocalStorage: the write path of many small objects ------------------------------------
+
+
+def _user_xattrs(folder: Path) -> bool:
+    import os
+
+    probe = folder / ".probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+    return True
+
+
+def test_local_metadata_is_one_json_attribute(tmp_path: Path) -> None:
+    import json
+    import os
+
+    if not _user_xattrs(tmp_path):
+        pytest.skip("no user extended attributes here")
+    storage = open_storage(str(tmp_path))
+    metadata = {"source-etag": "abc", "settings": "s1", "title": "A%20title", "op": "thumbnail"}
+    written = storage.write("a/x.jpg", b"jpeg", metadata)
+    path = tmp_path / "a" / "x.jpg"
+    assert os.listxattr(path) == ["user.pixelfleet"]
+    assert json.loads(os.getxattr(path, "user.pixelfleet")) == metadata
+    head = storage.head("a/x.jpg")
+    assert head is not None and head.metadata == metadata
+    # The entry written is the entry read: size and etag from the open file.
+    assert (head.size, head.etag, head.mtime) == (written.size, written.etag, written.mtime)
+    storage.write("a/y.jpg", b"no metadata")
+    assert os.listxattr(tmp_path / "a" / "y.jpg") == []
+
+
+def test_local_reads_metadata_written_one_attribute_per_field(tmp_path: Path) -> None:
+    import os
+
+    if not _user_xattrs(tmp_path):
+        pytest.skip("no user extended attributes here")
+    path = tmp_path / "old.jpg"
+    path.write_bytes(b"jpeg")
+    for name, value in {"source-etag": "abc", "settings": "s1", "op": "thumbnail"}.items():
+        os.setxattr(path, f"user.pixelfleet.{name}", value.encode())
+    os.setxattr(path, "user.other.tool", b"ignored")
+    head = open_storage(str(tmp_path)).head("old.jpg")
+    assert head is not None
+    assert head.metadata == {"source-etag": "abc", "settings": "s1", "op": "thumbnail"}
+
+
+def test_local_write_makes_folders_and_gives_files_the_usual_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    storage = open_storage(str(tmp_path))
+    old = os.umask(0o022)
+    try:
+        storage.write("new/deeper/x.jpg", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new/deeper/x.jpg").stat().st_mode) == 0o644
+    assert storage.read("new/deeper/x.jpg") == b"x"
+
+
+def test_local_folder_check_is_made_once_per_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import pixelfleet.storage.local as local
+
+    calls: list[str] = []
+    real = os.path.realpath
+
+    def counting(path: str, *args: object, **kwargs: object) -> str:
+        calls.append(path)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    storage = open_storage(str(tmp_path))
+    storage.write("a/0.jpg", b"x")  # makes the folder
+    monkeypatch.setattr(local.os.path, "realpath", counting)
+    for i in range(50):
+        storage.write(f"a/{i}.jpg", b"x")
+        storage.head(f"a/{i}.jpg")
+        storage.read(f"a/{i}.jpg")
+    assert len(calls) == 1
+
+
+def test_local_reads_in_a_missing_folder_need_no_check(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+    assert storage.head("nowhere/x.jpg") is None
+    with pytest.raises(ObjectNotFoundError):
+        storage.read("nowhere/x.jpg")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "x.jpg").write_bytes(b"secret")
+    (tmp_path / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafeKeyError):
+        storage.head("link/x.jpg")
+    with pytest.raises(UnsafeKeyError):
+        storage.write("link/new/x.jpg", b"x")  # a folder to make, through the link
+    assert sorted(p.name for p in outside.iterdir()) == ["x.jpg"]
+
+
+def test_local_temp_names_are_unique_across_threads(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path))
+
+    def writer(n: int) -> None:
+        for i in range(100):
+            storage.write(f"t/{n}-{i}.bin", bytes([n]) * 10)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(keys_of(storage.scan())) == 400
+    assert all(".pixelfleet-tmp-" not in p.name for p in (tmp_path / "t").iterdir())

@@ -22,6 +22,12 @@ when it *starts* a job, which is what decides the fate of the jobs a dead worker
 A replacement worker is started at once. Everything happens in the caller's thread,
 inside :meth:`LocalExecutor.submit` and :meth:`LocalExecutor.results`; there is no
 background thread in the parent.
+
+A worker imports only what its steps need. ``spawn`` would run the parent's main
+module again in every worker (for ``pixelfleet run``, the whole command-line package
+with click; under pytest, pytest), although a worker loads everything it runs by
+reference; so workers are started without it, unless the pipeline names something in
+``__main__`` by reference.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ import itertools
 import json
 import multiprocessing
 import os
+import selectors
 import signal
 import socket
+import sys
 import threading
 import time
+import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -96,6 +105,7 @@ class LocalExecutor(Executor):
         self._timeout = float("inf")
         self._pool: list[_Worker] = []
         self._waitables: dict[Any, _Worker] = {}
+        self._selector: selectors.BaseSelector | None = None
         self._queue: deque[Job] = deque()
         self._isolate_queue: deque[Job] = deque()
         self._done: list[TaskResult] = []
@@ -166,6 +176,9 @@ class LocalExecutor(Executor):
             worker.process.close()
         self._pool = []
         self._waitables = {}
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
         self._queue.clear()
         self._isolate_queue.clear()
 
@@ -190,7 +203,8 @@ class LocalExecutor(Executor):
             # Daemonic: if the parent exits without close(), multiprocessing ends them.
             daemon=True,
         )
-        process.start()
+        with _main_module_hidden(self._context):
+            process.start()
         child_conn.close()
         return _Worker(process=process, conn=parent_conn)
 
@@ -199,6 +213,15 @@ class LocalExecutor(Executor):
         for worker in self._pool:
             self._waitables[worker.conn] = worker
             self._waitables[worker.process.sentinel] = worker
+        if sys.platform == "win32":
+            return  # multiprocessing.connection.wait, as the pipes are not selectable there
+        # One selector for as long as the pool is the same, rather than one made by every
+        # wait() and poll() (what a result cost the parent, with small tasks).
+        if self._selector is not None:
+            self._selector.close()
+        self._selector = selectors.DefaultSelector()
+        for obj, worker in self._waitables.items():
+            self._selector.register(obj, selectors.EVENT_READ, worker)
 
     def _busy(self) -> bool:
         return bool(self._queue or self._isolate_queue) or any(w.held for w in self._pool)
@@ -231,37 +254,60 @@ class LocalExecutor(Executor):
 
     def _pump(self, timeout: float) -> None:
         """Wait up to ``timeout`` for any worker to speak or die, then read all they said."""
-        ready = wait(list(self._waitables), timeout)
-        if not ready:
+        if self._selector is None:
+            ready = wait(list(self._waitables), timeout)
+            touched = {id(self._waitables[obj]): self._waitables[obj] for obj in ready}
+            for worker in touched.values():
+                open_pipe = self._receive(worker)
+                if not open_pipe or worker.process.sentinel in ready:
+                    self._lose(worker)
             return
-        touched = {id(self._waitables[obj]): self._waitables[obj] for obj in ready}
-        for worker in touched.values():
-            open_pipe = self._receive(worker)
-            if not open_pipe or worker.process.sentinel in ready:
-                self._lose(worker)
+        events = self._selector.select(timeout)
+        while events:
+            lost: list[_Worker] = []
+            for key, _mask in events:
+                worker = key.data
+                if worker in lost:
+                    continue
+                if key.fileobj is not worker.conn or not self._receive_one(worker):
+                    lost.append(worker)  # its process ended, or its pipe closed
+            for worker in lost:
+                self._lose(worker)  # reads what it sent before it died, first
+            events = self._selector.select(0)
+
+    def _receive_one(self, worker: _Worker) -> bool:
+        """Read one message of a worker whose pipe is readable; False once it is closed."""
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            return False
+        self._handle(worker, message)
+        return True
 
     def _receive(self, worker: _Worker) -> bool:
         """Read every message a worker has sent; False once its pipe is closed."""
         try:
             while worker.conn.poll():
-                message = worker.conn.recv()
-                kind = message[0]
-                if kind == "start":
-                    held = worker.held.get(message[1])
-                    if held is not None:
-                        held.started = time.monotonic()
-                elif kind == "done":
-                    held = worker.held.pop(message[1], None)
-                    if held is not None:
-                        self._done.append(_parse(held, message[2], worker))
-                    if not worker.held:
-                        worker.isolated = False
-                elif kind == "ready":
-                    worker.ready = True
-                    self._failed_starts = 0
+                self._handle(worker, worker.conn.recv())
         except (EOFError, OSError):
             return False
         return True
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "start":
+            held = worker.held.get(message[1])
+            if held is not None:
+                held.started = time.monotonic()
+        elif kind == "done":
+            held = worker.held.pop(message[1], None)
+            if held is not None:
+                self._done.append(_parse(held, message[2], worker))
+            if not worker.held:
+                worker.isolated = False
+        elif kind == "ready":
+            worker.ready = True
+            self._failed_starts = 0
 
     def _next_expiry(self) -> float | None:
         if self._timeout == float("inf"):
@@ -330,6 +376,30 @@ class LocalExecutor(Executor):
             )
         self._pool[index] = self._spawn(index)
         self._index_waitables()
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden(context: str) -> Iterator[None]:
+    """While a worker is spawned, show ``multiprocessing`` a main module with neither file
+    nor spec, so the worker does not import and run the parent's (``spawn`` would).
+
+    Left alone when the pipeline names ``__main__:...`` (a step defined in the script
+    that runs the pipeline): that worker needs the script.
+    """
+    if "__main__:" in context or "__mp_main__:" in context:
+        yield
+        return
+    with _main_lock:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
 
 
 def _parse(held: _Held, text: str, worker: _Worker) -> TaskResult:

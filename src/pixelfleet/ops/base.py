@@ -12,6 +12,7 @@ already current and asks :meth:`Op.item_properties` about them, to rebuild catal
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import urllib.parse
 from abc import ABC, abstractmethod
@@ -194,6 +195,13 @@ def render_key(template: str, source_key: str) -> str:
     the dot), ``{dir}`` and ``{key}``. The result is placed in the source key's folder
     unless the template uses ``{dir}`` or ``{key}`` itself.
     """
+    return _render_key(template, source_key)
+
+
+# The worker asks for an object's output keys twice (are they current? then the op's
+# run), and a task's objects are asked about together: the last few thousand are kept.
+@functools.lru_cache(maxsize=4096)
+def _render_key(template: str, source_key: str) -> str:
     check_key(source_key)
     folder, name = posixpath.split(source_key)
     stem, ext = posixpath.splitext(name)

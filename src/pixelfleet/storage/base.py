@@ -19,8 +19,15 @@ from pixelfleet.errors import UnsafeKeyError
 from pixelfleet.models import Entry
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: A byte that is not UTF-8 (0x80-0xff), escaped the way a local listing escapes file names.
 _UNDECODABLE = re.compile(r"\\x[89a-f][0-9a-f]")
+
+
+#: Keys found safe lately: a worker checks each key a few times (its output keys, then
+#: the storage's own check on every head, read and write).
+_SAFE: set[str] = set()
+_SAFE_KEPT = 65536
 
 
 def check_key(key: str) -> str:
@@ -30,6 +37,16 @@ def check_key(key: str) -> str:
     drive letters and control characters. These are the keys that could make a write
     land outside a storage's root.
     """
+    if isinstance(key, str) and key in _SAFE:
+        return key
+    _check(key)
+    if len(_SAFE) >= _SAFE_KEPT:
+        _SAFE.clear()
+    _SAFE.add(key)
+    return key
+
+
+def _check(key: str) -> None:
     if not key or not isinstance(key, str):
         raise UnsafeKeyError(f"object key {key!r} is empty; keys are relative paths like 'a/b.tif'")
     if key.startswith("/") or _DRIVE.match(key):
@@ -42,15 +59,14 @@ def check_key(key: str) -> str:
                 "and run again"
             )
         raise UnsafeKeyError(f"object key {key!r} contains a backslash; use '/' between parts")
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if _CONTROL.search(key):
         raise UnsafeKeyError(f"object key {key!r} contains a control character")
-    for part in key.split("/"):
-        if part in ("", ".", ".."):
-            raise UnsafeKeyError(
-                f"object key {key!r} has an empty, '.' or '..' part; "
-                "it could escape the output root"
-            )
-    return key
+    # Every part between slashes, the first and last included, is neither empty nor . or ..
+    wrapped = f"/{key}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
+        raise UnsafeKeyError(
+            f"object key {key!r} has an empty, '.' or '..' part; it could escape the output root"
+        )
 
 
 def join_key(prefix: str, key: str) -> str:

@@ -2,8 +2,18 @@
 
 Writes go to a hidden temporary file in the destination folder and are renamed
 into place, so readers never see half an object; the file gets the mode any other
-tool would give it (``0666`` less the umask). Object metadata is kept in extended
-attributes (``user.pixelfleet.*``) where the filesystem supports them.
+tool would give it (``0666`` less the umask). Object metadata is kept where the
+filesystem supports extended attributes, as one JSON object in ``user.pixelfleet``
+(set on the open temp file, so a write costs one attribute, not one per field).
+Files written before that kept one attribute per field (``user.pixelfleet.<name>``);
+they are still read, so outputs made by older versions stay current.
+
+A write costs what a plain write costs plus a rename: the temp file is created
+straight away (its folder is made only when that fails), named from a per-process
+token and a counter rather than fresh random bytes, its size and etag come from
+``fstat`` of the open file, and the check that a key's folder does not lead out of
+the root through a symbolic link (a ``realpath``) is made once per folder, then
+confirmed with one ``stat`` per key (:meth:`LocalStorage._check_folder`).
 
 A folder is not the bucket's to tidy, so :meth:`LocalStorage.scan` lists what it
 cannot serve as well, under keys that are plain text, and every other method refuses
@@ -22,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import json
 import os
 import secrets
 import shutil
@@ -36,7 +48,32 @@ from pixelfleet.models import Entry
 from pixelfleet.storage.base import Storage, check_key
 
 _TMP_MARK = ".pixelfleet-tmp-"
-_XATTR = "user.pixelfleet."
+#: The extended attribute holding an object's metadata, as one JSON object.
+XATTR = "user.pixelfleet"
+#: The older form, still read: one attribute per metadata field, ``user.pixelfleet.<name>``.
+_XATTR_FIELD = "user.pixelfleet."
+#: Folders remembered as inside the root, at most (the memory is cleared when full).
+_FOLDERS_KEPT = 4096
+_NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM)
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_CREATE |= getattr(os, "O_CLOEXEC", 0)
+#: Metadata as the attribute holds it (one encoder, made once: ``json.dumps`` with
+#: options would build one per call).
+_metadata_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
+def _new_token() -> None:
+    """A fresh per-process prefix for temp file names (also in a forked child)."""
+    global _token, _serial
+    _token = secrets.token_hex(4)
+    _serial = itertools.count()
+
+
+_token = ""
+_serial = itertools.count()
+_new_token()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_token)
 
 
 def path_from_url(url: str) -> str:
@@ -65,6 +102,8 @@ def key_part(name: str) -> str:
     ``\\xNN`` here (``b"bad\\xff.png"`` -> ``bad\\xff.png``), a key ``check_key``
     refuses with a message saying to rename the file.
     """
+    if name.isascii():
+        return name
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -89,17 +128,52 @@ class LocalStorage(Storage):
         self.url = url
         self.root = path_from_url(url)
         self._real_root = os.path.realpath(self.root)
+        self._real_prefix = self._real_root.rstrip(os.sep) + os.sep
+        self._prefix = self.root.rstrip(os.sep) + os.sep
+        #: Folders found inside the root, and the (device, inode) their path led to.
+        self._folders: dict[str, tuple[int, int]] = {}
 
-    def _path(self, key: str) -> str:
+    def _path(self, key: str, write: bool = False) -> str:
+        """The file path of ``key``, once it is known not to lead out of the root."""
         check_key(key)
-        path = os.path.join(self.root, *key.split("/"))
-        # A symlinked folder inside the root must not lead outside it.
-        real_parent = os.path.realpath(os.path.dirname(path))
-        if real_parent != self._real_root and not real_parent.startswith(self._real_root + os.sep):
+        if os.sep == "/":  # a checked key is already a relative path here
+            path = self._prefix + key
+            folder = path[: path.rfind("/")] or "/"
+        else:
+            path = os.path.join(self.root, *key.split("/"))
+            folder = os.path.dirname(path)
+        self._check_folder(folder, key, write)
+        return path
+
+    def _check_folder(self, folder: str, key: str, write: bool) -> None:
+        """Refuse a key whose folder resolves, through a symbolic link, outside the root.
+
+        The ``realpath`` (an ``lstat`` per part of the path) is made once per folder: a
+        folder found inside is remembered with the device and inode its path leads to,
+        and later keys in it cost one ``stat`` that must still lead there. A folder
+        swapped for a link since is checked again (and refused if the link leads out).
+        A folder that does not exist, even through links, holds nothing to read; before
+        a write (which makes it) its path resolves as far as it does.
+        """
+        try:
+            st = os.stat(folder)
+        except OSError:
+            st = None
+            if not write:
+                return
+        ident = None if st is None else (st.st_dev, st.st_ino)
+        if ident is not None and self._folders.get(folder) == ident:
+            return
+        real = os.path.realpath(folder)
+        if real != self._real_root and not real.startswith(self._real_prefix):
+            self._folders.pop(folder, None)
             raise UnsafeKeyError(
                 f"object key {key!r} resolves outside {self.root} (through a symbolic link)"
             )
-        return path
+        if ident is not None:
+            if len(self._folders) >= _FOLDERS_KEPT:
+                self._folders.clear()
+            self._folders[folder] = ident
 
     def _object_path(self, key: str) -> tuple[str, os.stat_result | None]:
         """The path of an object to read, and its ``lstat`` (None when nothing is there).
@@ -175,7 +249,7 @@ class LocalStorage(Storage):
         path, st = self._object_path(key)
         if st is None or stat.S_ISDIR(st.st_mode):
             return None
-        return Entry(key, st.st_size, _etag(st), st.st_mtime, _read_xattrs(path))
+        return Entry(key, st.st_size, _etag(st), st.st_mtime, read_metadata(path))
 
     @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
@@ -204,12 +278,26 @@ class LocalStorage(Storage):
 
     @override
     def write(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> Entry:
-        path = self._path(key)
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        with _staged(path, metadata) as (fd, _tmp), os.fdopen(fd, "wb") as f:
-            f.write(data)
-        st = os.stat(path)
+        path = self._path(key, write=True)
+        fd, tmp = _create_temp(path)
+        try:
+            try:
+                written = os.write(fd, data)
+                if written < len(data):  # a short write: large data, or a signal
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if metadata:
+                    write_metadata(fd, metadata)
+                # Neither the attribute nor the rename changes the mtime: this is the etag.
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         return Entry(key, st.st_size, _etag(st), st.st_mtime, dict(metadata or {}))
 
     def write_file(
@@ -217,9 +305,7 @@ class LocalStorage(Storage):
     ) -> Entry:
         """Put a local file in place through a hidden temp file: moved there when the
         caller gives it up (``consume``) and it is on the same filesystem, else copied."""
-        dest = self._path(key)
-        folder = os.path.dirname(dest)
-        os.makedirs(folder, exist_ok=True)
+        dest = self._path(key, write=True)
         with _staged(dest, metadata) as (fd, tmp):
             moved = False
             if consume:
@@ -264,29 +350,41 @@ class LocalStorage(Storage):
         return removed
 
 
-@contextlib.contextmanager
-def _staged(dest: str, metadata: dict[str, str] | None) -> Iterator[tuple[int, str]]:
-    """A hidden temp file beside ``dest``, opened for the caller to fill; on success it
-    gets the metadata and is renamed into place, on any failure it is removed.
+def _create_temp(dest: str) -> tuple[int, str]:
+    """Create a hidden temp file beside ``dest`` (making its folder if need be); returns
+    its descriptor and path.
 
     The file is created with mode ``0666`` and the kernel takes the umask off (or the
     folder's default ACL applies), as for a file any other tool writes: thumbnails
     under umask 022 are ``0644``, readable by a web server running as another user.
-    (``tempfile.mkstemp`` would make every output ``0600``.)
+    (``tempfile.mkstemp`` would make every output ``0600``.) ``O_EXCL`` makes the name
+    ours alone; ``O_NOFOLLOW`` refuses a link planted under it.
     """
     folder, base = os.path.split(dest)
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0)
+    made = False
     while True:
-        tmp = os.path.join(folder, f".{base}{_TMP_MARK}{secrets.token_hex(6)}")
+        tmp = os.path.join(folder, f".{base}{_TMP_MARK}{_token}{next(_serial):x}")
         try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - 48 random bits
-            continue
+            return os.open(tmp, _CREATE, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - another process with our token
+            _new_token()
+        except FileNotFoundError:
+            if made:
+                raise
+            os.makedirs(folder, exist_ok=True)
+            made = True
+
+
+@contextlib.contextmanager
+def _staged(dest: str, metadata: dict[str, str] | None) -> Iterator[tuple[int, str]]:
+    """A hidden temp file beside ``dest`` (:func:`_create_temp`), opened for the caller to
+    fill or replace; on success it gets the metadata and is renamed into place, on any
+    failure it is removed."""
+    fd, tmp = _create_temp(dest)
     try:
         yield fd, tmp
-        _write_xattrs(tmp, metadata or {})
+        if metadata:
+            write_metadata(tmp, metadata)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -294,24 +392,46 @@ def _staged(dest: str, metadata: dict[str, str] | None) -> Iterator[tuple[int, s
         raise
 
 
-def _write_xattrs(path: str, metadata: dict[str, str]) -> None:
-    for name, value in metadata.items():
-        try:
-            os.setxattr(path, _XATTR + name, value.encode())
-        except OSError as exc:
-            if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.EOPNOTSUPP):
-                return  # filesystem without user xattrs: the ledger still tells what is current
+def write_metadata(target: int | str, metadata: dict[str, str]) -> None:
+    """Store string metadata on a file (an open descriptor or a path) as one JSON
+    extended attribute; a filesystem without user attributes stores nothing (the
+    ledger still tells what is done)."""
+    value = _metadata_json(metadata).encode()
+    try:
+        os.setxattr(target, XATTR, value)
+    except OSError as exc:
+        if exc.errno not in _NO_XATTRS:
             raise
 
 
-def _read_xattrs(path: str) -> dict[str, str]:
+def read_metadata(path: str) -> dict[str, str]:
+    """A file's metadata: the JSON attribute, else the older one-attribute-per-field form,
+    else nothing. Links are not followed."""
     try:
-        names = os.listxattr(path)
+        raw = os.getxattr(path, XATTR, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in _NO_XATTRS:
+            return {}
+        return _read_field_xattrs(path)  # ENODATA: not written by this version
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(name): str(value) for name, value in data.items()}
+
+
+def _read_field_xattrs(path: str) -> dict[str, str]:
+    """Metadata in the older form: ``user.pixelfleet.<name>`` = value, one per field."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
     except OSError:
         return {}
     out = {}
     for name in names:
-        if name.startswith(_XATTR):
+        if name.startswith(_XATTR_FIELD):
             with contextlib.suppress(OSError):
-                out[name[len(_XATTR) :]] = os.getxattr(path, name).decode(errors="replace")
+                value = os.getxattr(path, name, follow_symlinks=False)
+                out[name[len(_XATTR_FIELD) :]] = value.decode(errors="replace")
     return out
