@@ -12,6 +12,7 @@ already current and asks :meth:`Op.item_properties` about them, to rebuild catal
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import posixpath
 import urllib.parse
@@ -335,3 +336,21 @@ class Op(ABC):
     def describe(cls) -> dict[str, Any]:
         """The op's settings schema, for docs and error messages."""
         return cls.Config.model_json_schema()
+
+
+def scene_id(group: str, entries: Sequence[Entry]) -> str:
+    """A scene step's name for a task: a task of one object grouped by its key
+    (``by = "object"``) is named by its stem, any other by its group."""
+    if len(entries) == 1 and group == entries[0].key:
+        folder, name = posixpath.split(group)
+        stem = posixpath.splitext(name)[0]
+        return f"{folder}/{stem}" if folder else stem
+    return group
+
+
+def scene_selected(group: str, globs: Sequence[str]) -> bool:
+    """Tell whether a scene step's ``scenes`` globs take this scene (ignoring case)."""
+    from pixelfleet.sources.scenes import scene_name
+
+    name = scene_name(group).lower()
+    return any(fnmatch.fnmatchcase(name, g.lower()) for g in globs)

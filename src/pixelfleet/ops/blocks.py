@@ -16,7 +16,6 @@ function's own ``__version__`` (or its module's), so changing either redoes the 
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pixelfleet.blocks.spec import AGGREGATIONS, COMPRESSIONS, RESAMPLING
 from pixelfleet.blocks.strips import BlockFunction, load_function
 from pixelfleet.errors import ConfigError, InputError
 from pixelfleet.models import Entry, OutputRecord, stable_hash
-from pixelfleet.ops.base import Op, OpConfig, OpContext, group_entry
+from pixelfleet.ops.base import Op, OpConfig, OpContext, group_entry, scene_id, scene_selected
 from pixelfleet.sources.scenes import scene_name
 from pixelfleet.storage.base import check_key
 
@@ -260,23 +259,22 @@ class BlocksOp(Op):
 
     def applies_to(self, group: str) -> bool:
         """Tell whether the step's ``scenes`` globs take this scene."""
-        name = scene_name(group).lower()
-        return any(fnmatch.fnmatchcase(name, g.lower()) for g in self.options.scenes)
+        return scene_selected(group, self.options.scenes)
 
     def output_keys_group(self, group: str, entries: Sequence[Entry]) -> list[str]:
         """The products' keys for one scene."""
-        group = _scene_id(group, entries)
+        group = scene_id(group, entries)
         if not self.applies_to(group):
             return []
         return [render(o.key, group) for o in self.options.output_specs.values()]
 
     def output_keys(self, entry: Entry) -> list[str]:
         """A single file as a scene of its own (named by its stem)."""
-        return self.output_keys_group(_stem_group(entry.key), [entry])
+        return self.output_keys_group(scene_id(entry.key, [entry]), [entry])
 
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
         """A single file as a scene of its own."""
-        return self.run_group(ctx, _stem_group(entry.key), [entry])
+        return self.run_group(ctx, scene_id(entry.key, [entry]), [entry])
 
     def run_group(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> list[OutputRecord]:
         """Compute the scene's products and write them; a missing or bad band file, or
@@ -284,7 +282,7 @@ class BlocksOp(Op):
         keys = self.output_keys_group(group, entries)
         if not keys:
             return []
-        group = _scene_id(group, entries)
+        group = scene_id(group, entries)
         o = self.options
         combined = group_entry(group, entries)
         root = ctx.source.url.rstrip("/")
@@ -353,16 +351,3 @@ def find_entry(ctx: OpContext, group: str, entries: Sequence[Entry], template: s
         f"{ctx.source.describe(render(template, group))}: scene {group!r} has no such file "
         f"(its files: {found}); check the step's inputs"
     )
-
-
-def _scene_id(group: str, entries: Sequence[Entry]) -> str:
-    """A task of one object grouped by its key (``by = "object"``) is named by its stem."""
-    if len(entries) == 1 and group == entries[0].key:
-        return _stem_group(group)
-    return group
-
-
-def _stem_group(key: str) -> str:
-    folder, name = posixpath.split(key)
-    stem = posixpath.splitext(name)[0]
-    return f"{folder}/{stem}" if folder else stem

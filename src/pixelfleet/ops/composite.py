@@ -10,7 +10,6 @@ output keys, and the wiring to storage.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import posixpath
 import tempfile
@@ -34,6 +33,8 @@ from pixelfleet.ops.base import (
     OpContext,
     Percentiles,
     group_entry,
+    scene_id,
+    scene_selected,
 )
 from pixelfleet.sources.scenes import ScenePattern, scene_name
 from pixelfleet.storage.base import Storage, check_key
@@ -205,12 +206,11 @@ class CompositeOp(Op):
 
     def applies_to(self, group: str) -> bool:
         """Tell whether the step's ``scenes`` globs take this scene."""
-        name = scene_name(group).lower()
-        return any(fnmatch.fnmatchcase(name, g.lower()) for g in self.options.scenes)
+        return scene_selected(group, self.options.scenes)
 
     def output_keys_group(self, group: str, entries: Sequence[Entry]) -> list[str]:
         """COG, picture, histogram plot and statistics keys of one scene."""
-        group = _scene_id(group, entries)
+        group = scene_id(group, entries)
         if not self.applies_to(group):
             return []
         o = self.options
@@ -222,18 +222,18 @@ class CompositeOp(Op):
 
     def output_keys(self, entry: Entry) -> list[str]:
         """A single multi-band file as a scene of its own (named by its stem)."""
-        return self.output_keys_group(_stem_group(entry.key), [entry])
+        return self.output_keys_group(scene_id(entry.key, [entry]), [entry])
 
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
         """A single multi-band file as a scene of its own."""
-        return self.run_group(ctx, _stem_group(entry.key), [entry])
+        return self.run_group(ctx, scene_id(entry.key, [entry]), [entry])
 
     def run_group(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> list[OutputRecord]:
         """Make and write the scene's outputs; bad band files raise an ``InputError``."""
         keys = self.output_keys_group(group, entries)
         if not keys:
             return []
-        group = _scene_id(group, entries)
+        group = scene_id(group, entries)
         o = self.options
         combined = group_entry(group, entries)
         scene = scene_name(group)
@@ -410,16 +410,3 @@ def _per_channel(
     if not ranges:
         return None
     return list(ranges) * n if len(ranges) == 1 else list(ranges)
-
-
-def _scene_id(group: str, entries: Sequence[Entry]) -> str:
-    """A task of one object grouped by its key (``by = "object"``) is named by its stem."""
-    if len(entries) == 1 and group == entries[0].key:
-        return _stem_group(group)
-    return group
-
-
-def _stem_group(key: str) -> str:
-    folder, name = posixpath.split(key)
-    stem = posixpath.splitext(name)[0]
-    return f"{folder}/{stem}" if folder else stem
