@@ -319,23 +319,24 @@ except SystemExit as exc:
     code = exc.code
 else:
     code = 0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"MEASURED {time.perf_counter() - t:.2f} {peak:.0f} {code}", file=sys.stderr)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+peak, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+print(f"MEASURED {time.perf_counter() - t:.2f} {peak:.0f} {code} {cpu:.2f}", file=sys.stderr)
 """
 
 
-def measured(args: list[str]) -> tuple[float, float, str]:
+def measured(args: list[str]) -> tuple[float, float, str, float]:
     done = subprocess.run([sys.executable, "-c", MEASURE, *args], capture_output=True, text=True)
     line = [x for x in done.stderr.splitlines() if x.startswith("MEASURED")]
     if not line:
         raise SystemExit(f"pixelfleet {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    _, wall, peak, code = line[-1].split()
+    _, wall, peak, code, cpu = line[-1].split()
     if code not in ("0", "None"):
         raise SystemExit(f"pixelfleet {' '.join(args)} exited {code}:\n{done.stderr[-3000:]}")
-    return float(wall), float(peak), done.stdout
+    return float(wall), float(peak), done.stdout, float(cpu)
 
 
-def bench_naip(base: str, n: int) -> None:
+def bench_naip(base: str, n: int, enqueue: bool = True) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -358,18 +359,21 @@ key = "{{stem}}.thumb.jpg"
 """
         )
         (root / "naip-analytic").mkdir()
-        wall, peak, out = measured(
+        wall, peak, out, cpu = measured(
             ["run", str(pipeline), "--dry-run", "--estimate", "vcpus=96,sample=0",
              "--ledger", f"sqlite:///{root}/empty.db", "--executor", "aws-batch"]
         )  # fmt: skip
         print(f"naip: a synthetic inventory of {n:,} keys (written in {made:.1f} s)")
         print(
-            f"  plan + estimate: {wall:.1f} s wall, peak RSS {peak:.0f} MB (target <= 30 s, 1 GB)"
+            f"  plan + estimate: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MB"
+            " (target <= 30 s, 1 GB)"
         )
         print("  " + out.strip().splitlines()[0])
+        if not enqueue:
+            return
         url = fresh_url(base)
         try:
-            wall, peak, _ = measured(
+            wall, peak, _, _ = measured(
                 ["run", str(pipeline), "--executor", "fleet", "--no-follow", "--ledger", url,
                  "--no-progress"]
             )  # fmt: skip
@@ -396,8 +400,8 @@ def main() -> None:
         bench_overhead(args.ledger)
     if "throughput" in parts:
         bench_throughput(args.ledger, args.objects)
-    if "naip" in parts:
-        bench_naip(args.ledger, args.naip)
+    if "naip" in parts or "naip-plan" in parts:
+        bench_naip(args.ledger, args.naip, enqueue="naip" in parts)
 
 
 if __name__ == "__main__":
