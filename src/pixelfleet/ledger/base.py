@@ -114,6 +114,30 @@ TASK_COLUMNS = (
 )
 
 
+#: A run's columns in SQL ledgers, in the order :func:`run_from_row` reads them.
+RUN_COLUMNS = (
+    "run_id, pipeline_path, pipeline, executor, created, state, finished, counts, host, pid,"
+    " heartbeat"
+)
+
+
+def run_from_row(r: Sequence[Any]) -> RunRecord:
+    """A run from a row of :data:`RUN_COLUMNS`."""
+    return RunRecord(
+        run_id=r[0],
+        pipeline_path=r[1],
+        pipeline=json.loads(r[2]),
+        executor=r[3],
+        created=r[4],
+        state=r[5],
+        finished=r[6],
+        counts=RunCounts.from_dict(json.loads(r[7])),
+        host=r[8],
+        pid=r[9],
+        heartbeat=r[10],
+    )
+
+
 def task_row(t: TaskRecord) -> tuple[Any, ...]:
     """A task as a row of :data:`TASK_COLUMNS` (lists as JSON text)."""
     return (

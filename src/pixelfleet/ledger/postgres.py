@@ -27,9 +27,16 @@ import psycopg
 from typing_extensions import override
 
 from pixelfleet.errors import ConfigError, LedgerUnavailableError
-from pixelfleet.ledger.base import TASK_COLUMNS, RunRecord, TaskRecord, task_from_row, task_row
+from pixelfleet.ledger.base import (
+    RUN_COLUMNS,
+    TASK_COLUMNS,
+    RunRecord,
+    TaskRecord,
+    run_from_row,
+    task_from_row,
+    task_row,
+)
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
-from pixelfleet.models import RunCounts
 
 T = TypeVar("T")
 
@@ -119,10 +126,7 @@ MIGRATIONS: list[str] = [
 NOW = "extract(epoch from clock_timestamp())::double precision"
 
 _TASK_COLUMNS = TASK_COLUMNS
-_RUN_COLUMNS = (
-    "run_id, pipeline_path, pipeline, executor, created, state, finished, counts, host, pid,"
-    " heartbeat"
-)
+_RUN_COLUMNS = RUN_COLUMNS
 _WORKER_COLUMNS = (
     "run_id, worker_id, host, pid, started, heartbeat, state, tasks_done, tasks_failed, shard"
 )
@@ -288,22 +292,7 @@ class PostgresLedger(FleetLedger):
             )
             args = (prefix, prefix, prefix, max(limit, 0))
         rows = self._run(lambda c: c.execute(sql, args).fetchall())
-        return [
-            RunRecord(
-                run_id=r[0],
-                pipeline_path=r[1],
-                pipeline=json.loads(r[2]),
-                executor=r[3],
-                created=r[4],
-                state=r[5],
-                finished=r[6],
-                counts=RunCounts.from_dict(json.loads(r[7])),
-                host=r[8],
-                pid=r[9],
-                heartbeat=r[10],
-            )
-            for r in rows
-        ]
+        return [run_from_row(r) for r in rows]
 
     @override
     def find_tasks(

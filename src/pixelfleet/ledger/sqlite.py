@@ -13,9 +13,16 @@ from typing import Any
 
 from typing_extensions import override
 
-from pixelfleet.ledger.base import TASK_COLUMNS, RunRecord, TaskRecord, task_from_row, task_row
+from pixelfleet.ledger.base import (
+    RUN_COLUMNS,
+    TASK_COLUMNS,
+    RunRecord,
+    TaskRecord,
+    run_from_row,
+    task_from_row,
+    task_row,
+)
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
-from pixelfleet.models import RunCounts
 from pixelfleet.urls import sqlite_path
 
 _SCHEMA = """
@@ -151,7 +158,7 @@ class SqliteLedger(FleetLedger):
 
     @override
     def find_runs(self, prefix: str | None = None, limit: int = 20) -> list[RunRecord]:
-        sql = "SELECT * FROM runs"
+        sql = f"SELECT {RUN_COLUMNS} FROM runs"
         args: list[Any] = []
         if prefix is not None:
             # substr, not LIKE: LIKE ignores case and needs its wildcards escaped.
@@ -164,22 +171,7 @@ class SqliteLedger(FleetLedger):
             args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [
-            RunRecord(
-                run_id=r["run_id"],
-                pipeline_path=r["pipeline_path"],
-                pipeline=json.loads(r["pipeline"]),
-                executor=r["executor"],
-                created=r["created"],
-                state=r["state"],
-                finished=r["finished"],
-                counts=RunCounts.from_dict(json.loads(r["counts"])),
-                host=r["host"],
-                pid=r["pid"],
-                heartbeat=r["heartbeat"],
-            )
-            for r in rows
-        ]
+        return [run_from_row(tuple(r)) for r in rows]
 
     @override
     def find_tasks(
@@ -323,25 +315,8 @@ class SqliteLedger(FleetLedger):
                     " outputs = ?, failures = ?, updated = ?, n_missing = ?, lease_until = NULL"
                     " WHERE run_id = ? AND task_id = ? AND state = 'running' AND attempts = ?"
                     " AND worker = ? RETURNING task_id",
-                    (
-                        t.state,
-                        t.attempts,
-                        t.error_type,
-                        t.error,
-                        t.seconds,
-                        t.worker,
-                        t.n_done,
-                        t.n_skipped,
-                        t.n_failed,
-                        json.dumps(t.outputs),
-                        json.dumps(t.failures),
-                        now,
-                        t.n_missing,
-                        run_id,
-                        t.task_id,
-                        t.attempts,
-                        t.worker,
-                    ),
+                    # state .. failures, then the time, n_missing and the fence
+                    (*task_row(t)[3:14], now, t.n_missing, run_id, t.task_id, t.attempts, t.worker),
                 ).fetchone()
                 if row is not None:
                     recorded.add(t.task_id)
