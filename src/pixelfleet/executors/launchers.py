@@ -103,11 +103,10 @@ class ExternalLauncher(Launcher):
     name = "fleet"
 
     def __init__(self, address: str = "", **_: Any):
-        self._request: LaunchRequest | None = None
+        """Nothing to set up: it starts no worker."""
 
     @override
     def launch(self, request: LaunchRequest) -> list[str]:
-        self._request = request
         args = ["pixelfleet", *worker_arguments(request.run_id, request.ledger_url)]
         command = " ".join(shlex.quote(a) for a in args)
         return [

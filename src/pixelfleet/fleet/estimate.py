@@ -85,11 +85,6 @@ class Estimate:
     threads: int = 1
     from_inventory: bool = False
 
-    @property
-    def todo_objects(self) -> int:
-        """Objects in the tasks still to do."""
-        return self.objects
-
     def per_object(self, count: int) -> float:
         """A sampled count per sampled object."""
         return count / self.sampled_objects if self.sampled_objects else 0.0
