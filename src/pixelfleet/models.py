@@ -191,6 +191,12 @@ class RunCounts:
         return cls(**{k: int(v) for k, v in (data or {}).items() if k in known})
 
 
+def combined_etag(entries: Any) -> str:
+    """One etag for several objects (a scene's band files): a hash of every entry's key
+    and etag, so it changes when any of them changes, or one is added or removed."""
+    return stable_hash(sorted([e.key, e.etag] for e in entries), 32)
+
+
 def one_line(text: str, limit: int = 500) -> str:
     """Squash an error message to one line of at most ``limit`` characters."""
     flat = " ".join(text.split())

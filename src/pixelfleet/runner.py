@@ -32,7 +32,7 @@ from pixelfleet.errors import ConfigError, TaskTimeoutError, WorkerLostError
 from pixelfleet.executors import Executor, Job, open_executor, parse_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
 from pixelfleet.ledger.base import HEARTBEAT_SECONDS
-from pixelfleet.models import Entry, RunCounts, Task, TaskResult
+from pixelfleet.models import Entry, EntryResult, RunCounts, Task, TaskResult
 from pixelfleet.ops.base import Mode
 from pixelfleet.pipeline import Partition, Pipeline, pipeline_from_dict
 from pixelfleet.plan import PlanStats, in_shard, plan
@@ -203,6 +203,19 @@ class Runner:
         self.ledger.save_run(record)
         return self._execute(record, self.planned_tasks(), skip_done=True)
 
+    def run_tasks(
+        self, tasks: Iterable[Task], record: RunRecord | None = None, skip_done: bool = False
+    ) -> RunSummary:
+        """Run tasks planned by the caller (``pixelfleet watch`` plans one task per event),
+        under ``record`` (a new run if None), with the same execution, retries, ledger,
+        catalog and acknowledgements (to this runner's source) as :meth:`run`. Without
+        ``skip_done`` every task goes to a worker, which still skips outputs that are
+        current: an object deleted and uploaded again with the same bytes is remade."""
+        if record is None:
+            record = self.new_record(self.executor_spec)
+            self.ledger.save_run(record)
+        return self._execute(record, tasks, skip_done=skip_done)
+
     def new_record(self, executor: str) -> RunRecord:
         """A run record for this pipeline, started now by this process."""
         return RunRecord(
@@ -305,7 +318,8 @@ class _Execution:
         #: Records waiting for the ledger, by task id: a task admitted and settled between
         #: two flushes is one row, written once, in its latest state.
         self.unsaved: dict[str, TaskRecord] = {}
-        self.settled: list[Entry] = []  # final outcomes not yet acknowledged to the source
+        #: Final outcomes not yet acknowledged to the source, with each entry's result.
+        self.settled: list[tuple[Entry, EntryResult | None]] = []
         self.last_flush = time.monotonic()
         self.indexer: ItemIndexer | None = None
         self.feed: _Feed | None = None
@@ -314,7 +328,8 @@ class _Execution:
         #: done starts no worker at all.
         self.started = False
         #: Entries are kept for :meth:`Source.ack` only when the source does something with it.
-        self.acks = type(runner.source).ack is not Source.ack
+        source_type = type(runner.source)
+        self.acks = source_type.ack is not Source.ack or source_type.settle is not Source.settle
 
     def loop(self, tasks: Iterable[Task]) -> None:
         """Feed the executor from ``tasks`` and settle results until both run dry."""
@@ -382,7 +397,7 @@ class _Execution:
             counts.objects_skipped += sum(len(t.entries) for t in skipped)
             if self.acks:
                 for task in skipped:
-                    self.settled.extend(task.entries)
+                    self.settled.extend((e, None) for e in task.entries)
             if len(skipped) == len(chunk):
                 chunk = []
         for task in chunk:
@@ -448,7 +463,7 @@ class _Execution:
             )
         entries = self.entries_of.pop(result.task_id)
         if self.acks:
-            self.settled.extend(entries)
+            self.settled.extend(_outcomes(entries, result))
         if self.indexer is not None:
             self.indexer.add(result)
         if self.bar is not None:
@@ -473,8 +488,8 @@ class _Execution:
             self.counts.items_indexed += self.indexer.flush(force)
         if self.settled and not self.unsaved and (self.indexer is None or not self.indexer.pending):
             source = self.runner.source
-            for entry in self.settled:
-                source.ack(entry)
+            for entry, outcome in self.settled:
+                source.settle(entry, outcome)
             self.settled = []
 
     def interrupted(self) -> None:
@@ -498,6 +513,27 @@ class _Execution:
             self.bar.close()
         if self.indexer is not None:
             self.indexer.close()
+
+
+def _outcomes(
+    entries: Sequence[Entry], result: TaskResult
+) -> Iterator[tuple[Entry, EntryResult | None]]:
+    """Each entry of a settled task with its result: its own, else (a scene's band files)
+    the task's group result, else (the task failed as a whole) one made from the task's
+    error."""
+    by_key = {e.key: e for e in result.entries}
+    whole = result.entries[0] if len(result.entries) == 1 else None
+    for entry in entries:
+        own = by_key.get(entry.key) or whole
+        if own is None:
+            own = EntryResult(
+                key=entry.key,
+                etag=entry.etag,
+                state="done" if result.state == "done" else "failed",
+                error_type=result.error_type,
+                error=result.error,
+            )
+        yield entry, own
 
 
 class _Feed:

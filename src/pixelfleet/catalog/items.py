@@ -23,7 +23,7 @@ from typing import Any
 
 from pixelfleet import __version__
 from pixelfleet.catalog.facts import SourceFacts, read_facts
-from pixelfleet.models import Entry, OutputRecord
+from pixelfleet.models import Entry, OutputRecord, combined_etag
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage
 
@@ -225,6 +225,7 @@ def build_scene_item(
     props = item["properties"]
     props["title"] = posixpath.basename(scene) or scene
     props["pixelfleet:key"] = scene
+    props["pixelfleet:etag"] = combined_etag(entries)
     props["pixelfleet:size"] = sum(e.size for e in entries)
     props["description"] = f"scene {scene}: {len(entries)} band files ({source.url})"
     data = item["assets"].pop("data")

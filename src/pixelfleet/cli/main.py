@@ -29,6 +29,8 @@ COMMANDS = {
     "histogram": "pixelfleet.cli.histogram:histogram",
     "worker": "pixelfleet.cli.worker:worker",
     "batch": "pixelfleet.cli.batch:batch",
+    "watch": "pixelfleet.cli.watch:watch",
+    "reconcile": "pixelfleet.cli.watch:reconcile",
 }
 
 

@@ -16,6 +16,7 @@ from typing_extensions import override
 
 from pixelfleet.errors import ConfigError
 from pixelfleet.ledger.base import RunRecord, TaskRecord
+from pixelfleet.ledger.events import EventLog, EventRecord
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 
 
@@ -30,6 +31,7 @@ class _Book:
     done: dict[str, set[str]] = field(default_factory=dict)
     #: run id -> worker id -> worker
     workers: dict[str, dict[str, WorkerRecord]] = field(default_factory=dict)
+    events: list[EventRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -45,7 +47,7 @@ def memory_name(url: str) -> str:
     return rest.strip("/")
 
 
-class MemoryLedger(FleetLedger):
+class MemoryLedger(FleetLedger, EventLog):
     """Runs and tasks in dicts of this process."""
 
     def __init__(self, url: str = "memory://"):
@@ -233,3 +235,33 @@ class MemoryLedger(FleetLedger):
                 _BOOKS.clear()
             else:
                 _BOOKS.pop(name, None)
+
+    # -- event log ---------------------------------------------------------------------
+
+    @override
+    def record_events(self, records: Sequence[EventRecord]) -> None:
+        book = self._book
+        with book.lock:
+            for record in records:
+                record.seq = len(book.events) + 1
+                book.events.append(copy.copy(record))
+
+    @override
+    def events(
+        self,
+        run_id: str | None = None,
+        since: int = 0,
+        actions: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        book = self._book
+        with book.lock:
+            out = []
+            for record in book.events[max(0, since) :]:
+                if (run_id is None or record.run_id == run_id) and (
+                    not actions or record.action in actions
+                ):
+                    out.append(copy.copy(record))
+                    if len(out) >= limit:
+                        break
+            return out

@@ -36,6 +36,7 @@ from pixelfleet.ledger.base import (
     task_from_row,
     task_row,
 )
+from pixelfleet.ledger.events import EVENT_COLUMNS, EventLog, EventRecord, event_from_row
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 
 T = TypeVar("T")
@@ -120,6 +121,20 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX IF EXISTS tasks_by_state;
     """,
+    # 5: the log of bucket events (see pixelfleet.ledger.events)
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        seq BIGSERIAL PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        time DOUBLE PRECISION NOT NULL,
+        action TEXT NOT NULL,
+        key TEXT NOT NULL,
+        item_id TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '',
+        seconds DOUBLE PRECISION NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+    """,
 ]
 
 #: The database server's clock, in epoch seconds.
@@ -158,7 +173,7 @@ def split_url(url: str) -> tuple[str, str, float]:
     return conninfo, schema, retry
 
 
-class PostgresLedger(FleetLedger):
+class PostgresLedger(FleetLedger, EventLog):
     """Runs, tasks and workers in PostgreSQL; safe to share between many processes."""
 
     def __init__(self, url: str):
@@ -556,6 +571,58 @@ class PostgresLedger(FleetLedger):
             ).fetchall()
         )
         return [WorkerRecord(*r) for r in rows]
+
+    # -- event log ---------------------------------------------------------------------
+
+    @override
+    def record_events(self, records: Sequence[EventRecord]) -> None:
+        if not records:
+            return
+
+        def add(conn: Any) -> list[int]:
+            with conn.transaction(), conn.cursor() as cur:
+                seqs = []
+                for r in records:
+                    cur.execute(
+                        "INSERT INTO events (run_id, time, action, key, item_id, detail, seconds)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                        (r.run_id, r.time, r.action, r.key, r.item_id, r.detail, r.seconds),
+                    )
+                    seqs.append(int(cur.fetchone()[0]))
+                return seqs
+
+        for record, seq in zip(records, self._run(add), strict=True):
+            record.seq = seq
+
+    @override
+    def events(
+        self,
+        run_id: str | None = None,
+        since: int = 0,
+        actions: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        where, args = ["seq > %s"], [since]
+        if run_id is not None:
+            where.append("run_id = %s")
+            args.append(run_id)  # type: ignore[arg-type]
+        if actions:
+            where.append("action = ANY(%s)")
+            args.append(list(actions))  # type: ignore[arg-type]
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
+        )
+        rows = self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [event_from_row(r) for r in rows]
+
+    @override
+    def event_counts(self, run_id: str) -> dict[str, int]:
+        rows = self._run(
+            lambda c: c.execute(
+                "SELECT action, count(*) FROM events WHERE run_id = %s GROUP BY action", (run_id,)
+            ).fetchall()
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     def execute(self, work: Callable[[Any], T]) -> T:
         """Run ``work(connection)`` with this ledger's reconnecting retries (for the

@@ -22,6 +22,7 @@ from pixelfleet.ledger.base import (
     task_from_row,
     task_row,
 )
+from pixelfleet.ledger.events import EVENT_COLUMNS, EventLog, EventRecord, event_from_row
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 from pixelfleet.urls import sqlite_path
 
@@ -70,6 +71,17 @@ CREATE TABLE IF NOT EXISTS workers (
     shard TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, worker_id)
 );
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    action TEXT NOT NULL,
+    key TEXT NOT NULL,
+    item_id TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    seconds REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id, seq);
 """
 
 _TASK_COLUMNS = TASK_COLUMNS
@@ -85,7 +97,7 @@ _ADDED_COLUMNS = {
 }
 
 
-class SqliteLedger(FleetLedger):
+class SqliteLedger(FleetLedger, EventLog):
     """Runs and tasks in a SQLite database file."""
 
     def __init__(self, url: str):
@@ -396,6 +408,47 @@ class SqliteLedger(FleetLedger):
                 (run_id,),
             ).fetchall()
         return [WorkerRecord(*tuple(r)) for r in rows]
+
+    # -- event log ---------------------------------------------------------------------
+
+    @override
+    def record_events(self, records: Sequence[EventRecord]) -> None:
+        with self._lock, self._db:
+            for r in records:
+                cur = self._db.execute(
+                    "INSERT INTO events (run_id, time, action, key, item_id, detail, seconds)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (r.run_id, r.time, r.action, r.key, r.item_id, r.detail, r.seconds),
+                )
+                r.seq = int(cur.lastrowid or 0)
+
+    @override
+    def events(
+        self,
+        run_id: str | None = None,
+        since: int = 0,
+        actions: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[EventRecord]:
+        where, args = ["seq > ?"], [since]
+        if run_id is not None:
+            where.append("run_id = ?")
+            args.append(run_id)  # type: ignore[arg-type]
+        if actions:
+            where.append(f"action IN ({','.join('?' * len(actions))})")
+            args.extend(actions)  # type: ignore[arg-type]
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [event_from_row(r) for r in rows]
+
+    @override
+    def event_counts(self, run_id: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT action, count(*) FROM events WHERE run_id = ? GROUP BY action", (run_id,)
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
 
 
 _UPSERT = (

@@ -26,7 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from pixelfleet import __version__
 from pixelfleet.errors import ConfigError
-from pixelfleet.models import Entry, OutputRecord, stable_hash
+from pixelfleet.models import Entry, OutputRecord, combined_etag, stable_hash
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage, check_key
 
@@ -227,8 +227,7 @@ def group_entry(group: str, entries: Sequence[Entry]) -> Entry:
     hash of every entry's key and etag: an output made from it is current exactly as
     long as none of the task's objects changed, and none was added or removed.
     """
-    etag = stable_hash(sorted([e.key, e.etag] for e in entries), 32)
-    return Entry(key=group, size=sum(e.size for e in entries), etag=etag)
+    return Entry(key=group, size=sum(e.size for e in entries), etag=combined_etag(entries))
 
 
 class Op(ABC):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-from pixelfleet.models import Entry
+from pixelfleet.models import Entry, EntryResult
 
 
 class Source(ABC):
@@ -29,6 +29,13 @@ class Source(ABC):
     def ack(self, entry: Entry) -> None:  # noqa: B027 - optional: most sources keep no state
         """``entry``'s work is recorded in the ledger (done, failed for good, or already
         done before); the source may forget it. Called from the runner's thread."""
+
+    def settle(self, entry: Entry, result: EntryResult | None) -> None:
+        """``entry``'s work is recorded, with its outcome: ``result`` is the entry's result
+        (None when its task was skipped as done before). Sources that act on outcomes (a
+        watcher sends a failed event to its dead-letter queue) override this; by default
+        it is :meth:`ack`. Called from the runner's thread."""
+        self.ack(entry)
 
     def close(self) -> None:  # noqa: B027 - optional: most sources hold nothing open
         """Stop: release connections, and make a blocked :meth:`entries` return soon."""

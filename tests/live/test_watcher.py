@@ -1,0 +1,122 @@
+"""The watcher on a local bucket with events from a memory queue: create, update, delete,
+duplicates, reordering, dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from live_helpers import Background, keys_under, photo, photo_pipeline, s3_event
+from pixelfleet.catalog import open_catalog
+from pixelfleet.events import MemoryQueue
+from pixelfleet.ledger import open_ledger
+from pixelfleet.live import Watcher
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    pipeline = photo_pipeline(f"file://{src}", f"file://{out}", catalog_url)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    catalog = open_catalog(catalog_url)
+    queue = MemoryQueue(visibility=30)
+    watcher = Watcher(pipeline, ledger, queue, catalog=catalog, summary_every=0)
+    yield src, out, catalog, queue, watcher, ledger
+    catalog.close()
+    ledger.close()
+
+
+def item_ids(catalog) -> set[str]:  # type: ignore[no-untyped-def]
+    from pixelfleet.catalog.query import parse_query
+
+    page = catalog.search(parse_query(collections=["photos"], limit=1000))
+    return {f["id"] for f in page.items}
+
+
+def test_create_update_delete(setup) -> None:  # type: ignore[no-untyped-def]
+    src, out, catalog, queue, watcher, ledger = setup
+    with Background(watcher):
+        (src / "a b.png").write_bytes(photo())
+        queue.put(s3_event("created", "", "a b.png"))
+        wait_for(lambda: "a b.png" in item_ids(catalog) and queue.pending() == 0)
+        assert keys_under(out) == {"a b.thumb.jpg"}
+        first = (out / "a b.thumb.jpg").read_bytes()
+
+        (src / "a b.png").write_bytes(photo((10, 200, 10)))
+        queue.put(s3_event("created", "", "a b.png"))
+        wait_for(lambda: queue.pending() == 0 and watcher.counts().get("updated") == 1)
+        assert (out / "a b.thumb.jpg").read_bytes() != first
+
+        (src / "a b.png").unlink()
+        queue.put(s3_event("deleted", "", "a b.png"))
+        wait_for(lambda: queue.pending() == 0 and watcher.counts().get("deleted") == 1)
+        assert keys_under(out) == set()
+        assert item_ids(catalog) == set()
+    assert len(queue.acked) == 3 and not queue.dead
+    logged = [e.action for e in ledger.events(watcher.summary.run_id)]
+    assert logged == ["created", "updated", "deleted"]
+
+
+def test_a_delete_that_arrives_first_wins(setup) -> None:  # type: ignore[no-untyped-def]
+    src, out, catalog, queue, watcher, _ = setup
+    # The object was created (sequencer 1) and then deleted (sequencer 2): the delete's
+    # event arrives first, the create's late, twice.
+    queue.put(s3_event("deleted", "", "x.png", sequencer="0002"))
+    with Background(watcher):
+        wait_for(lambda: queue.pending() == 0)
+        queue.put(s3_event("created", "", "x.png", sequencer="0001"))
+        queue.put(s3_event("created", "", "x.png", sequencer="0001"))
+        wait_for(lambda: queue.pending() == 0)
+    assert keys_under(out) == set() and item_ids(catalog) == set()
+    assert watcher.counts()["ignored"] >= 2
+
+
+def test_malformed_and_failed_messages_are_dead_lettered(setup) -> None:  # type: ignore[no-untyped-def]
+    src, out, catalog, queue, watcher, ledger = setup
+    (src / "bad.png").write_bytes(b"not a png at all")
+    (src / "good.png").write_bytes(photo())
+    queue.put("{not json")
+    queue.put('{"hello": "world"}')
+    queue.put(s3_event("created", "", "bad.png"))
+    queue.put(s3_event("created", "", "good.png"))
+    queue.put('{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"}')
+    with Background(watcher):
+        wait_for(lambda: queue.pending() == 0)
+    reasons = [reason for _, reason in queue.dead]
+    assert len(reasons) == 3, reasons
+    assert any("not JSON" in r for r in reasons)
+    assert any("not an S3, SNS, EventBridge or MinIO notification" in r for r in reasons)
+    assert any("bad.png" in r for r in reasons)
+    assert item_ids(catalog) == {"good.png"}
+    dead = ledger.events(watcher.summary.run_id, actions=["dead-lettered"])
+    assert len(dead) == 3
+
+
+def test_other_buckets_and_unselected_keys_are_ignored(tmp_path: Path) -> None:
+    from pixelfleet.events import BucketEvent
+
+    pipeline = photo_pipeline("memory://w1/photos", "memory://w1out", "memory://w1cat")
+    ledger = open_ledger("memory://")
+    queue = MemoryQueue()
+    watcher = Watcher(pipeline, ledger, queue, summary_every=0)
+    for key in ("other/a.png", "photos/a.txt", "photos/"):
+        queue.put(events=[BucketEvent("created", "w1", key)])
+    queue.put(events=[BucketEvent("created", "w2", "photos/a.png")])
+    with Background(watcher):
+        wait_for(lambda: queue.pending() == 0)
+    assert watcher.counts() == {"ignored": 4}
+    assert len(queue.acked) == 4
