@@ -170,7 +170,7 @@ def _apply(
 ) -> None:
     from pixelfleet.events import MemoryQueue
     from pixelfleet.live import Watcher
-    from pixelfleet.live.watcher import source_bucket
+    from pixelfleet.live.units import source_bucket
 
     bucket, prefix = source_bucket(pipeline.source.url)
     with resolve_ledger(ledger_url, pipeline) as ledger:

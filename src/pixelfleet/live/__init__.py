@@ -9,6 +9,7 @@ what events missed by comparing the bucket with the catalog.
 
 from __future__ import annotations
 
-from pixelfleet.live.watcher import Watcher, WatchSummary
+from pixelfleet.live.units import WatchSummary
+from pixelfleet.live.watcher import Watcher
 
 __all__ = ["WatchSummary", "Watcher"]

@@ -37,8 +37,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from pixelfleet.catalog import Catalog, open_catalog
 from pixelfleet.errors import PixelfleetError
@@ -46,13 +44,13 @@ from pixelfleet.events import BucketEvent, EventQueue, MemoryQueue, Message, com
 from pixelfleet.events.parse import MalformedEventError, parse_message
 from pixelfleet.ledger import Ledger, RunRecord
 from pixelfleet.ledger.events import EventLog, EventRecord
+from pixelfleet.live.units import LiveSource, Part, Tracked, Unit, WatchSummary, show, source_bucket
 from pixelfleet.models import Entry, EntryResult, Task, one_line
 from pixelfleet.ops.base import scene_id
 from pixelfleet.pipeline import Pipeline
 from pixelfleet.plan import make_task
 from pixelfleet.runner import Runner
 from pixelfleet.settings import get_settings
-from pixelfleet.sources.base import Source
 from pixelfleet.sources.listing import compile_globs, extensions_for
 from pixelfleet.sources.scenes import ScenePattern
 from pixelfleet.storage import Storage, open_storage
@@ -61,79 +59,6 @@ from pixelfleet.storage import Storage, open_storage
 _REMEMBERED_UNITS = 1_000_000
 #: Threads that ask the bucket what a unit holds and remove what is gone.
 _LOOKUP_THREADS = 4
-
-
-@dataclass
-class WatchSummary:
-    """What a watcher did, by action, and how long events took to settle."""
-
-    run_id: str
-    counts: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    messages: int = 0
-
-    def line(self) -> str:
-        """One line: ``120 messages: created 80, updated 10, deleted 20, ...``."""
-        parts = [f"{name} {n}" for name, n in sorted(self.counts.items()) if n]
-        lat = sorted(self.latencies[-10_000:])
-        tail = ""
-        if lat:
-            tail = f"; settle p50 {_pct(lat, 0.5):.2f} s, p95 {_pct(lat, 0.95):.2f} s"
-        return f"{self.messages} messages: {', '.join(parts) or 'nothing yet'}{tail}"
-
-
-@dataclass
-class _Tracked:
-    """A message being handled: how many of its events are still open."""
-
-    message: Message
-    queue: EventQueue
-    open: int = 0
-    failures: list[str] = field(default_factory=list)
-    done: bool = False
-
-
-@dataclass
-class _Part:
-    """One event of a message, waiting for or covered by its unit's handling."""
-
-    tracked: _Tracked
-    event: BucketEvent
-    arrived: float
-
-
-@dataclass
-class _Unit:
-    """An object (or a scene) and the events waiting for it."""
-
-    name: str
-    high: str = ""  # the newest sequencer applied
-    busy: bool = False
-    due: float = 0.0  # scenes: not handled before this (settle time)
-    waiting: list[_Part] = field(default_factory=list)
-    running: list[_Part] = field(default_factory=list)
-    existed: bool = False  # the unit had outputs before this handling (updated vs created)
-    open_entries: set[str] = field(default_factory=set)  # entries of its task not settled
-    results: list[EntryResult] = field(default_factory=list)
-
-
-class _LiveSource(Source):
-    """The runner's source while watching: tasks come from the watcher; their outcomes
-    go back to it."""
-
-    name = "events"
-    ends = False
-
-    def __init__(self, settled: Callable[[Entry, EntryResult | None], None]):
-        self._settled = settled
-
-    def entries(self) -> Iterator[Entry]:
-        """Never read: the watcher hands the runner its tasks."""
-        return iter(())
-
-    def settle(self, entry: Entry, result: EntryResult | None) -> None:
-        """Hand ``entry``'s recorded outcome to the watcher."""
-        self._settled(entry, result)
 
 
 class Watcher:
@@ -186,16 +111,16 @@ class Watcher:
             workers=workers,
             progress=False,
             catalog=catalog,
-            source=_LiveSource(self._entry_settled),
+            source=LiveSource(self._entry_settled),
         )
         self._lock = threading.RLock()
-        self._units: collections.OrderedDict[str, _Unit] = collections.OrderedDict()
+        self._units: collections.OrderedDict[str, Unit] = collections.OrderedDict()
         self._unit_of_entry: dict[str, str] = {}
         self._tasks: queue_module.Queue[Task] = queue_module.Queue()
-        self._outbox: collections.deque[tuple[str, _Tracked, str]] = collections.deque()
+        self._outbox: collections.deque[tuple[str, Tracked, str]] = collections.deque()
         self._records: list[EventRecord] = []
-        self._held: dict[str, _Tracked] = {}  # message id -> tracked, until acked
-        self._due: list[_Unit] = []  # scenes settling
+        self._held: dict[str, Tracked] = {}  # message id -> tracked, until acked
+        self._due: list[Unit] = []  # scenes settling
         self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="pixelfleet-lookup")
         self._stopping = threading.Event()
         self._receiving_done = threading.Event()
@@ -282,7 +207,7 @@ class Watcher:
             self._receiving_done.set()
 
     def _take(self, message: Message, queue: EventQueue) -> None:
-        tracked = _Tracked(message, queue)
+        tracked = Tracked(message, queue)
         self.summary.messages += 1
         try:
             events = parse_message(message)
@@ -297,7 +222,7 @@ class Watcher:
             unit, why = self._unit_of(event)
             if unit is None:
                 self._log("ignored", event.key, why, 0.0)
-                self.echo(f"ignored   {_show(event.key)}: {why}")
+                self.echo(f"ignored   {show(event.key)}: {why}")
                 continue
             wanted.append((unit, event))
         if not wanted:
@@ -309,7 +234,7 @@ class Watcher:
             self._held[message.id] = tracked
             tracked.open = len(wanted)
             for unit_name, event in wanted:
-                self._arrive(unit_name, _Part(tracked, event, time.monotonic()))
+                self._arrive(unit_name, Part(tracked, event, time.monotonic()))
 
     def _unit_of(self, event: BucketEvent) -> tuple[str | None, str]:
         """The unit (key or scene) an event is for, or None and why it is ignored."""
@@ -336,11 +261,11 @@ class Watcher:
             return "scene:" + match.group, ""
         return key, ""
 
-    def _arrive(self, unit_name: str, part: _Part) -> None:
+    def _arrive(self, unit_name: str, part: Part) -> None:
         """Queue an event on its unit; start handling the unit if it is idle."""
         unit = self._units.get(unit_name)
         if unit is None:
-            unit = self._units[unit_name] = _Unit(unit_name)
+            unit = self._units[unit_name] = Unit(unit_name)
             if len(self._units) > _REMEMBERED_UNITS:
                 oldest = next(iter(self._units))
                 if not self._units[oldest].busy and not self._units[oldest].waiting:
@@ -370,7 +295,7 @@ class Watcher:
                 self._due.remove(unit)
                 self._start(unit)
 
-    def _start(self, unit: _Unit) -> None:
+    def _start(self, unit: Unit) -> None:
         """Take the unit's waiting events and look at the bucket for it (in a thread)."""
         unit.busy = True
         unit.running, unit.waiting = unit.waiting, []
@@ -383,7 +308,7 @@ class Watcher:
 
     # -- handling a unit -----------------------------------------------------------------
 
-    def _handle(self, unit: _Unit) -> None:
+    def _handle(self, unit: Unit) -> None:
         """Ask the bucket what the unit holds now, and make or remove accordingly."""
         try:
             if unit.name.startswith("scene:"):
@@ -435,7 +360,7 @@ class Watcher:
                 return self.output.head(key) is not None
         return False
 
-    def _remove(self, unit: _Unit, item_id: str) -> bool:
+    def _remove(self, unit: Unit, item_id: str) -> bool:
         """Delete a gone unit's outputs and catalog item; tell whether anything was there."""
         if unit.name.startswith("scene:"):
             group = unit.name.removeprefix("scene:")
@@ -482,7 +407,7 @@ class Watcher:
         else:
             self._finish(unit, "current", "")
 
-    def _finish(self, unit: _Unit, action: str | None, detail: str, retry: bool = False) -> None:
+    def _finish(self, unit: Unit, action: str | None, detail: str, retry: bool = False) -> None:
         """Settle the events a unit's handling covered; handle it again if more came.
 
         ``action`` None: handle again now (the events stay open). ``retry``: the
@@ -506,7 +431,7 @@ class Watcher:
                 else:
                     self._start(unit)
 
-    def _resolve_parts(self, parts: list[_Part], action: str, detail: str, unit: str) -> None:
+    def _resolve_parts(self, parts: list[Part], action: str, detail: str, unit: str) -> None:
         now = time.monotonic()
         shown = unit.removeprefix("scene:")
         for part in parts:
@@ -527,10 +452,10 @@ class Watcher:
         if parts:
             first = f" ({len(parts)} events)" if len(parts) > 1 else ""
             took = now - min(p.arrived for p in parts)
-            text = f"{action:<9} {_show(shown)}{first}  {took:.2f} s"
+            text = f"{action:<9} {show(shown)}{first}  {took:.2f} s"
             self.echo(text + (f": {detail}" if detail else ""))
 
-    def _release(self, tracked: _Tracked, reason: str) -> None:
+    def _release(self, tracked: Tracked, reason: str) -> None:
         """Leave a message for the queue to hand out again (not acknowledged)."""
         if tracked.done:
             return
@@ -549,7 +474,7 @@ class Watcher:
                 EventRecord(run_id, time.time(), action, key, key, detail, seconds)
             )
 
-    def _queue_out(self, what: str, tracked: _Tracked, reason: str) -> None:
+    def _queue_out(self, what: str, tracked: Tracked, reason: str) -> None:
         with self._lock:
             self._outbox.append((what, tracked, reason))
 
@@ -609,28 +534,6 @@ class Watcher:
             return
         self.echo(f"reconcile {report.line()}")
         self.inject(report.events(self.bucket or "", self.prefix))
-
-
-def source_bucket(url: str) -> tuple[str | None, str]:
-    """An object store source's bucket and key prefix (``None`` bucket: a local folder,
-    whose events carry keys relative to it)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("s3", "gs", "az", "minio"):
-        prefix = parts.path.lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return parts.netloc, prefix
-    return None, ""
-
-
-def _show(key: str) -> str:
-    """A key as one printable line (control characters escaped)."""
-    return key if key.isprintable() else repr(key)[1:-1]
-
-
-def _pct(values: list[float], q: float) -> float:
-    index = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return values[index]
 
 
 __all__ = ["WatchSummary", "Watcher", "source_bucket"]
