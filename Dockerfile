@@ -16,8 +16,9 @@
 # shared PostgreSQL ledger (psycopg), STAC items and a pgstac catalog that every worker
 # writes to, composites' histograms (matplotlib). Not here: dask (Dask workers run their
 # own image), server (the web UI), parquet (inventories are read by the driver that plans).
+# events (SQS, AMQP, folders) lets the same image run `pixelfleet watch` as a service.
 # tests/test_worker_image.py derives the same list from pyproject.toml.
-ARG EXTRAS=s3,aws,postgres,catalog,pgstac,composite
+ARG EXTRAS=s3,aws,postgres,catalog,pgstac,composite,events
 
 
 # ---- 1. the wheel, and the list of what it needs --------------------------------------

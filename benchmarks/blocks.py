@@ -23,10 +23,16 @@ statistics. Methods:
 - ``rioxarray``: ``rioxarray.open_rasterio(chunks=512)``, the same computation lazily
   (``map_overlap`` for the focal mean), ``rio.to_raster`` with dask's threaded
   scheduler on 2 threads, then GDAL's overviews and statistics;
-- RIOS is not on PyPI and is not installed here: its row is skipped (the issue's own
-  measurements of RIOS are quoted in docs/benchmarks.md for reference).
+- ``rios``, ``rios-2``: RIOS's ``applier.apply`` (serial, and with 2 compute threads) on
+  the same files and settings (512 x 512 windows, the same overlap, GTiff tiled 512 DEFLATE
+  float32 output, its default statistics, histogram and overviews), run under the system
+  Python with Debian's ``python3-gdal`` and the RIOS source in ``--rios`` (default
+  ``/tmp/rios``: RIOS is not on PyPI). Skipped, with the reason printed, when either is
+  missing. Its focal mean's edges follow RIOS's rule (the margin past the image is 0), so
+  its output is not compared pixel for pixel.
 
-Usage: ``python benchmarks/blocks.py [--quick] [--repeat N] [--tasks ndvi,focal]``.
+Usage: ``python benchmarks/blocks.py [--quick] [--repeat N] [--tasks ndvi,focal]
+[--methods ...] [--rios DIR] [--system-python PATH]``.
 """
 
 from __future__ import annotations
@@ -140,6 +146,75 @@ def box_mean(data: np.ndarray, size: int = 5) -> np.ndarray:
 def focal(block: Any, args: Any) -> dict[str, np.ndarray]:
     """The 5 x 5 mean of 'image' (returned with the margin, which pixelfleet trims)."""
     return {"out": box_mean(block.inputs["image"][0]).astype("f4")[None]}
+
+
+def rios_ndvi(info: Any, inputs: Any, outputs: Any, otherargs: Any = None) -> None:
+    """RIOS's NDVI: the same arithmetic as :func:`ndvi` on RIOS's block arrays."""
+    red, nir = inputs.red[0], inputs.nir[0]
+    r, n = red.astype("f4"), nir.astype("f4")
+    out = (n - r) / (n + r + np.float32(1e-9))
+    out[(red == 0) | (nir == 0)] = NODATA
+    outputs.out = out[None]
+
+
+def rios_focal(info: Any, inputs: Any, outputs: Any, otherargs: Any = None) -> None:
+    """RIOS's focal mean: RIOS passes the overlap in and expects it back."""
+    outputs.out = box_mean(inputs.image[0]).astype("f4")[None]
+
+
+def run_rios(task: str, paths: dict[str, str], out: Path, workers: int) -> dict[str, Any]:
+    """RIOS's applier with its defaults but for the window size, the output's format
+    and creation options (the same as every other method's) and, for ``workers`` > 1,
+    that many compute threads (and one read thread). Runs under the system Python (see
+    ``rios_python``)."""
+    from rios import applier, structures
+
+    infiles = applier.FilenameAssociations()
+    for name, path in inputs_for(task, paths).items():
+        setattr(infiles, name, path)
+    outfiles = applier.FilenameAssociations()
+    outfiles.out = str(out / "out.tif")
+    controls = applier.ApplierControls()
+    controls.setWindowSize(512, 512)
+    controls.setOutputDriverName("GTiff")
+    controls.setCreationOptions(
+        ["TILED=YES", "BLOCKXSIZE=512", "BLOCKYSIZE=512", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+    )
+    if task == "ndvi":
+        controls.setStatsIgnore(NODATA)
+    else:
+        controls.setOverlap(2)
+    if workers > 1:
+        controls.setConcurrencyStyle(
+            structures.ConcurrencyStyle(
+                numReadWorkers=1,  # RIOS needs one with compute workers
+                numComputeWorkers=workers,
+                computeWorkerKind=structures.CW_THREADS,
+            )
+        )
+    function = rios_ndvi if task == "ndvi" else rios_focal
+    applier.apply(function, infiles, outfiles, controls=controls)
+    return {}
+
+
+def rios_python(rios: str, python: str) -> str | None:
+    """Why RIOS cannot run here (None when it can): the system Python must import GDAL's
+    bindings and RIOS from ``rios``."""
+    if not Path(python).exists():
+        return f"{python} not found"
+    if not Path(rios, "rios", "applier.py").exists():
+        return f"no RIOS source in {rios} (git archive of ubarsc/rios's rios-2.0.9 tag)"
+    proc = subprocess.run(
+        [python, "-c", "import osgeo, numpy, rios.applier; print(osgeo.__version__)"],
+        env={**os.environ, "PYTHONPATH": rios},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return f"{python} cannot import GDAL and RIOS ({last}; apt-get install python3-gdal)"
+    return None
 
 
 # -- the methods (each run in its own process) --------------------------------------------
@@ -268,7 +343,12 @@ METHODS = {
     "pixelfleet-2": (run_pixelfleet, 2),
     "numpy": (run_numpy, 1),
     "rioxarray": (run_rioxarray, 2),
+    "rios": (run_rios, 1),
+    "rios-2": (run_rios, 2),
 }
+
+#: Where the RIOS methods run: (system Python, RIOS source folder), set by main().
+RIOS_RUNTIME: dict[str, str] = {}
 
 
 def peak_rss_mb() -> float:
@@ -280,13 +360,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def stop_fork_server() -> None:
+    """Stop and wait for multiprocessing's fork server, if this process started one (the
+    ``local`` executor forks its workers from it): waiting for it is what adds its CPU
+    time and its workers' (which it waited for) to this process's children's."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        stop()
+
+
 def child(method: str, task: str, paths_json: str, out: str) -> None:
     """Run one method and print its wall and CPU time and peak memory as JSON."""
     run, workers = METHODS[method]
     paths = json.loads(paths_json)
     # Imports are not the method's work: a script pays them once, whatever it runs.
-    import rasterio  # noqa: F401
-
+    if method.startswith("rios"):
+        import rios.applier  # noqa: F401
+        from osgeo import gdal  # noqa: F401
+    else:
+        import rasterio  # noqa: F401
     if method.startswith("pixelfleet"):
         import pixelfleet.blocks.driver  # noqa: F401
     if method == "rioxarray":
@@ -295,6 +390,7 @@ def child(method: str, task: str, paths_json: str, out: str) -> None:
     started, before = time.perf_counter(), os.times()
     result = run(task, paths, Path(out), workers)
     seconds = time.perf_counter() - started
+    stop_fork_server()
     after = os.times()
     cpu = sum(after[:4]) - sum(before[:4])  # this process and its (waited-for) workers
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -313,8 +409,13 @@ def child(method: str, task: str, paths_json: str, out: str) -> None:
 
 def measure(method: str, task: str, paths: dict[str, str], keep: Path | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pf-bench-out-") as out:
+        python, env = sys.executable, None
+        if method.startswith("rios"):
+            python = RIOS_RUNTIME["python"]
+            env = {**os.environ, "PYTHONPATH": RIOS_RUNTIME["rios"]}
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", method, task, json.dumps(paths), out],
+            [python, __file__, "--child", method, task, json.dumps(paths), out],
+            env=env,
             capture_output=True,
             text=True,
             check=False,
@@ -350,6 +451,23 @@ def free_cores() -> float:
     return 2 * one / two
 
 
+def rios_version() -> str:
+    """RIOS's and GDAL's versions, as the system Python reports them."""
+    proc = subprocess.run(
+        [
+            RIOS_RUNTIME["python"],
+            "-c",
+            "import rios, osgeo, sys; print('RIOS', rios.RIOS_VERSION, 'GDAL', osgeo.__version__,"
+            " 'Python', sys.version.split()[0])",
+        ],
+        env={**os.environ, "PYTHONPATH": RIOS_RUNTIME["rios"]},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or proc.stderr.strip()
+
+
 def same_pixels(a: Path, b: Path) -> bool:
     """Tell whether two rasters hold the same pixels (read in stripes)."""
     import rasterio
@@ -371,6 +489,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per method (medians)")
     parser.add_argument("--tasks", default="ndvi,focal")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--rios", default="/tmp/rios", help="RIOS's source folder")
+    parser.add_argument("--system-python", default="/usr/bin/python3", help="with python3-gdal")
     parser.add_argument("--child", nargs=4, metavar=("METHOD", "TASK", "PATHS", "OUT"))
     args = parser.parse_args()
     if args.child:
@@ -385,6 +505,13 @@ def main() -> None:
         except ImportError:
             methods.remove("rioxarray")
             print("rioxarray: not installed (pip install rioxarray): skipped")
+    if any(m.startswith("rios") for m in methods):
+        why = rios_python(args.rios, args.system_python)
+        if why is None:
+            RIOS_RUNTIME.update(python=args.system_python, rios=args.rios)
+        else:
+            methods = [m for m in methods if not m.startswith("rios")]
+            print(f"RIOS: skipped: {why}")
     begun = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pf-bench-blocks-") as tmp:
         t0 = time.perf_counter()
@@ -394,14 +521,16 @@ def main() -> None:
             f"{time.perf_counter() - t0:.0f} s; {os.cpu_count()} cores; load average "
             f"{os.getloadavg()[0]:.1f}"
         )
-        print("RIOS: not installed (not on PyPI; needs Debian's python3-gdal): skipped")
+        if RIOS_RUNTIME:
+            print(f"RIOS: {rios_version()} under {RIOS_RUNTIME['python']}")
         print(f"cores free for two busy processes: {free_cores():.2f} (before)")
         for task in args.tasks.split(","):
             report(task, paths, methods, repeat, Path(tmp))
         print(f"\ncores free for two busy processes: {free_cores():.2f} (after)")
     print(
         f"\nwall, CPU: medians of {repeat} runs (methods interleaved), each in a fresh "
-        "process; CPU counts the driver and its worker processes (rioxarray: its threads). "
+        "process; CPU counts the driver, its fork server and worker processes (rioxarray, "
+        "rios-2: their threads). "
         "RSS: the highest peak, imports included; 'workers' is the largest worker process. "
         "The machine is shared: CPU time is the steadier measure."
     )
@@ -463,7 +592,7 @@ def report(task: str, paths: dict[str, str], methods: list[str], repeat: int, tm
     reference = "numpy" if "numpy" in methods else None
     if reference:
         for method in methods:
-            if method != reference:
+            if method != reference and not (task == "focal" and method.startswith("rios")):
                 same = same_pixels(kept[method], kept[reference])
                 print(f"  {method} output == numpy output: {same}")
 

@@ -12,7 +12,13 @@ For each backend (SQLite; pgstac when PostgreSQL is reachable) it
 3. answers the same queries with a plain scan (the SQLite ``items`` table read without
    its indexes, in this process) as the baseline.
 
+4. measures throughput: requests per second for plain, bbox, datetime, free-text and
+   property-filter searches (limit 10), sent back to back over 1 and over 8
+   connections, with the server's CPU milliseconds per request (steadier than
+   requests per second on a shared machine).
+
 Usage: python benchmarks/catalog.py [--items 1000000] [--pg-items N] [--queries 100]
+       [--seconds 3]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +212,93 @@ def over_http(base: str, qs: dict[str, list[dict[str, str]]]) -> dict[str, tuple
     return out
 
 
+def throughput_queries(count: int, seed: int = 11) -> dict[str, list[dict[str, str]]]:
+    """Queries for the throughput figures: the plain page, a 1-degree box, a 30-day window,
+    a common word, and a CQL2 filter on a property (one station's scenes)."""
+    rng = random.Random(seed)
+    w0, s0, e0, n0 = CONUS
+    out: dict[str, list[dict[str, str]]] = {k: [] for k in ("plain", "bbox", "datetime", "q",
+                                                            "filter")}  # fmt: skip
+    for _ in range(count):
+        out["plain"].append({})
+        lon, lat = rng.uniform(w0, e0 - 1), rng.uniform(s0, n0 - 1)
+        out["bbox"].append({"bbox": f"{lon:.3f},{lat:.3f},{lon + 1:.3f},{lat + 1:.3f}"})
+        t0 = rng.uniform(START, END - 30 * 86400)
+        out["datetime"].append({"datetime": f"{iso(t0)}/{iso(t0 + 30 * 86400)}"})
+        out["q"].append({"q": rng.choice(VOCAB[:200])})
+        station = rng.randrange(50)
+        out["filter"].append({"filter": f"\"pixelfleet:key\" LIKE 'st{station:02d}/%'"})
+    return out
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def send(
+    base: str,
+    kind: str,
+    params: list[dict[str, str]],
+    offset: int,
+    stop: float,
+    times: list[float],
+    lock: threading.Lock,
+) -> None:
+    """One client connection sending searches back to back until ``stop``."""
+    mine = []
+    with httpx.Client(base_url=base, timeout=60) as client:
+        i = offset
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            r = client.get("/stac/search", params={**params[i % len(params)], "limit": 10})
+            mine.append((time.perf_counter() - t) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"{kind}: {r.status_code} {r.text[:200]}")
+            i += 1
+    with lock:
+        times.extend(mine)
+
+
+def throughput(
+    base: str, pid: int, qs: dict[str, list[dict[str, str]]], clients: int, seconds: float
+) -> dict[str, tuple[float, float, float, float]]:
+    """Requests back to back over ``clients`` connections for ``seconds`` per query type:
+    ``(requests/s, p50 ms, p95 ms, server CPU ms per request)``."""
+    out = {}
+    for kind, params in qs.items():
+        times: list[float] = []
+        lock = threading.Lock()
+        stop = time.perf_counter() + seconds
+
+        cpu0, t0 = server_cpu(pid), time.perf_counter()
+        threads = [
+            threading.Thread(target=send, args=(base, kind, params, k * 7, stop, times, lock))
+            for k in range(clients)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall, cpu = time.perf_counter() - t0, server_cpu(pid) - cpu0
+        p50, p95 = percentiles(times)
+        out[kind] = (len(times) / wall, p50, p95, cpu * 1000 / len(times))
+    return out
+
+
+def report_throughput(name: str, figures: dict[int, dict[str, Any]]) -> None:
+    if not figures:
+        return
+    print(f"  {name} throughput, limit 10 (target >= 1,000 req/s, p95 <= 20 ms; filter >= 300):")
+    print(f"  {'query':<10} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7}"
+          f" {'srv CPU ms/req':>15}")  # fmt: skip
+    for clients, rows in figures.items():
+        for kind, (rate, p50, p95, cpu) in rows.items():
+            print(f"  {kind:<10} {clients:>5} {rate:7.0f} {p50:7.1f} {p95:7.1f} {cpu:15.2f}")
+
+
 def plain_scan(path: str, qs: dict[str, list[dict[str, str]]]) -> dict[str, tuple[float, float]]:
     """The baseline: the same queries over the items table read without any index."""
     db = sqlite3.connect(path)
@@ -236,6 +330,11 @@ def plain_scan(path: str, qs: dict[str, list[dict[str, str]]]) -> dict[str, tupl
         out[kind] = percentiles(times)
     db.close()
     return out
+
+
+def skipped(qs: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Baseline figures when the scan is skipped (--no-scan)."""
+    return {kind: (float("nan"), float("nan")) for kind in qs}
 
 
 def pg_url() -> str | None:
@@ -286,12 +385,18 @@ def main() -> int:
         "--pg-items", type=int, default=None, help="items for pgstac (default: --items; 0 skips)"
     )
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="seconds per throughput figure (0 skips)"
+    )
+    parser.add_argument("--no-scan", action="store_true", help="skip the plain-scan baseline")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     if args.pg_items is None:
         args.pg_items = args.items
     folder = Path(tempfile.mkdtemp(prefix="pixelfleet-bench-"))
     qs = queries(args.queries)
+    tqs = throughput_queries(args.queries)
+    clients = (1, 8) if args.seconds > 0 else ()
     print(f"machine: {os.cpu_count()} cores; server pinned to core 0; {args.queries} queries"
           " per type, limit 10, newest first")  # fmt: skip
     started = time.monotonic()
@@ -305,11 +410,13 @@ def main() -> int:
         proc, base = serve(url)
         try:
             http = over_http(base, qs)
+            rates = {c: throughput(base, proc.pid, tqs, c, args.seconds) for c in clients}
         finally:
             proc.terminate()
             proc.wait(10)
-        scan = plain_scan(str(path), qs)
+        scan = skipped(qs) if args.no_scan else plain_scan(str(path), qs)
         report("sqlite", args.items, rate, http, scan)
+        report_throughput("sqlite", rates)
         print("  insert target >= 20,000 items/s:", "ok" if rate[0] >= 20_000 else "MISSED")
 
         pg = pg_url() if args.pg_items else None
@@ -323,15 +430,19 @@ def main() -> int:
             proc, base = serve(pg)
             try:
                 http = over_http(base, qs)
+                pg_rates = {c: throughput(base, proc.pid, tqs, c, args.seconds) for c in clients}
             finally:
                 proc.terminate()
                 proc.wait(10)
             # The baseline for pgstac is the same plain scan over the same items.
-            if args.pg_items != args.items:
+            if args.no_scan:
+                scan = skipped(qs)
+            elif args.pg_items != args.items:
                 small = folder / "small.db"
                 load(f"sqlite:///{small}", args.pg_items, quiet=True)
                 scan = plain_scan(str(small), qs)
             report("pgstac", args.pg_items, rate, http, scan)
+            report_throughput("pgstac", pg_rates)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)

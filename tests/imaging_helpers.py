@@ -31,8 +31,10 @@ RGB = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
 
 def config(**kwargs: Any) -> ThumbnailOptions:
     """Thumbnail options writing lossless PNG, so pixels can be compared exactly (validated
-    as the thumbnail step's settings are)."""
+    as the thumbnail step's settings are); tiny test images are not enlarged unless asked
+    (``min_size``), so their pixels can be compared one for one."""
     kwargs.setdefault("key", "{stem}.png")
+    kwargs.setdefault("min_size", 0)
     return ThumbnailConfig(**kwargs).to_options()
 
 

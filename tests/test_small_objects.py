@@ -18,11 +18,13 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import pixelfleet.storage.local as local_storage
 from pixelfleet.errors import UnsafeKeyError
 from pixelfleet.executors.local import LocalExecutor
 from pixelfleet.ledger import open_ledger
@@ -83,8 +85,10 @@ def has_user_xattrs(folder: Path) -> bool:
 _WRITER = textwrap.dedent(
     """
     import os, sys, time
+    import pixelfleet.storage.local
     from pixelfleet.storage.local import LocalStorage
 
+    pixelfleet.storage.local.ANONYMOUS_WRITES = sys.argv[3] == "anonymous"
     storage = LocalStorage(sys.argv[1])
     size = int(sys.argv[2])
     for i in range(3):  # whole writes, read all along by the test
@@ -103,10 +107,16 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_a_reader_never_sees_a_partial_output_when_the_writer_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["anonymous", "named"])
+def test_a_reader_never_sees_a_partial_output_when_the_writer_is_killed(
+    tmp_path: Path, how: str
+) -> None:
     """A writer killed (SIGKILL) halfway through a write leaves the previous whole object;
-    readers reading all along see only whole objects; the half-written temp file is never
-    listed, and ``remove_partial`` takes it away."""
+    readers reading all along see only whole objects. Written through a file without a
+    name (``O_TMPFILE``, where the system has it), nothing else is left; through a named
+    temp file, it is never listed and ``remove_partial`` takes it away."""
+    if how == "anonymous" and not local_storage.ANONYMOUS_WRITES:
+        pytest.skip("no O_TMPFILE here")
     size = 4 * 1024 * 1024
     storage = open_storage(str(tmp_path))
     bad: list[str] = []
@@ -126,7 +136,7 @@ def test_a_reader_never_sees_a_partial_output_when_the_writer_is_killed(tmp_path
     thread = threading.Thread(target=reader)
     thread.start()
     writer = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(tmp_path), str(size)],
+        [sys.executable, "-c", _WRITER, str(tmp_path), str(size), how],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -150,11 +160,61 @@ def test_a_reader_never_sees_a_partial_output_when_the_writer_is_killed(tmp_path
     head = storage.head("out/big.bin")
     assert head is not None and head.size == size and head.metadata["version"] == "2"
     assert storage.read("out/big.bin") == b"C" * size
-    (temp,) = [p for p in (tmp_path / "out").iterdir() if p.name != "big.bin"]
-    assert ".pixelfleet-tmp-" in temp.name and temp.stat().st_size == size // 2
     assert [e.key for e in storage.scan()] == ["out/big.bin"]
-    assert storage.remove_partial(["out/big.bin"]) == 1
+    left = [p for p in (tmp_path / "out").iterdir() if p.name != "big.bin"]
+    if how == "anonymous":
+        assert left == [] and storage.remove_partial(["out/big.bin"]) == 0
+    else:
+        (temp,) = left
+        assert ".pixelfleet-tmp-" in temp.name and temp.stat().st_size == size // 2
+        assert storage.remove_partial(["out/big.bin"]) == 1
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["big.bin"]
+
+
+def test_anonymous_writes_replace_create_and_keep_the_umask(tmp_path: Path) -> None:
+    """Writes through a file without a name: a new object, one replaced (through a hidden
+    temp name, renamed), a new folder; modes follow the umask; no temp file is left."""
+    if not local_storage.ANONYMOUS_WRITES:
+        pytest.skip("no O_TMPFILE here")
+    storage = open_storage(str(tmp_path))
+    old = os.umask(0o027)
+    try:
+        first = storage.write("new/a.jpg", b"one", {"v": "1"})
+        second = storage.write("new/a.jpg", b"second", {"v": "2"})
+    finally:
+        os.umask(old)
+    head = storage.head("new/a.jpg")
+    assert head is not None and (head.size, head.etag, head.metadata) == (
+        6,
+        second.etag,
+        {"v": "2"},
+    )
+    assert first.etag != second.etag and storage.read("new/a.jpg") == b"second"
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["a.jpg"]
+    assert (tmp_path / "new" / "a.jpg").stat().st_mode & 0o777 == 0o640
+    assert local_storage.ANONYMOUS_WRITES  # still on: nothing refused
+
+
+def test_a_system_that_cannot_link_anonymous_files_writes_through_named_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not local_storage.ANONYMOUS_WRITES:
+        pytest.skip("no O_TMPFILE here")
+    monkeypatch.setattr(local_storage, "ANONYMOUS_WRITES", True)
+    real_link = os.link
+
+    def no_proc_link(src: str, dst: str, **kwargs: object) -> None:
+        if kwargs.get("src_dir_fd") is not None:
+            raise PermissionError(1, "Operation not permitted")
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", no_proc_link)
+    storage = open_storage(str(tmp_path))
+    storage.write("d/a.jpg", b"whole", {"v": "1"})
+    assert not local_storage.ANONYMOUS_WRITES  # off for the rest of the process
+    storage.write("d/b.jpg", b"whole too")
+    assert storage.read("d/a.jpg") == b"whole" and storage.read("d/b.jpg") == b"whole too"
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.jpg", "b.jpg"]
 
 
 # -- never outside the prefix ---------------------------------------------------------------
@@ -226,6 +286,126 @@ def test_a_changed_source_is_redone_and_only_its_batch(tmp_path: Path) -> None:
         assert image.size == (8, 8)
 
 
+# -- is it current? one question per task --------------------------------------------------
+
+
+def test_objects_sharing_an_output_key_in_one_task_end_with_the_last_ones(tmp_path: Path) -> None:
+    """The worker asks about a task's outputs once, before rendering; an output written by
+    an object of the task since is asked about again, so the object after it that shares
+    its key (``a.gif`` and ``a.png`` -> ``a.jpg``) is not fooled by what was there before."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "a.png").write_bytes(png(10))
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(src / "a.gif")
+    pipeline = pipeline_from_dict(
+        {
+            "source": {"url": str(src)},
+            "output": {"url": str(out)},
+            "steps": [{"op": "thumbnail", "size": 8, "key": "{stem}.jpg"}],
+            "run": {"executor": "inline"},
+        }
+    )
+    last = open_storage(str(src)).head("a.png")
+    assert last is not None
+    for _ in range(2):  # the second time with a new ledger: outputs there, none done
+        with open_ledger("memory://") as ledger:
+            summary = Runner(pipeline, ledger).run()
+        assert summary.counts.tasks_done == 1 and summary.counts.objects_written == 2
+        made = open_storage(str(out)).head("a.jpg")
+        assert made is not None and made.metadata["source-etag"] == last.etag
+
+
+def _count_s3_requests(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    from pixelfleet.storage.s3 import S3Storage
+    from pixelfleet.storage.s3listing import BucketLister
+
+    calls = {"head": 0, "list": 0}
+    head, listing = S3Storage.head, BucketLister.list
+
+    def counted_head(self: S3Storage, key: str) -> Entry | None:
+        calls["head"] += 1
+        return head(self, key)
+
+    def counted_list(self: BucketLister, *args: str) -> Iterator[tuple[str, int, str, float]]:
+        calls["list"] += 1
+        return listing(self, *args)
+
+    monkeypatch.setattr(S3Storage, "head", counted_head)
+    monkeypatch.setattr(BucketLister, "list", counted_list)
+    return calls
+
+
+@pytest.mark.s3
+def test_outputs_on_s3_are_asked_about_with_a_listing_per_folder(
+    tmp_path: Path, s3_env: S3Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run sends no HEAD for outputs that are not there yet (a listing of each
+    task's folders says so); a rerun that lost its ledger asks each output found for its
+    metadata, finds it current and rewrites nothing; a changed source is redone."""
+    src = tmp_path / "src"
+    keys = make_photos(src, 24, folders=2)
+    pipeline = pipeline_from_dict(
+        {
+            "source": {
+                "url": str(src),
+                "include": ["**/*.png"],
+                "partition": {"by": "count", "size": 6},
+            },
+            "output": {"url": f"{s3_env.url}/thumbs"},
+            "steps": [{"op": "thumbnail", "size": 8, "key": "{stem}.jpg"}],
+            "run": {"executor": "inline"},
+        }
+    )
+    calls = _count_s3_requests(monkeypatch)
+    with open_ledger("memory://") as ledger:
+        first = Runner(pipeline, ledger).run()
+    assert first.counts.objects_written == 24
+    assert first.counts.tasks_done == 4
+    assert calls == {"head": 0, "list": 4}  # each task is in one folder
+
+    calls.update(head=0, list=0)
+    (src / keys[5]).write_bytes(png(99, side=20))
+    with open_ledger("memory://") as ledger:
+        again = Runner(pipeline, ledger).run()
+    assert again.counts.objects_written == 1 and again.counts.objects_current == 23
+    assert calls["head"] == 24  # the metadata of each output, which a listing lacks
+
+
+@pytest.mark.s3
+def test_existing_on_s3_asks_one_by_one_what_a_listing_did_not_settle(
+    s3_env: S3Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys a listing did not reach within its pages (many other objects between them),
+    and every key once listing is refused, are asked about with a HEAD each."""
+    from pixelfleet.errors import StorageError
+    from pixelfleet.storage.s3 import S3Storage
+    from pixelfleet.storage.s3listing import BucketLister
+
+    storage = open_storage(f"{s3_env.url}/many")
+    assert isinstance(storage, S3Storage)
+    for i in range(0, 40, 2):
+        storage.write(f"d/{i:03d}.jpg", b"x", {"n": str(i)})
+    asked = [f"d/{i:03d}.jpg" for i in range(0, 40, 5)]  # every other one exists
+    expected = {k for k in asked if int(k[2:5]) % 2 == 0}
+    calls = _count_s3_requests(monkeypatch)
+    assert storage.existing(asked).keys() == expected
+    assert calls == {"head": len(expected), "list": 1}
+
+    storage._lister.page_size = 2  # a listing stops after 4 keys: the rest one by one
+    calls.update(head=0, list=0)
+    found = storage.existing(asked)
+    assert found.keys() == expected
+    assert {k: e.metadata["n"] for k, e in found.items()} == {k: str(int(k[2:5])) for k in expected}
+    assert calls["list"] == 1 and calls["head"] > len(expected)
+
+    def refused(self: BucketLister, *args: str) -> Iterator[tuple[str, int, str, float]]:
+        raise StorageError("cannot list: HTTP 403 AccessDenied")
+
+    monkeypatch.setattr(BucketLister, "list", refused)
+    assert storage.existing(asked).keys() == expected
+    assert storage._list_refused
+
+
 # -- provenance -----------------------------------------------------------------------------
 
 
@@ -293,6 +473,7 @@ def test_outputs_with_the_older_provenance_stay_current(tmp_path: Path) -> None:
 #: Never needed to render a thumbnail: the command line, the server, the catalog,
 #: progress bars, the test runner.
 NOT_FOR_THUMBNAILS = (
+    "click",
     "pixelfleet.cli",
     "pixelfleet.server",
     "pixelfleet.catalog",
@@ -319,8 +500,12 @@ def _assert_lean(modules: set[str]) -> None:
         m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_FOR_THUMBNAILS)
     )
     assert not unwanted, f"a thumbnail worker imported {unwanted[:10]}"
-    # click comes only with rasterio (rasterio.errors imports it), never with the CLI.
-    assert "click" not in modules or "rasterio" in modules
+
+
+def _assert_no_gdal(modules: set[str]) -> None:
+    """A worker that made only photo thumbnails never loaded rasterio (nor GDAL)."""
+    gdal = sorted(m for m in modules if m.split(".")[0] in ("rasterio", "osgeo", "affine"))
+    assert not gdal, f"a photo-only worker imported {gdal[:10]}"
 
 
 def test_a_worker_started_by_the_command_line_does_not_import_it(tmp_path: Path) -> None:
@@ -355,6 +540,7 @@ def test_a_worker_started_by_the_command_line_does_not_import_it(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     _assert_lean(_worker_modules(out))
+    _assert_no_gdal(_worker_modules(out))
 
 
 def test_a_worker_started_under_pytest_does_not_import_pytest(tmp_path: Path) -> None:
@@ -371,6 +557,7 @@ def test_a_worker_started_under_pytest_does_not_import_pytest(tmp_path: Path) ->
     with open_ledger("memory://") as ledger:
         assert Runner(pipeline, ledger).run().counts.objects_written == 1
     _assert_lean(_worker_modules(out))
+    _assert_no_gdal(_worker_modules(out))
 
 
 def test_a_rerun_with_every_task_done_starts_no_worker(

@@ -72,6 +72,7 @@ EXTRA_MODULES = {
     "catalog": ["pystac", "rio_stac", "antimeridian"],
     "pgstac": ["pypgstac"],
     "composite": ["matplotlib"],
+    "events": ["pika", "watchfiles"],
 }
 
 #: How the build stage makes the wheel (checked to be in the Dockerfile verbatim).

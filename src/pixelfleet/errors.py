@@ -52,8 +52,16 @@ class ImageTooLargeError(InputError):
     """The image's declared size is over the configured limit (decompression bomb guard)."""
 
 
+class MemoryCapError(ImageTooLargeError):
+    """Decoding the source object ran into the worker's memory cap (``memory_cap``)."""
+
+
 class CorruptInputError(InputError):
-    """The source object is truncated or corrupt."""
+    """The source object is truncated or corrupt: its bytes were read whole and are bad.
+
+    A read that failed on the way (a dropped connection, a short body) is a
+    :class:`StorageError` instead, and retried.
+    """
 
 
 class WorkerLostError(PixelfleetError, RuntimeError):

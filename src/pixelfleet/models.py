@@ -134,6 +134,9 @@ class TaskResult:
     #: permanent (see :data:`~pixelfleet.errors.PERMANENT_ERRORS`). Set by the worker,
     #: which has the exceptions; an executor's "worker lost" or "timed out" is not.
     permanent: bool = False
+    #: What the worker counted while it ran the task (storage requests, labeller calls),
+    #: as flat ``kind|label|label`` keys: see :mod:`pixelfleet.metrics`.
+    metrics: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-compatible dict."""
@@ -179,6 +182,7 @@ class RunCounts:
     items_indexed: int = 0
     objects_unrendered: int = 0  # ``index``: items whose outputs are not made (or current) yet
     tasks_retried: int = 0  # by ``pixelfleet retry``
+    requests: int = 0  # storage requests the workers made (as their results report them)
 
     def to_dict(self) -> dict[str, int]:
         """The counts as JSON-ready numbers."""

@@ -6,6 +6,7 @@ file, the field, the bad value and what would be valid.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from pydantic import (
 from pixelfleet.errors import ConfigError, PixelfleetError, UnknownNameError
 from pixelfleet.models import Task, stable_hash
 from pixelfleet.ops import Op, OpConfig, ops
-from pixelfleet.urls import resolve_sqlite_url
+from pixelfleet.urls import check_storage_url, resolve_sqlite_url
 
 if TYPE_CHECKING:
     from pixelfleet.settings import Settings
@@ -94,12 +95,22 @@ class SourceSection(_Strict):
     #: Only objects of these MIME types (judged from the extension), e.g. ["image/jpeg"].
     content_types: list[str] = []
 
+    @field_validator("url", "inventory")
+    @classmethod
+    def _scheme_typo(cls, value: str | None) -> str | None:
+        return None if value is None else check_storage_url(value, "URL")
+
 
 class Output(_Strict):
     """Where outputs go; keys mirror the source keys."""
 
     url: str
     public_url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme_typo(cls, value: str) -> str:
+        return check_storage_url(value, "URL")
 
 
 class CatalogSection(_Strict):
@@ -171,8 +182,28 @@ class Run(_Strict):
     )
     attempts: int = Field(2, ge=1, le=20)
     timeout: float = Field(600.0, gt=0, description="seconds one task may run")
+    memory_cap: int | str | None = Field(
+        None,
+        description="memory one worker process may use decoding images, like '2G'"
+        " (default: PIXELFLEET_MEMORY_CAP, 1G)",
+    )
     ledger: str | None = None
     batch: BatchSection = BatchSection()
+
+    @field_validator("memory_cap")
+    @classmethod
+    def _size(cls, value: int | str | None) -> int | None:
+        from pixelfleet.settings import parse_bytes
+
+        return None if value is None else parse_bytes(str(value), "run.memory_cap")
+
+    def worker_settings(self, settings: Settings) -> Settings:
+        """``settings`` with what this section overrides for the workers (``memory_cap``)."""
+        import dataclasses
+
+        if self.memory_cap is None:
+            return settings
+        return dataclasses.replace(settings, memory_cap=int(self.memory_cap))
 
     @field_validator("executor")
     @classmethod
@@ -279,12 +310,51 @@ def _format_loc(loc: Sequence[int | str]) -> str:
     return out or "(top level)"
 
 
-def _explain(exc: ValidationError, where: str, prefix: str = "") -> ConfigError:
+def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The field names of the table at ``loc`` inside ``model`` (``loc`` ends with the
+    unknown name itself), or none when the path leaves the models."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        field = current.model_fields.get(part) if is_model else None
+        if field is None:
+            return []
+        current = field.annotation
+        # Optional sections (``CatalogSection | None``) and lists of tables: the model inside.
+        for arg in (*getattr(current, "__args__", ()), current):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+                break
+        else:
+            return []
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [name for name in current.model_fields if name != "path"]
+
+
+def _unknown_field(loc: str, name: str, valid: list[str]) -> str:
+    """The message for an unknown field: the nearest valid name if one is close, and the
+    valid names."""
+    msg = f"unknown field {loc!r}"
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    if close:
+        msg += f"; did you mean {close[0]!r}?"
+    if valid:
+        return f"{msg} (valid fields here: {', '.join(valid)})"
+    return f"{msg}; check the spelling (see docs/DESIGN.md for valid fields)"
+
+
+def _explain(
+    exc: ValidationError, where: str, prefix: str = "", model: type[BaseModel] | None = None
+) -> ConfigError:
     lines = []
     for err in exc.errors():
         loc = _format_loc([*([prefix] if prefix else []), *err["loc"]])
         if err["type"] == "extra_forbidden":
-            msg = f"unknown field {loc!r}; check the spelling (see docs/DESIGN.md for valid fields)"
+            valid = _fields_at(model, err["loc"]) if model is not None else []
+            msg = _unknown_field(loc, str(err["loc"][-1]), valid)
         elif err["type"] == "missing":
             msg = f"{loc}: required field is missing"
         else:
@@ -312,7 +382,7 @@ def _parse_steps(raw_steps: Any, where: str) -> list[OpConfig]:
         try:
             parsed.append(op_cls.Config.model_validate(raw))
         except ValidationError as exc:
-            raise _explain(exc, where, f"steps[{i}]") from None
+            raise _explain(exc, where, f"steps[{i}]", op_cls.Config) from None
     return parsed
 
 
@@ -363,14 +433,16 @@ def pipeline_from_dict(data: dict[str, Any], where: str = "pipeline") -> Pipelin
     allowed = {"source", "output", "run", "catalog"}
     for name in data:
         if name not in allowed:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.6)
+            hint = f"did you mean [{close[0]}]? " if close else ""
             raise ConfigError(
-                f"{where}: unknown section [{name}]; valid sections: "
+                f"{where}: unknown section [{name}]; {hint}valid sections: "
                 f"[source], [output], [[steps]], [run], [catalog]"
             )
     try:
         return Pipeline.model_validate({**data, "steps": steps, "path": where})
     except ValidationError as exc:
-        raise _explain(exc, where) from None
+        raise _explain(exc, where, model=Pipeline) from None
 
 
 def apply_override(data: dict[str, Any], item: str, origin: str = "--set") -> None:
@@ -415,12 +487,14 @@ def load_pipeline(
     for section in ("source", "output"):
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get("url"), str):
-            url = sec["url"]
+            url = check_storage_url(sec["url"], f"{path}: {section}.url")
             if "://" not in url and not os.path.isabs(url):
                 sec["url"] = os.path.normpath(os.path.join(base, url))
     source = data.get("source")
     if isinstance(source, dict):
         inventory = source.get("inventory")
+        if isinstance(inventory, str):
+            check_storage_url(inventory, f"{path}: source.inventory")
         if isinstance(inventory, str) and "://" not in inventory and not os.path.isabs(inventory):
             source["inventory"] = os.path.normpath(os.path.join(base, inventory))
     for section, name in (("run", "ledger"), ("catalog", "url")):

@@ -26,11 +26,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pixelfleet import metrics
 from pixelfleet.catalog import Catalog
 from pixelfleet.catalog.indexer import ItemIndexer
 from pixelfleet.errors import ConfigError, TaskTimeoutError, WorkerLostError
 from pixelfleet.executors import Executor, Job, open_executor, parse_executor
-from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger import Ledger, RunRecord, TaskRecord, TaskStats
 from pixelfleet.ledger.base import HEARTBEAT_SECONDS
 from pixelfleet.models import Entry, EntryResult, RunCounts, Task, TaskResult
 from pixelfleet.ops.base import Mode
@@ -67,6 +68,8 @@ class RunSummary:
     seconds: float = 0.0
     counts: RunCounts = field(default_factory=RunCounts)
     failures: list[TaskRecord] = field(default_factory=list)
+    #: Task time percentiles and error kinds over the run's settled tasks.
+    stats: TaskStats | None = None
 
     @property
     def failed(self) -> int:
@@ -289,6 +292,7 @@ class Runner:
             seconds=time.monotonic() - started,
             counts=run.counts,
             failures=failures,
+            stats=self.ledger.task_stats(record.run_id),
         )
 
 
@@ -330,6 +334,8 @@ class _Execution:
         #: Entries are kept for :meth:`Source.ack` only when the source does something with it.
         source_type = type(runner.source)
         self.acks = source_type.ack is not Source.ack or source_type.settle is not Source.settle
+        #: Pauses dispatch while storage is down (issue 12).
+        self.breaker = StorageBreaker([runner.pipeline.source.url, runner.pipeline.output.url])
 
     def loop(self, tasks: Iterable[Task]) -> None:
         """Feed the executor from ``tasks`` and settle results until both run dry."""
@@ -353,12 +359,20 @@ class _Execution:
                 last_beat = time.monotonic()
             capacity = max(1, self.executor.capacity())
             # Keep the executor fed: retries first, then whatever the source has given.
-            while self.retry_queue and len(self.inflight) < capacity + len(self.retry_queue):
+            if self.breaker.open:
+                capacity = self._probe_storage()
+            while (
+                capacity
+                and self.retry_queue
+                and len(self.inflight) < capacity + len(self.retry_queue)
+            ):
                 self.submit(self.retry_queue.popleft())
             if self.runner.stopping and not feed.ended:
                 feed.ended = True  # take nothing more; what is in flight still settles
                 self.runner.source.close()
             room = not feed.ended and len(self.inflight) < capacity
+            if not capacity and not self.inflight:
+                time.sleep(_IDLE_WAIT)  # paused with nothing in flight: wait for a probe
             if room:
                 if not self.inflight:  # idle: wait for the source, and batch what comes
                     self._admit(feed.take(_CHUNK, _IDLE_WAIT, gather=True))
@@ -424,8 +438,23 @@ class _Execution:
             data["mode"] = self.runner.mode
         return json.dumps(data)
 
-    def _settle(self, result: TaskResult) -> None:
-        """Fold one result in: retry it, or record it as done or failed."""
+    def _probe_storage(self) -> int:
+        """While a storage failure is held: 0 (submit nothing) until storage answers a
+        probe; then settle or re-queue what was held and return the capacity."""
+        outcome = self.breaker.poll()
+        if outcome is None:
+            return 0
+        settle, requeue = outcome
+        for result in settle:
+            self._settle(result, charge=True)
+        for result in requeue:  # storage was down: again, without charging an attempt
+            rec = self.inflight[result.task_id]
+            self.retry_queue.append(Job(rec.task_id, self._payload(rec.to_task())))
+        return max(1, self.executor.capacity())
+
+    def _settle(self, result: TaskResult, charge: bool = False) -> None:
+        """Fold one result in: retry it, or record it as done or failed (a storage
+        failure first waits for :class:`StorageBreaker`, unless ``charge``)."""
         rec = self.inflight.get(result.task_id)
         if rec is None:
             return  # a late duplicate (at-least-once delivery): the first result counted
@@ -433,12 +462,15 @@ class _Execution:
         # Results are JSON, so the error's class is known by name only.
         if result.error_type in _DIED_MID_TASK:
             self.lost.append(rec)
+        if not charge and self.breaker.hold(result):
+            return  # settled once a probe tells whether storage is down
         attempts = rec.attempts + 1
         now = time.time()
         if result.state == "failed" and not result.permanent and attempts < self.attempts_allowed:
             rec.apply(result, attempts, "running", now)
             self.unsaved[rec.task_id] = rec
             counts.retries += 1
+            counts.requests += metrics.task_settled(self.record.run_id, rec, result, "retried")
             payload = self._payload(rec.to_task())
             isolate = result.error_type == WorkerLostError.__name__
             self.retry_queue.append(Job(rec.task_id, payload, isolate=isolate))
@@ -446,6 +478,7 @@ class _Execution:
         rec.apply(result, attempts, result.state, now)
         self.unsaved[rec.task_id] = rec
         del self.inflight[result.task_id]
+        counts.requests += metrics.task_settled(self.record.run_id, rec, result, result.state)
         if result.state == "done":
             counts.tasks_done += 1
         else:
@@ -477,6 +510,7 @@ class _Execution:
     def flush(self, force: bool = False) -> None:
         """Write what waits for the ledger and the catalog when there is enough of it or
         it has waited long enough; then acknowledge what both now hold."""
+        metrics.progress(self.record.run_id, self.counts, len(self.inflight))
         now = time.monotonic()
         if self.unsaved and (
             force or len(self.unsaved) >= _FLUSH_RECORDS or now - self.last_flush > _FLUSH_SECONDS
@@ -506,6 +540,7 @@ class _Execution:
 
     def close(self) -> None:
         """Stop the feed, the executor, the progress bar and the catalog."""
+        metrics.progress(self.record.run_id, self.counts, inflight=0)
         if self.feed is not None:
             self.feed.stop()
         self.executor.close()
@@ -534,6 +569,81 @@ def _outcomes(
                 error=result.error,
             )
         yield entry, own
+
+
+class StorageBreaker:
+    """Pauses dispatch while storage is down, instead of burning the tasks' attempts.
+
+    A task that failed with a storage error (``StorageError``: storage calls already
+    retry with backoff, so storage failed for seconds) is held, and dispatch paused,
+    while a probe (a ``head`` on the source and the output, in a thread) asks whether
+    storage answers. If the first probe answers, the failure was the object's own: the
+    held tasks are settled as usual (charged an attempt). If it does not, storage is
+    down: probes go on every :attr:`probe_every` seconds and, once one answers, the
+    held tasks go back to the queue uncharged and dispatch resumes.
+    """
+
+    probe_every = 2.0
+
+    def __init__(self, urls: Sequence[str]):
+        self.urls = list(urls)
+        self.held: list[TaskResult] = []
+        self.trips = 0  # outages seen (first probe failed)
+        self._down = False  # a probe failed since the first hold
+        self._probe: threading.Thread | None = None
+        self._answered: bool | None = None
+        self._next_probe = 0.0
+
+    @property
+    def open(self) -> bool:
+        """Dispatch is paused."""
+        return bool(self.held)
+
+    def hold(self, result: TaskResult) -> bool:
+        """Take a failed result to hold while storage is probed; False if it is no
+        storage failure (settle it as usual)."""
+        if result.state != "failed" or not _storage_failure(result):
+            return False
+        self.held.append(result)
+        return True
+
+    def poll(self) -> tuple[list[TaskResult], list[TaskResult]] | None:
+        """While open, probe storage; when it answers, return ``(settle, requeue)``: the
+        held results to settle as usual, and those to queue again uncharged."""
+        if not self.held:
+            return None
+        if self._probe is not None and self._probe.is_alive():
+            return None
+        if self._probe is not None:
+            self._probe = None
+            if self._answered:
+                held, self.held = self.held, []
+                down, self._down = self._down, False
+                return ([], held) if down else (held, [])
+            if not self._down:
+                self.trips += 1
+            self._down = True
+            self._next_probe = time.monotonic() + self.probe_every
+        if time.monotonic() >= self._next_probe:
+            self._probe = threading.Thread(target=self._ask, daemon=True)
+            self._probe.start()
+        return None
+
+    def _ask(self) -> None:
+        try:
+            for url in self.urls:
+                open_storage(url, get_settings()).head("pixelfleet-probe")
+        except Exception:  # noqa: BLE001 - still down: probed again later
+            self._answered = False
+        else:
+            self._answered = True
+
+
+def _storage_failure(result: TaskResult) -> bool:
+    failed = [e for e in result.entries if e.state == "failed"]
+    if not failed:
+        return result.error_type == "StorageError"
+    return all(e.error_type == "StorageError" for e in failed)
 
 
 class _Feed:

@@ -42,6 +42,37 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_bytes(text: str, name: str) -> int:
+    """A byte count written as ``1073741824``, ``1024M``, ``1G`` or ``1.5GB`` (powers of 1024)."""
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = raw[-1:] if raw[-1:] in _UNITS else ""
+    try:
+        value = float(raw[: len(raw) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(
+            f"{name}={text!r} is not a size; write bytes or a size like 512M or 2G"
+        ) from None
+    if value < 1:
+        raise ConfigError(f"{name}={text!r} must be a positive size, like 512M or 2G")
+    return int(value)
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number") from None
+    if not value >= minimum:
+        raise ConfigError(f"environment variable {name}={raw!r} must be at least {minimum}")
+    return value
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach S3 or an S3-compatible service."""
@@ -54,6 +85,10 @@ class S3Settings:
     requester_pays: bool = False
     allow_http: bool = False
     skip_signature: bool = False
+    #: Seconds a request may wait for a connection or for the next bytes of an answer
+    #: (``PIXELFLEET_S3_TIMEOUT``); an endpoint that accepts connections and never
+    #: answers fails each try after this long.
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +100,9 @@ class Settings:
     max_image_pixels: int = 300_000_000
     max_object_bytes: int = 2 * 1024**3
     gdal_cache_mb: int = 64
+    #: Bytes one worker process may use while decoding images (``PIXELFLEET_MEMORY_CAP``,
+    #: e.g. ``2G``); see :mod:`pixelfleet.imagery.memory`.
+    memory_cap: int = 1024**3
     debug: bool = False
     #: With no AWS keys set, look for credentials the way the AWS SDK does (roles,
     #: profiles, SSO). Off only where nothing may try the instance metadata service.
@@ -80,10 +118,16 @@ class Settings:
     #: Region and endpoint of the AWS Rekognition API (the ``rekognition`` labeller).
     rekognition_region: str | None = None
     rekognition_endpoint: str | None = None
+    #: Endpoint of the SQS API for ``watch --queue sqs://...`` (``PIXELFLEET_SQS_ENDPOINT``,
+    #: ``AWS_ENDPOINT_URL_SQS`` or ``AWS_ENDPOINT_URL``); None: AWS's, from the region.
+    sqs_endpoint: str | None = None
     #: The catalog ``search``/``serve``/``index`` use when nothing else names one.
     catalog_url: str = "sqlite:///pixelfleet.db"
     #: Bearer token that unlocks the server's write endpoints (None: writes refused).
     api_token: str | None = field(default=None, repr=False)
+    #: Tile URL template (``https://.../{z}/{x}/{y}.png``) for the pages' map background;
+    #: None draws only the vendored world outline, so the pages need no internet.
+    basemap_url: str | None = None
     #: Pipeline overrides from the environment, as ``(variable, "field.path=value")``.
     pipeline_overrides: tuple[tuple[str, str], ...] = ()
 
@@ -110,6 +154,7 @@ class Settings:
                 env, "PIXELFLEET_S3_ALLOW_HTTP", bool(endpoint and endpoint.startswith("http://"))
             ),
             skip_signature=_flag(env, "PIXELFLEET_S3_ANONYMOUS", False),
+            timeout=_float(env, "PIXELFLEET_S3_TIMEOUT", 30.0, 1.0),
         )
         return cls(
             ledger_url=env.get("PIXELFLEET_LEDGER") or "sqlite:///pixelfleet.db",
@@ -117,6 +162,9 @@ class Settings:
             max_image_pixels=_int(env, "PIXELFLEET_MAX_IMAGE_PIXELS", 300_000_000, 1),
             max_object_bytes=_int(env, "PIXELFLEET_MAX_OBJECT_BYTES", 2 * 1024**3, 1),
             gdal_cache_mb=_int(env, "PIXELFLEET_GDAL_CACHE_MB", 64, 8),
+            memory_cap=parse_bytes(
+                env.get("PIXELFLEET_MEMORY_CAP") or "1G", "PIXELFLEET_MEMORY_CAP"
+            ),
             debug=_flag(env, "PIXELFLEET_DEBUG", False),
             s3_sdk_credentials=_flag(env, "PIXELFLEET_S3_SDK_CREDENTIALS", True),
             extra={k: v for k, v in env.items() if k.startswith("PIXELFLEET_")},
@@ -128,8 +176,13 @@ class Settings:
             or env.get("AWS_DEFAULT_REGION")
             or None,
             rekognition_endpoint=env.get("PIXELFLEET_REKOGNITION_ENDPOINT") or None,
+            sqs_endpoint=env.get("PIXELFLEET_SQS_ENDPOINT")
+            or env.get("AWS_ENDPOINT_URL_SQS")
+            or env.get("AWS_ENDPOINT_URL")
+            or None,
             catalog_url=env.get("PIXELFLEET_CATALOG") or "sqlite:///pixelfleet.db",
             api_token=env.get("PIXELFLEET_API_TOKEN") or None,
+            basemap_url=env.get("PIXELFLEET_BASEMAP_URL") or None,
             pipeline_overrides=pipeline_overrides(env),
         )
 

@@ -29,7 +29,7 @@ from pixelfleet.models import Entry, EntryResult, OutputRecord, Task, TaskResult
 from pixelfleet.ops import Op, OpContext
 from pixelfleet.ops.base import Mode, group_entry
 from pixelfleet.settings import get_settings
-from pixelfleet.storage import open_storage
+from pixelfleet.storage import Storage, open_storage
 
 if TYPE_CHECKING:  # items (and Pillow, pystac) are imported only by pipelines with a catalog
     from pixelfleet.catalog.facts import SourceFacts
@@ -150,7 +150,7 @@ def prepare(context: str) -> _Prepared:
 
             configure_gdal()
             pipeline = pipeline_from_dict(json.loads(context), where="pipeline")
-            settings = get_settings()
+            settings = pipeline.run.worker_settings(get_settings())
             ctx = OpContext(
                 source=open_storage(pipeline.source.url, settings),
                 output=open_storage(pipeline.output.url, settings),
@@ -171,14 +171,66 @@ def prepare(context: str) -> _Prepared:
     return prepared
 
 
-def process_entry(prepared: _Prepared, entry: Entry, mode: Mode = "render") -> EntryResult:
+class TaskOutputs:
+    """What is stored under a task's output keys, asked of the output storage once for
+    all of them (:meth:`Storage.existing <pixelfleet.storage.base.Storage.existing>`:
+    on S3, one listing per folder rather than a ``HEAD`` per key).
+
+    A key written during the task since (two objects may share an output key) and a
+    key not asked about are asked again with :meth:`Storage.head`.
+    """
+
+    def __init__(self, storage: Storage, keys: Sequence[str]):
+        self._storage = storage
+        self._found: dict[str, Entry] = {}
+        self._known: set[str] = set()
+        if keys:
+            try:
+                self._found = storage.existing(keys)
+                self._known = set(keys)
+            except Exception:  # noqa: BLE001 - each object then asks, and fails, on its own
+                pass
+
+    def head(self, key: str) -> Entry | None:
+        """The stored entry of ``key`` (with its metadata), or None."""
+        if key in self._known:
+            return self._found.get(key)
+        return self._storage.head(key)
+
+    def written(self, keys: Sequence[str]) -> None:
+        """Forget what was known of ``keys``: they were just written."""
+        self._known.difference_update(keys)
+
+
+def task_outputs(prepared: _Prepared, entries: Sequence[Entry]) -> TaskOutputs:
+    """A :class:`TaskOutputs` over the output keys of every entry-scope op on ``entries``
+    (an entry whose keys cannot be made is left to fail on its own)."""
+    keys: list[str] = []
+    for op in prepared.ops:
+        if op.scope == "task":
+            continue
+        for entry in entries:
+            try:
+                keys.extend(op.output_keys(entry))
+            except Exception:  # noqa: BLE001,S112 - process_entry reports it for this entry
+                continue
+    return TaskOutputs(prepared.ctx.output, keys)
+
+
+def process_entry(
+    prepared: _Prepared,
+    entry: Entry,
+    mode: Mode = "render",
+    outputs_of_task: TaskOutputs | None = None,
+) -> EntryResult:
     """Run every op on one entry; an exception fails this entry only.
 
     With a catalog, the entry's STAC item is built from the source and the outputs.
     In ``"index"`` mode (``pixelfleet index``; see :data:`~pixelfleet.ops.base.Mode`)
     no op runs: the source is checked first, as rendering checks it (same limits, same
     messages, nothing decoded), then the outputs that are current are described in the
-    item and the others left out.
+    item and the others left out. ``outputs_of_task`` holds what the task's output keys
+    were found to be (:func:`task_outputs`); without it each key is asked about.
     """
     started = time.perf_counter()
     outputs: list[OutputRecord] = []
@@ -186,16 +238,18 @@ def process_entry(prepared: _Prepared, entry: Entry, mode: Mode = "render") -> E
     item = None
     state = "skipped"
     ctx = prepared.ctx
+    stored = outputs_of_task or TaskOutputs(ctx.output, ())
     try:
         facts = _checked_facts(prepared, [entry], mode)
         for op in prepared.ops:
             if op.scope == "task":
                 continue  # run once per task by process_group
             keys = op.output_keys(entry)
-            existing = [ctx.output.head(k) for k in keys]
+            existing = [stored.head(k) for k in keys]
             current = [o for o in existing if o is not None and op.is_current(o, entry)]
             if mode == "render" and (not keys or len(current) < len(keys)):
                 mine = op.run(ctx, entry)
+                stored.written([o.key for o in mine])
                 state = "done"
             else:
                 mine = [op.current_record(o) for o in current]
@@ -375,7 +429,8 @@ def run_task(context: str, task: Task, mode: Mode = "render") -> TaskResult:
         if mode == "render":
             for op in prepared.ops:
                 op.start_task(prepared.ctx, task.entries)
-        results = [process_entry(prepared, entry, mode) for entry in task.entries]
+        stored = task_outputs(prepared, task.entries)
+        results = [process_entry(prepared, entry, mode, stored) for entry in task.entries]
     scene = process_group(prepared, task, mode)
     if scene is not None:
         results.append(scene)

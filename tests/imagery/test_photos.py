@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from imaging_helpers import PhotoFactory, pixels, png_header_only, render
+from imaging_helpers import PhotoFactory, config, pixels, png_header_only, render
 from pixelfleet.errors import CorruptInputError, ImageTooLargeError
 from pixelfleet.imagery.thumbnails import render_thumbnail
-from pixelfleet.ops.thumbnail import ThumbnailConfig
 from pixelfleet.settings import Settings
 
 
@@ -62,7 +61,7 @@ def test_photo_transparency_kept_in_png_and_flattened_in_jpeg(make_photo: PhotoF
     path = make_photo(image, "PNG", suffix=".png")
     png = pixels(render(path))
     assert png[:, :20, 3].max() == 0 and png[:, 20:, 3].min() == 255
-    data = render_thumbnail(path, ThumbnailConfig(background="#0000ff").to_options(), Settings())
+    data = render_thumbnail(path, config(background="#0000ff", key="{stem}.jpg"), Settings())
     rgb = pixels(Image.open(io.BytesIO(data)))
     assert rgb[:, :15, 2].min() > 230 and rgb[:, 25:, 1].min() > 230
 

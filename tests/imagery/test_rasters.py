@@ -17,7 +17,6 @@ from pixelfleet.errors import ImageTooLargeError, InputError
 from pixelfleet.imagery import rasters
 from pixelfleet.imagery.pictures import fit_size
 from pixelfleet.imagery.thumbnails import render_thumbnail
-from pixelfleet.ops.thumbnail import ThumbnailConfig
 from pixelfleet.settings import Settings
 
 
@@ -173,7 +172,7 @@ def test_alpha_band_png_keeps_it_and_jpeg_lays_it_on_background(make_tif: TifFac
     png = pixels(render(path))
     assert png.shape == (32, 32, 4)
     assert (png[:, :16, 3] == 0).all() and (png[:, 16:, 3] == 255).all()
-    jpeg = render_thumbnail(path, ThumbnailConfig(background="#ff0000").to_options(), Settings())
+    jpeg = render_thumbnail(path, config(background="#ff0000", key="{stem}.jpg"), Settings())
     rgb = pixels(Image.open(io.BytesIO(jpeg)))
     assert rgb[:, :12, 0].min() > 240 and rgb[:, :12, 1].max() < 15
     assert abs(int(rgb[:, 20:, 1].mean()) - 200) < 4

@@ -37,6 +37,7 @@ def record(run: str, action: str, key: str, detail: str = "") -> EventRecord:
 
 
 def test_records_get_increasing_sequence_numbers_and_read_back(log: EventLog) -> None:
+    assert log.latest_seq() == 0
     first = [record("r1", "created", "a/b c.png"), record("r2", "deleted", "x")]
     log.record_events(first)
     log.record_events([record("r1", "dead-lettered", "", "malformed message: not JSON")])
@@ -59,3 +60,4 @@ def test_counts_and_the_newest(log: EventLog) -> None:
     newest = log.last_events("r", limit=3)
     assert [e.key for e in newest] == ["k5", "k6", "k1"]
     assert log.event_counts("none") == {}
+    assert log.latest_seq() == log.events(limit=1000)[-1].seq

@@ -3,6 +3,7 @@ duplicates, reordering, dead letters."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,28 @@ def test_malformed_and_failed_messages_are_dead_lettered(setup) -> None:  # type
     assert item_ids(catalog) == {"good.png"}
     dead = ledger.events(watcher.summary.run_id, actions=["dead-lettered"])
     assert len(dead) == 3
+    from click.testing import CliRunner
+
+    from pixelfleet.cli.main import cli
+
+    shown = CliRunner().invoke(cli, ["status", watcher.summary.run_id, "--ledger", ledger.url])
+    assert shown.exit_code == 0, shown.output
+    assert "events:   created 1, dead-lettered 3, failed 1, ignored 1" in shown.output
+    assert "not JSON" in shown.output and "bad.png" in shown.output
+    as_json = CliRunner().invoke(
+        cli, ["status", watcher.summary.run_id, "--ledger", ledger.url, "--json"]
+    )
+    facts = json.loads(as_json.output)
+    assert facts["events"]["dead-lettered"] == 3
+    assert len(facts["dead_letters"]) == 3
+
+    from fastapi.testclient import TestClient
+
+    from pixelfleet.server import create_app
+
+    with TestClient(create_app(catalog=catalog, ledger_url=ledger.url)) as client:
+        page = client.get("/runs").text
+    assert "dead-lettered <strong>3</strong>" in page and "bad.png" in page
 
 
 def test_other_buckets_and_unselected_keys_are_ignored(tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def test_sample_rgba_uint16() -> None:
 
 
 def test_sample_float_with_nodata() -> None:
-    image = render_png("float_raster_with_nodata.tif")
+    image = render_png("float_raster_with_nodata.tif", min_size=0)
     assert (image.mode, image.size) == ("LA", (13, 12))
     grey, alpha = np.asarray(image)[..., 0], np.asarray(image)[..., 1]
     assert alpha.min() == 0 and alpha.max() == 255

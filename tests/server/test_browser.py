@@ -1,4 +1,5 @@
-"""The pages in headless Chromium (Debian's, driven by playwright): search, thumbnails, item.
+"""The pages in headless Chromium (Debian's, driven by playwright): the map-first search,
+thumbnails drawn on their footprints, drawing an area, the item page, phone width.
 
 Screenshots of each page go to a temporary folder (a test run changes no tracked file);
 ``make screenshots`` runs these tests with ``--screenshots docs/screenshots`` to refresh
@@ -7,6 +8,7 @@ the ones the docs show.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,18 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+NAIP = "va/2016/m_3607824_se_17_1_20160620_sub.tif"
+GREENLAND = "ca/2014/riotiler_cog.tif"
+HIGHLIGHT = "#c2410c"
 
 
 @pytest.fixture(scope="module")
 def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where screenshots go: ``--screenshots DIR`` if given, else a temporary folder."""
     chosen = request.config.getoption("--screenshots")
-    return Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +54,51 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(base: str) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
     playwright = pytest.importorskip("playwright.sync_api")
     path = chromium_path()
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=ARGS, headless=True)
+        launched = p.chromium.launch(executable_path=path, args=ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            yield context.new_page()
+            yield launched
         finally:
-            browser.close()
+            launched.close()
 
 
-def loaded_images(page: Any) -> tuple[int, int]:
-    """(images shown, images broken) among result thumbnails."""
+@pytest.fixture
+def page(browser: Any, base: str) -> Iterator[Any]:
+    """A desktop-sized page (1400 px) that fails the test on any script error or any
+    request that leaves the test server (the pages must work with no internet)."""
+    yield from open_page(browser, base, 1400, 900)
+
+
+def open_page(browser: Any, base: str, width: int, height: int) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    outside: list[str] = []
+    opened = context.new_page()
+    opened.errors = errors  # a test that expects an error removes it
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    opened.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    opened.on(
+        "request",
+        lambda req: None if req.url.startswith((base, "data:")) else outside.append(req.url),
+    )
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert errors == [], errors
+    assert outside == [], f"requests left the server: {outside}"
+
+
+def goto(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+
+
+def card_images(page: Any) -> tuple[int, int]:
+    """(thumbnails shown, thumbnails broken) among the list's and the item's pictures."""
     return tuple(
         page.evaluate(
             """() => {
@@ -72,46 +110,245 @@ def loaded_images(page: Any) -> tuple[int, int]:
     )
 
 
-def test_search_shows_thumbnails_and_opens_an_item(page: Any, base: str, shots: Path) -> None:
-    shots.mkdir(parents=True, exist_ok=True)
-    page.goto(f"{base}/")
-    page.wait_for_load_state("networkidle")
-    cards = page.locator(".card")
-    assert cards.count() == 15
-    shown, broken = loaded_images(page)
-    assert (shown, broken) == (15, 0)
-    assert page.locator(".none").count() == 0
-    page.screenshot(path=str(shots / "search.png"), full_page=True)
+def overlay_widths(page: Any) -> list[int]:
+    """naturalWidth of every thumbnail drawn on the map (0: not loaded)."""
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.thumb-overlay')].every(i => i.complete)"
+    )
+    return list(
+        page.evaluate(
+            "() => [...document.querySelectorAll('img.thumb-overlay')].map(i => i.naturalWidth)"
+        )
+    )
 
-    page.fill("input[name=q]", "cat")
-    page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    assert page.locator(".card").count() == 1
-    assert "chelsea.png" in page.locator(".card").inner_text()
-    assert loaded_images(page) == (1, 0)
-    page.screenshot(path=str(shots / "search-cat.png"), full_page=True)
 
-    page.goto(f"{base}/?collection=demo&start=2016-01-01&end=2016-12-31&bbox=-79,36,-77,37")
+def highlighted_paths(page: Any) -> int:
+    return int(
+        page.evaluate(
+            f"""() => [...document.querySelectorAll('.leaflet-overlay-pane path')]
+                 .filter(p => p.getAttribute('stroke') === '{HIGHLIGHT}').length"""
+        )
+    )
+
+
+def point_of(page: Any, lon: float, lat: float) -> tuple[float, float]:
+    """Where (lon, lat) is on the page, in CSS pixels."""
+    x, y = page.evaluate(
+        """([lon, lat]) => {
+          const map = window.pixelfleet.map, box = map.getContainer().getBoundingClientRect();
+          const p = map.latLngToContainerPoint([lat, lon]);
+          return [box.left + p.x, box.top + p.y];
+        }""",
+        [lon, lat],
+    )
+    return float(x), float(y)
+
+
+def test_search_map_shows_footprints_and_thumbnails(page: Any, base: str, shots: Path) -> None:
+    goto(page, f"{base}/")
+    assert page.locator(".card").count() == 15
+    assert page.locator("#results .card").count() == 9  # georeferenced: on the map
+    assert page.locator("#unplaced .card").count() == 6  # photos: listed beside it
+    assert card_images(page) == (15, 0)
+    widths = overlay_widths(page)
+    assert len(widths) == 9 and all(w > 0 for w in widths), widths
+    # The world outline is drawn (Natural Earth countries, served from the package).
+    page.wait_for_function("() => document.querySelectorAll('.leaflet-world-pane path').length")
+    assert page.locator(".leaflet-world-pane path").count() >= 1
+    # Every image has a text alternative.
+    assert page.locator("img:not([alt]), img[alt='']").count() == 0
+    page.screenshot(path=str(shots / "search.png"))
+
+    # List -> map: hovering a result highlights its footprint.
+    assert highlighted_paths(page) == 0
+    page.hover(f'.card[data-id="{NAIP}"]')
+    assert highlighted_paths(page) >= 1
+    page.mouse.move(5, 5)
+    assert highlighted_paths(page) == 0
+    # Map -> list: hovering a footprint highlights its result.
+    west, south, east, north = -61.29, 72.23, -52.30, 74.66
+    page.mouse.move(*point_of(page, (west + east) / 2, (south + north) / 2))
+    page.wait_for_selector(f'.card.hl[data-id="{GREENLAND}"]')
+    assert page.locator(".card.hl").count() == 1
+
+    # A result opens the item page: the map with the footprint and the whole thumbnail.
+    page.click(f'.card[data-id="{NAIP}"] a.title')
     page.wait_for_load_state("networkidle")
-    assert page.locator(".card").count() == 1
-    page.locator(".card").first.click()
-    page.wait_for_load_state("networkidle")
-    assert "m_3607824_se_17_1_20160620_sub.tif" in page.locator("h1").inner_text()
-    assert loaded_images(page) == (1, 0)
-    assert page.locator("svg.outline polygon").count() == 1
+    assert NAIP.rsplit("/", 1)[1] in page.locator("h1").inner_text()
+    assert card_images(page) == (1, 0)
+    assert [w > 0 for w in overlay_widths(page)] == [True]
+    assert page.locator("#item-map .leaflet-overlay-pane path").count() == 1
     assert "EPSG:26917" in page.content()
+    assert "None" not in page.locator("table.props").inner_text()
     page.screenshot(path=str(shots / "item.png"), full_page=True)
 
 
-def test_bad_input_and_runs_page(page: Any, base: str, shots: Path) -> None:
-    page.goto(f"{base}/?bbox=1,2")
-    assert "bbox" in page.locator(".error").inner_text()
-    page.goto(f"{base}/items/demo/photos/chelsea.png")
+def test_drawing_an_area_filters_the_results(page: Any, base: str, shots: Path) -> None:
+    goto(page, f"{base}/?q=tif")
+    page.evaluate("() => window.pixelfleet.map.setView([37, -90], 4)")
+    # Around the eastern United States: the NAIP tile (Virginia) and cog_cmap (Maryland).
+    start = point_of(page, -81.0, 35.0)
+    end = point_of(page, -75.0, 41.0)
+    page.click("#draw-area")
+    assert page.get_attribute("#draw-area", "aria-pressed") == "true"
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    with page.expect_navigation():
+        page.mouse.up()
     page.wait_for_load_state("networkidle")
-    assert "cat" in page.locator(".chips").inner_text()
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    west, south, east, north = (float(v) for v in query["bbox"][0].split(","))
+    assert -81.5 < west < -80.5 and 34.5 < south < 35.5 and -75.5 < east < -74.5
+    assert 40.5 < north < 41.5
+    assert query["q"] == ["tif"]  # the other filters stay
+    ids = {page.locator(".card").nth(i).get_attribute("data-id") for i in range(2)}
+    assert page.locator(".card").count() == 2
+    assert ids == {NAIP, "ca/2014/cog_cmap.tif"}
+    assert [w > 0 for w in overlay_widths(page)] == [True, True]
+    assert page.locator(".chip.filter.area").count() == 1
+    page.screenshot(path=str(shots / "search-area.png"))
+
+    # Shift-drag draws too (no button); then the area chip's × removes the filter.
+    page.evaluate("() => window.pixelfleet.map.setView([37, -90], 4)")
+    page.keyboard.down("Shift")
+    page.mouse.move(*point_of(page, -80.0, 39.0))
+    page.mouse.down()
+    page.mouse.move(*point_of(page, -78.5, 40.5), steps=5)
+    with page.expect_navigation():
+        page.mouse.up()
+    page.keyboard.up("Shift")
+    page.wait_for_load_state("networkidle")
+    assert [c.get_attribute("data-id") for c in page.locator(".card").all()] == [
+        "ca/2014/cog_cmap.tif"
+    ]
+    page.click(".chip.filter.area a.remove")
+    page.wait_for_load_state("networkidle")
+    assert "bbox" not in page.url and page.locator(".card").count() == 9
+
+
+def test_chips_paging_and_live_update_hooks(page: Any, base: str, shots: Path) -> None:
+    goto(page, f"{base}/?collection=demo&start=2013-01-01&end=2015-12-31&limit=4&sort=id")
+    chips = page.locator(".active .chip.filter")
+    assert chips.count() == 2  # the collection and the date range
+    assert "2013-01-01" in chips.nth(1).inner_text()
+    assert page.locator(".card").count() == 4
+    assert "1–4" in page.locator("#count").inner_text()
+    first = [c.get_attribute("data-id") for c in page.locator(".card").all()]
+    page.click("a[rel=next]")
+    page.wait_for_load_state("networkidle")
+    assert "5–8" in page.locator("#count").inner_text()
+    second = [c.get_attribute("data-id") for c in page.locator(".card").all()]
+    assert not set(first) & set(second) and second == sorted(second)
+    page.click("a[rel=prev]")
+    page.wait_for_load_state("networkidle")
+    assert [c.get_attribute("data-id") for c in page.locator(".card").all()] == first
+    page.click(".chip.filter.dates a.remove")
+    page.wait_for_load_state("networkidle")
+    assert "start=" not in page.url and "collection=demo" in page.url
+
+    # A label chip on a result narrows the search to that label.
+    goto(page, f"{base}/")
+    page.click('.card[data-id="photos/chelsea.png"] .chips a')
+    page.wait_for_load_state("networkidle")
+    assert [c.get_attribute("data-id") for c in page.locator(".card").all()] == [
+        "photos/chelsea.png"
+    ]
+    assert page.locator(".chip.filter.label").inner_text().split() == ["label", "cat", "×"]
+    page.screenshot(path=str(shots / "search-cat.png"))
+
+    # What a live-update stream would call: removeItem and addItem keep map and list in step.
+    goto(page, f"{base}/")
+    feature = page.evaluate(
+        f"() => fetch('/stac/collections/demo/items/{NAIP}').then(r => r.json())"
+    )
+    page.evaluate(f"() => window.pixelfleet.removeItem('{NAIP}')")
+    assert page.locator("#results .card").count() == 8
+    assert len(overlay_widths(page)) == 8
+    assert page.locator("#placed-count").inner_text() == "8"
+    page.evaluate("(f) => window.pixelfleet.addItem(f)", feature)
+    assert page.locator("#results .card").first.get_attribute("data-id") == NAIP
+    assert page.locator("#placed-count").inner_text() == "9"
+    widths = overlay_widths(page)
+    assert len(widths) == 9 and all(w > 0 for w in widths)
+    page.hover(f'.card[data-id="{NAIP}"]')
+    assert highlighted_paths(page) >= 1
+
+
+def test_keyboard_reaches_results_and_opens_an_item(page: Any, base: str) -> None:
+    goto(page, f"{base}/")
+    # Tab first reaches the footprints on the map: focus highlights the result, Enter opens.
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.matches('.leaflet-overlay-pane path')"):
+            break
+    else:
+        pytest.fail("Tab never reached a footprint")
+    assert page.locator(".card.hl").count() == 1
+    page.keyboard.press("Tab")
+    assert page.locator(".card.hl").count() == 1
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.matches('.card a.title')"):
+            break
+    else:
+        pytest.fail("Tab never reached a result")
+    focused = page.evaluate("() => document.activeElement.closest('.card').dataset.id")
+    assert page.locator(f'.card.hl[data-id="{focused}"]').count() == 1  # its footprint too
+    assert highlighted_paths(page) >= 1
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert urllib.parse.unquote(page.url).endswith(focused)
+
+
+def test_item_page_copies_stac_json(browser: Any, base: str) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    try:
+        page = context.new_page()
+        goto(page, f"{base}/items/demo/{NAIP}")
+        page.click("#copy-json")
+        page.wait_for_selector("#copy-status:has-text('Copied')")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert f'"id": "{NAIP}"' in copied and "/assets/demo/" in copied
+        assert "from pystac_client import Client" in page.locator("#snippet").inner_text()
+        href = page.get_attribute("table.assets a[download]", "href")
+        assert href is not None and page.request.get(href).status == 200
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [390, 1400])
+def test_pages_fit_the_screen(browser: Any, base: str, shots: Path, width: int) -> None:
+    for page in open_page(browser, base, width, 844 if width < 800 else 900):
+        for name, url, maps in [
+            ("search", "/", 1),
+            ("item", f"/items/demo/{NAIP}", 2),  # the footprint and the locator
+            ("item-photo", "/items/demo/photos/chelsea.png", 0),
+        ]:
+            goto(page, f"{base}{url}")
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{url} is {overflow} px wider than {width} px"
+            assert page.locator(".leaflet-container").count() == maps
+            if width < 800:
+                page.screenshot(path=str(shots / f"{name}-phone.png"), full_page=True)
+
+
+def test_bad_input_and_runs_page(page: Any, base: str, shots: Path) -> None:
+    goto(page, f"{base}/?bbox=1,2")
+    assert "bbox" in page.locator(".error").inner_text()
+    assert [e for e in page.errors if "status of 400" in e] == page.errors[:1]
+    page.errors.clear()
+    assert page.locator(".chip.filter.area").count() == 1  # removable, to recover
+    goto(page, f"{base}/items/demo/photos/chelsea.png")
+    assert "cat" in page.locator("ul.labels").inner_text()
+    assert "93%" in page.locator("ul.labels").inner_text()
     assert "no georeference" in page.content()
+    assert "file's time" in page.content()  # not presented as a capture date
     page.screenshot(path=str(shots / "item-photo.png"), full_page=True)
-    page.goto(f"{base}/runs")
+    goto(page, f"{base}/runs")
     assert page.locator("table.runs tr.done").count() == 1
     assert "100%" in page.locator("table.runs").inner_text()
     assert page.locator("table.runs tr.done td").nth(4).inner_text() == "15"

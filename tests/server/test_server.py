@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,9 +179,59 @@ def test_pages_render(client: TestClient) -> None:
     )
     assert NAIP in page.text
     item = client.get(f"/items/demo/{NAIP}")
-    assert item.status_code == 200 and "<polygon" in item.text and "EPSG:26917" in item.text
+    assert item.status_code == 200 and 'id="item-map"' in item.text and "EPSG:26917" in item.text
     runs = client.get("/runs")
     assert runs.status_code == 200 and "done" in runs.text
+
+
+def test_pages_link_only_to_this_server_and_hide_its_paths(
+    client: TestClient, urls: tuple[str, str]
+) -> None:
+    folder = urls[0].removeprefix("sqlite:///").rsplit("/", 1)[0]
+    for url in ["/", f"/items/demo/{NAIP}", "/items/demo/photos/chelsea.png"]:
+        html = client.get(url).text
+        # No CDN: every script and stylesheet is served by the package.
+        for tag in re.findall(r"<(?:script|link)[^>]*>", html):
+            ref = re.search(r'(?:src|href)="([^"]+)"', tag)
+            assert ref is None or ref.group(1).startswith(("/static/", "data:")), tag
+        assert folder not in html  # the server's own paths stay private
+        assert ">None<" not in html
+    for path in [
+        "/static/vendor/leaflet/leaflet.js",
+        "/static/vendor/leaflet/leaflet.css",
+        "/static/vendor/world-atlas/countries-110m.geojson",
+    ]:
+        assert client.get(path).status_code == 200, path
+
+
+def found(pattern: str, text: str) -> str:
+    """The first group of ``pattern`` in ``text`` (HTML entities for & undone)."""
+    match = re.search(pattern, text, re.S)
+    assert match is not None, pattern
+    return match.group(1).replace("&amp;", "&")
+
+
+def test_search_page_chips_paging_and_map_data(client: TestClient) -> None:
+    page = client.get("/", params={"collection": "demo", "start": "2013-01-01", "label": "x"})
+    assert page.status_code == 200
+    assert page.text.count('class="chip filter') == 3
+    assert 'href="/?start=2013-01-01&amp;label=x"' in page.text  # the collection chip's ×
+    assert json.loads(found(r'id="map-entries">(.*?)</script>', page.text)) == []
+    page = client.get("/", params={"limit": "3", "sort": "id"})
+    entries = json.loads(found(r'id="map-entries">(.*?)</script>', page.text))
+    assert {"id", "title", "href", "thumb", "bbox", "geometry"} <= set(entries[0])
+    second = client.get(found(r'href="([^"]+)" rel="next"', page.text))
+    assert "showing 4–6" in second.text
+    assert "showing 1–3" in client.get(found(r'href="([^"]+)" rel="prev"', second.text)).text
+
+
+def test_basemap_setting_reaches_the_page(urls: tuple[str, str]) -> None:
+    settings = Settings.from_env(
+        {"PIXELFLEET_BASEMAP_URL": "https://tiles.example/{z}/{x}/{y}.png"}
+    )
+    app = create_app(settings, catalog_url=urls[0], ledger_url=urls[1])
+    with TestClient(app) as other:
+        assert 'data-basemap="https://tiles.example/{z}/{x}/{y}.png"' in other.get("/").text
 
 
 json_values = st.recursive(

@@ -280,6 +280,61 @@ def test_head_reports_a_content_type_written_as_metadata(storage: Storage) -> No
     assert entry.metadata.get("op") == "thumbnail"
 
 
+def _same(found: Entry, head: Entry | None) -> bool:
+    assert head is not None
+    return (found.key, found.size, found.etag, found.metadata) == (
+        head.key,
+        head.size,
+        head.etag,
+        head.metadata,
+    )
+
+
+def test_existing_gives_the_head_of_each_key_that_exists(storage: Storage) -> None:
+    for name in ("t/a1.jpg", "t/a2.jpg", "t/b.jpg", "t/a4.jpg", "t/sub/a3.jpg", "u/1.jpg", "r.jpg"):
+        storage.write(name, name.encode(), {"source-etag": name, "settings": "s1"})
+    asked = [
+        "t/a0.jpg",  # missing, before the first that exists
+        "t/a1.jpg",
+        "t/a2.jpg",
+        "t/a3.jpg",  # missing (a key of that name is in a subfolder)
+        "t/a4.jpg",
+        "t/a5.jpg",  # missing, after the last
+        "u/1.jpg",
+        "u/2.jpg",
+        "r.jpg",
+        "no/such/folder/x.jpg",
+    ]
+    found = storage.existing(asked)
+    assert set(found) == {"t/a1.jpg", "t/a2.jpg", "t/a4.jpg", "u/1.jpg", "r.jpg"}
+    for key, entry in found.items():
+        assert _same(entry, storage.head(key))
+        assert entry.metadata["source-etag"] == key
+    assert storage.existing([]) == {}
+    assert storage.existing(["t/a1.jpg", "t/a1.jpg"]).keys() == {"t/a1.jpg"}
+
+
+def test_existing_sees_only_its_own_prefix(make_storage: MakeStorage) -> None:
+    root, inner = make_storage(""), make_storage("pre")
+    for i in range(4):
+        root.write(f"pre/f/{i}.jpg", b"in")
+        root.write(f"f/{i}.jpg", b"out")
+    assert set(inner.existing([f"f/{i}.jpg" for i in range(6)])) == {f"f/{i}.jpg" for i in range(4)}
+    assert root.existing(["f/5.jpg", "pre/f/5.jpg", "pre/f/0.jpg"]).keys() == {"pre/f/0.jpg"}
+
+
+def test_existing_refuses_unsafe_keys(storage: Storage) -> None:
+    with pytest.raises(UnsafeKeyError):
+        storage.existing(["a.jpg", "../escape.jpg"])
+
+
+def test_existing_sees_a_rewrite(storage: Storage) -> None:
+    storage.write("x/1.jpg", b"one", {"settings": "s1"})
+    storage.write("x/1.jpg", b"two!", {"settings": "s2"})
+    (entry,) = storage.existing(["x/0.jpg", "x/1.jpg", "x/2.jpg"]).values()
+    assert (entry.size, entry.metadata["settings"]) == (4, "s2")
+
+
 def test_read_whole_objects_and_ranges(storage: Storage) -> None:
     data = os.urandom(1000)
     storage.write("r/data.bin", data)

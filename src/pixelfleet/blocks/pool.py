@@ -5,7 +5,7 @@ or on a Dask cluster.
 | --- | --- |
 | ``inline`` | one after another in the calling thread (for debugging, and inside pipeline tasks) |
 | ``threads`` | on ``workers`` threads of this process (GDAL and numpy release the GIL) |
-| ``local`` | on ``workers`` fresh processes (``spawn``), each taking one strip at a time |
+| ``local`` | on ``workers`` processes (see :func:`start_context`), one strip at a time |
 | ``dask``, ``dask://host:port`` | on a Dask cluster started for the run, or an existing one |
 
 A strip whose worker died (a process killed, a Dask worker lost) or that failed with an
@@ -148,7 +148,7 @@ class StripRunner:
         plan_json = json.dumps(self.plan.to_dict())
         queue = deque(self.jobs)
         tries = dict.fromkeys((j.index for j in self.jobs), 0)
-        context = multiprocessing.get_context("spawn")
+        context = start_context()
         pool: list[_Process] = []
         try:
             while queue or any(p.job for p in pool):
@@ -247,6 +247,28 @@ class StripRunner:
                 for f, p in output["levels"].items()
             }
         return json.dumps(data)
+
+
+#: The module the fork server imports before it forks workers.
+PRELOAD = "pixelfleet.blocks.preload"
+
+
+def start_context() -> Any:
+    """How ``local`` workers are started: forked from ``multiprocessing``'s fork server
+    where there is one (Linux, macOS), else spawned.
+
+    The fork server is a fresh, single-threaded process (so forking it is safe even when
+    the driver holds threads) started once per driver process; it imports
+    :data:`PRELOAD` (numpy, rasterio, the strip code) once, so a second worker, and the
+    workers of later runs, start without paying those imports again. The fork server's
+    preload list is process-wide: this sets it to pixelfleet's module (it takes effect
+    only if the server is not already running).
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([PRELOAD])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _hint(how: str) -> str:

@@ -6,7 +6,10 @@ through its geotransform or its GCPs, split at the antimeridian as RFC 7946 asks
 georeferencing and rasters in a CRS with no way to WGS84, such as another planet's,
 get none, photos with EXIF GPS a point), a datetime and where it came from
 (``pixelfleet:datetime_source``: ``metadata`` for TIFF/EXIF tags, ``key`` for a
-``YYYYMMDD`` date in the file name, else ``mtime``), projection and raster band
+``YYYYMMDD`` date in the file name, else ``mtime``; ``pixelfleet:captured`` repeats the
+capture time, or the start of a year, only when there is one, so that "newest first"
+can sort by capture time and put objects known only by their file time after them:
+``sortby=-pixelfleet:captured,-datetime``), projection and raster band
 information, an asset for the source (``data``) and one per output, and provenance
 (pixelfleet version, pipeline settings hash; the runner adds the run id).
 """
@@ -28,6 +31,24 @@ from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage
 
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+#: The search order "newest first": by capture time, then items with only a file time
+#: (no ``pixelfleet:captured``, which sorts last) by that time.
+NEWEST_FIRST = "-pixelfleet:captured,-datetime"
+
+
+def capture_property(when: datetime | None, span: dict[str, str], origin: str) -> dict[str, str]:
+    """``{"pixelfleet:captured": "YYYY-MM-DDTHH:MM:SSZ"}``: the capture time (or the start
+    of a year span) in one fixed form that sorts as text; nothing when the only time is the
+    object's own (``origin == "mtime"``): that is when it was stored, not taken."""
+    if origin == "mtime":
+        return {}
+    if when is not None:
+        aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        return {"pixelfleet:captured": aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if "start_datetime" in span:
+        return {"pixelfleet:captured": span["start_datetime"]}
+    return {}
+
 
 _KEY_DATE = re.compile(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
 _LANDSAT_ID = re.compile(r"L[COTEM]\d\d{6}(\d{4})(\d{3})[A-Z]{3}\d{2}")
@@ -127,6 +148,7 @@ def build_item(
         "pixelfleet:etag": entry.etag,
         "pixelfleet:size": entry.size,
         "pixelfleet:datetime_source": origin,
+        **capture_property(when, span, origin),
         "pixelfleet:version": __version__,
         "pixelfleet:pipeline": options.pipeline_hash,
         **span,

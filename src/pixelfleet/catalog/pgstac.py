@@ -31,6 +31,8 @@ CREATE INDEX IF NOT EXISTS items_pixelfleet_text ON pgstac.items USING GIN ((
 ))
 """
 _migrate_lock = threading.Lock()
+#: Connections searches share, at most (a server answers that many searches at once).
+POOL_SIZE = 8
 
 
 def pgstac_filter(node: Any) -> Any:
@@ -92,6 +94,8 @@ class PgstacCatalog(Catalog):
             ) from exc
         self.url = url
         self._db = PgstacDB(dsn=url)
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
         try:
             self._migrate()
         except Exception as exc:
@@ -112,8 +116,30 @@ class PgstacCatalog(Catalog):
                     conn.execute(TEXT_INDEX)
                 _migrated.add(self.url)
 
+    def _readers(self) -> Any:
+        """The pool searches take connections from (opened on the first search): with one
+        shared connection, every request thread of a server would wait for the others."""
+        with self._pool_lock:
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=POOL_SIZE,
+                    kwargs={"autocommit": True},
+                    configure=_configure,
+                    open=True,
+                    name="pixelfleet-pgstac",
+                )
+            return self._pool
+
     @override
     def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
         # pypgstac keeps one connection checked out of its pool (``connect()``), which
         # closing the pool leaves open: close it first, or every catalog leaks one.
         held = self._db.connection
@@ -223,9 +249,11 @@ class PgstacCatalog(Catalog):
         if query.q is not None and not any(query.q):
             return SearchPage(items=[], matched=0)
         try:
-            (result,) = (
-                self._db.query_one("SELECT search(%s::jsonb)", [_jsonb(search_body(query))]),
-            )
+            with self._readers().connection() as conn:
+                row = conn.execute(
+                    "SELECT search(%s::jsonb)", [_jsonb(search_body(query))]
+                ).fetchone()
+            result = row[0] if row else None
         except psycopg.errors.RaiseException as exc:
             raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
         except psycopg.errors.DataError as exc:
@@ -263,6 +291,18 @@ def _readable(item: dict[str, Any]) -> dict[str, Any]:
         item["geometry"] = None
         item.pop("bbox", None)
     return item
+
+
+def _configure(conn: Any) -> None:
+    """A pooled connection: pgstac's schema first, JSON decoded by orjson when installed."""
+    conn.execute("SET search_path TO pgstac, public")
+    try:
+        import orjson
+    except ModuleNotFoundError:  # pragma: no cover - depends on the extras installed
+        return
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(orjson.loads, conn)
 
 
 def _jsonb(value: Any) -> Any:

@@ -12,7 +12,8 @@ import unicodedata
 import click
 
 from pixelfleet.humanize import human_bytes, human_seconds
-from pixelfleet.ledger import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger import Ledger, RunRecord, TaskRecord, TaskStats
+from pixelfleet.models import RunCounts
 from pixelfleet.runner import DryRunReport, RunSummary
 from pixelfleet.storage.local import path_from_url
 
@@ -100,6 +101,8 @@ def show_summary(summary: RunSummary) -> None:
     click.echo(f"  outputs: {printable(where(summary.output_url))}")
     if c.items_indexed:
         click.echo(f"  catalog: {c.items_indexed} STAC items indexed")
+    if summary.stats is not None:
+        show_stats(summary.stats, c)
     if summary.failures:
         click.echo("  failures:")
         show_failures(summary.failures)
@@ -107,6 +110,40 @@ def show_summary(summary: RunSummary) -> None:
             f"  see all with: pixelfleet status {summary.run_id}; "
             f"retry with: pixelfleet retry {summary.run_id} --failed"
         )
+
+
+def per_object(counts: RunCounts) -> dict[str, float | None]:
+    """Source bytes and storage requests per object the workers processed (None before
+    any was)."""
+    n = counts.objects_written + counts.objects_current + counts.objects_failed
+    n += counts.objects_missing
+    return {
+        "bytes_per_object": counts.bytes / n if n else None,
+        "requests_per_object": counts.requests / n if n else None,
+    }
+
+
+def show_stats(stats: TaskStats, counts: RunCounts) -> None:
+    """Task time percentiles, bytes and requests per object, and error kinds."""
+    parts = []
+    if stats.p50_seconds is not None and stats.p95_seconds is not None:
+        parts.append(
+            f"p50 {_duration(stats.p50_seconds)}, p95 {_duration(stats.p95_seconds)} per task"
+        )
+    each = per_object(counts)
+    if each["bytes_per_object"] is not None:
+        parts.append(f"{human_bytes(round(each['bytes_per_object']))} per object")
+    if counts.requests and each["requests_per_object"] is not None:
+        parts.append(f"{each['requests_per_object']:.1f} storage requests per object")
+    if parts:
+        click.echo(f"  timing:  {'; '.join(parts)}")
+    if stats.errors:
+        kinds = sorted(stats.errors.items(), key=lambda kv: (-kv[1], kv[0]))
+        click.echo(f"  errors:  {', '.join(f'{printable(k)} {n}' for k, n in kinds)}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else human_seconds(seconds)
 
 
 def show_dry_run(report: DryRunReport) -> None:

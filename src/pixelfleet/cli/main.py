@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pixelfleet import __version__
+from pixelfleet.cli.options import log_options
 from pixelfleet.errors import PixelfleetError
 from pixelfleet.settings import get_settings
 
@@ -50,6 +51,18 @@ class _Group(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with each one's first sentence whole (wrapped), not cut to the
+        width left on the line as click does."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -63,9 +76,13 @@ class _Group(click.Group):
             sys.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="pixelfleet")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@log_options
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Turn a bucket of imagery into thumbnails and a searchable STAC catalog, resumably."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -10,8 +11,12 @@ from pixelfleet.cli.display import show_dry_run, show_summary
 from pixelfleet.cli.options import (
     executor_option,
     ledger_option,
+    log_options,
+    metrics_host_option,
+    metrics_port_option,
     progress_option,
     resolve_ledger,
+    serving_metrics,
     workers_option,
 )
 from pixelfleet.executors.launchers import is_launcher, open_launcher
@@ -65,7 +70,19 @@ from pixelfleet.settings import get_settings
 )
 @ledger_option
 @progress_option
-def run(
+@metrics_port_option
+@metrics_host_option
+@log_options
+def run(metrics_port: int | None, metrics_host: str, **options: Any) -> None:
+    """Run PIPELINE: list the source, skip what is current, process the rest.
+
+    Exits 1 if any task failed; `pixelfleet status` lists the failures.
+    """
+    with serving_metrics(None if options["dry_run"] else metrics_port, metrics_host):
+        _run(**options)
+
+
+def _run(
     pipeline_file: str,
     dry_run: bool,
     estimate: str | None,
@@ -79,10 +96,6 @@ def run(
     ledger_url: str | None,
     progress: bool | None,
 ) -> None:
-    """Run PIPELINE: list the source, skip what is current, process the rest.
-
-    Exits 1 if any task failed; `pixelfleet status` lists the failures.
-    """
     if inventory:
         overrides = (*overrides, f"source.inventory={inventory}")
     if estimate and not dry_run:

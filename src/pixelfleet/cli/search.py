@@ -8,6 +8,7 @@ import os
 import click
 
 from pixelfleet.catalog import Catalog, open_catalog, parse_query
+from pixelfleet.catalog.query import MAX_LIMIT
 from pixelfleet.cli.display import printable
 from pixelfleet.errors import ConfigError
 from pixelfleet.settings import get_settings
@@ -52,7 +53,14 @@ def open_existing_catalog(url: str | None) -> Catalog:
 @click.option("--id", "ids", multiple=True, help="Only items with this id (repeatable).")
 @click.option("--filter", "cql2", metavar="CQL2-JSON", help="A CQL2-JSON filter.")
 @click.option("--sortby", default=None, metavar="FIELDS", help="e.g. -datetime or id.")
-@click.option("--limit", "-n", default="10", show_default=True, help="How many items (1-1000).")
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(1, MAX_LIMIT),
+    default=10,
+    show_default=True,
+    help="How many items.",
+)
 @click.option("--token", default=None, help="Page token from a previous --json answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print a STAC FeatureCollection.")
 @catalog_option
@@ -64,7 +72,7 @@ def search(
     ids: tuple[str, ...],
     cql2: str | None,
     sortby: str | None,
-    limit: str,
+    limit: int,
     token: str | None,
     as_json: bool,
     catalog_url: str | None,

@@ -1,25 +1,28 @@
-"""``pixelfleet status [RUN]``: task counts by state and failures with their reasons."""
+"""``pixelfleet status [RUN]``: task counts by state, task time percentiles, bytes and
+requests per object, error kinds, and failures with their reasons."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from typing import Any
 
 import click
 
-from pixelfleet.cli.display import show_run
-from pixelfleet.cli.options import ledger_option, resolve_ledger
+from pixelfleet.cli.display import per_object, printable, show_run, show_stats
+from pixelfleet.cli.options import plain_ledger_option, resolve_ledger
 from pixelfleet.humanize import human_seconds
 from pixelfleet.ledger import FleetLedger, WorkerRecord
 from pixelfleet.ledger.base import STALE_SECONDS, effective_state
+from pixelfleet.ledger.events import EventLog
 
 
 @click.command()
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option("--limit", default=20, show_default=True, help="Failures to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@ledger_option
+@plain_ledger_option
 def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None) -> None:
     """Show a run (the latest by default; a unique prefix of its id is enough)."""
     with resolve_ledger(ledger_url) as ledger:
@@ -28,6 +31,7 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
         now = ledger.now()
         recorded = run.state
         run.state = effective_state(run, now, [w.heartbeat for w in workers])
+        stats = ledger.task_stats(run.run_id)
         if as_json:
             failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
             click.echo(
@@ -40,8 +44,11 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                         "finished": run.finished,
                         "tasks": ledger.state_counts(run.run_id),
                         "counts": run.counts.to_dict(),
+                        # p50/p95 task seconds, error kinds; per object: once counted
+                        "stats": {**stats.to_dict(), **per_object(run.counts)},
                         "driver": {"host": run.host, "pid": run.pid, "heartbeat": run.heartbeat},
                         "workers": [dataclasses.asdict(w) for w in workers],
+                        **watch_facts(ledger, run, limit),
                         "failures": [
                             {
                                 "task_id": t.task_id,
@@ -58,6 +65,8 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
             )
             return
         show_run(ledger, run, limit)
+        show_stats(stats, run.counts)
+        show_events(ledger, run, limit)
         if run.state == "interrupted" and recorded == "running":
             heard = max([run.heartbeat or 0.0, *(w.heartbeat for w in workers)])
             click.echo(
@@ -75,6 +84,37 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                 for r in others:
                     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created))
                     click.echo(f"  {r.run_id}  {r.state:<11} {when}  {r.pipeline_path}")
+
+
+def watch_facts(ledger: Any, run: Any, limit: int) -> dict[str, Any]:
+    """A watcher's events by action and its dead letters with reasons (for ``--json``)."""
+    if not isinstance(ledger, EventLog):
+        return {}
+    counts = ledger.event_counts(run.run_id)
+    if not counts:
+        return {}  # not a watcher's run (or one that has seen nothing yet)
+    dead = ledger.last_events(run.run_id, ["dead-lettered"], limit=limit)
+    return {
+        "events": counts,
+        "dead_letters": [{"time": d.time, "key": d.key, "reason": d.detail} for d in dead],
+    }
+
+
+def show_events(ledger: Any, run: Any, limit: int) -> None:
+    """A watcher's events by action, its dead letters and failures with their reasons."""
+    facts = watch_facts(ledger, run, limit)
+    if not facts:
+        return
+    counts = facts["events"]
+    line = ", ".join(f"{action} {n:,}" for action, n in sorted(counts.items())) or "none yet"
+    click.echo(f"  events:   {line}")
+    failed = ledger.last_events(run.run_id, ["failed", "dead-lettered"], limit=limit)
+    if failed:
+        click.echo("  dead letters and failures (newest last):")
+        for record in failed:
+            when = time.strftime("%H:%M:%S", time.localtime(record.time))
+            what = printable(record.key) if record.key else "message"
+            click.echo(f"    {when}  {record.action:<13} {what}: {printable(record.detail)}")
 
 
 def show_fleet(ledger: FleetLedger, run_id: str, workers: list[WorkerRecord], now: float) -> None:

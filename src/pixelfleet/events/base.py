@@ -79,6 +79,11 @@ class EventQueue(ABC):
     #: connection closes); the watcher extends messages held longer than half of it.
     visibility: float | None = None
 
+    #: How many :meth:`receive` calls may run at once from different threads (1: the
+    #: queue's connection belongs to one thread, as AMQP's does). A queue whose calls
+    #: are network round trips (SQS) takes several at once to keep workers fed.
+    concurrent_receives: int = 1
+
     def close(self) -> None:  # noqa: B027 - optional: most queues hold a connection
         """Release connections; messages not acknowledged go back to the queue."""
 

@@ -10,15 +10,35 @@ the worker's own, or one it makes itself when the worker died
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pixelfleet import metrics
 from pixelfleet.models import TaskResult
 
-#: The function every executor calls in its workers, by reference (never pickled).
-WORKER_FUNCTION = "pixelfleet.worker:execute"
+#: The function every executor calls in its workers, by reference (never pickled): the
+#: worker's ``execute``, counted (:func:`execute_counted`).
+WORKER_FUNCTION = "pixelfleet.executors.base:execute_counted"
+#: The worker's own entry point, JSON text in, JSON text out.
+WORKER_EXECUTE = "pixelfleet.worker:execute"
 #: What a worker process calls once with the context, before its first job (by reference).
 WORKER_PREPARE = "pixelfleet.worker:prepare"
+
+
+def execute_counted(context: str, task_json: str) -> str:
+    """Run a task with the worker's ``execute`` while counting the storage and labeller
+    calls made on this thread, and add the counts to the result (``"metrics"``), so the
+    driver's metrics include what workers in other processes did."""
+    from pixelfleet.registry import load_reference
+
+    execute: Callable[[str, str], str] = load_reference(WORKER_EXECUTE)  # looked up each time
+    with metrics.task_tally() as counted:
+        text = execute(context, task_json)
+    if not counted or not text.endswith("}"):
+        return text
+    return f'{text[:-1]}, "metrics": {json.dumps(counted)}}}'
 
 
 @dataclass(frozen=True)

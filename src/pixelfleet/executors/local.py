@@ -436,7 +436,10 @@ def _serve(conn: Connection, context: str, threads: int, title: str) -> None:
 
         setproctitle.setproctitle(title)
 
+    from pixelfleet.imagery.memory import guard_this_process
     from pixelfleet.registry import load_reference
+
+    guard_this_process()  # the worker's memory cap, as a hard limit (imagery/memory.py)
 
     execute: Callable[[str, str], str] = load_reference(WORKER_FUNCTION)
     lock = threading.Lock()

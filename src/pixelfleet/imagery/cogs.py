@@ -226,14 +226,15 @@ def render_image(
 
 
 def draw_title(image: Image.Image, text: str) -> Image.Image:
-    """Write ``text`` on a dark band across the top of the picture (Pillow's built-in font)."""
+    """Write ``text`` in white on a dark band above the picture (Pillow's built-in font):
+    the canvas grows by the band's height, so no row of the picture is hidden."""
     image = image.convert("RGBA")
     size = max(11, round(image.width / 45))
     font = ImageFont.load_default(size=size)
-    band = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(band)
     pad = max(3, size // 3)
-    _left, _top, _right, bottom = draw.textbbox((pad, pad), text, font=font)
-    draw.rectangle((0, 0, image.width, bottom + pad), fill=(0, 0, 0, 170))
-    draw.text((pad, pad), text, font=font, fill=(255, 255, 255, 255))
-    return Image.alpha_composite(image, band)
+    _left, _top, _right, bottom = ImageDraw.Draw(image).textbbox((pad, pad), text, font=font)
+    band_height = round(bottom + pad)
+    canvas = Image.new("RGBA", (image.width, image.height + band_height), (24, 24, 24, 255))
+    canvas.paste(image, (0, band_height))
+    ImageDraw.Draw(canvas).text((pad, pad), text, font=font, fill=(255, 255, 255, 255))
+    return canvas

@@ -19,7 +19,6 @@ import struct
 import zlib
 from typing import BinaryIO
 
-import numpy as np
 from PIL import (
     BmpImagePlugin,
     GifImagePlugin,
@@ -32,8 +31,8 @@ from PIL import (
 )
 
 from pixelfleet.errors import CorruptInputError, ImageTooLargeError
+from pixelfleet.imagery.memory import check_photo_memory
 from pixelfleet.imagery.pictures import ThumbnailOptions, fit_size, too_large_message
-from pixelfleet.imagery.rasters import stretch
 from pixelfleet.models import one_line
 from pixelfleet.settings import Settings
 
@@ -79,6 +78,7 @@ def render_photo(
         target = fit_size(width, height, _longest_side(width, height, config))
         if fmt == "JPEG":
             image.draft(image.mode, target)
+        check_photo_memory(label, image, settings)  # after draft: the size decoded
         try:
             image.load()
             picture = to_display_mode(image, config.percentiles)
@@ -90,7 +90,9 @@ def render_photo(
             raise ImageTooLargeError(_bomb_message(label, exc, settings)) from None
         except _DECODE_ERRORS as exc:
             raise CorruptInputError(_corrupt_message(label, fmt, exc)) from None
-        return upright(picture)
+        picture = upright(picture)
+        # The file's image is closed below: one that needed no change is copied out.
+        return picture.copy() if picture is image else picture
     finally:
         image.close()
 
@@ -134,6 +136,12 @@ def to_display_mode(image: Image.Image, percentiles: tuple[float, float]) -> Ima
     if mode in ("1", "La"):
         return image.convert("L" if mode == "1" else "LA")
     if mode.startswith("I") or mode == "F":
+        # Imported here: rasters.py brings rasterio and GDAL (a third of a second and
+        # 400 modules), which a worker making thumbnails of 8-bit photos never needs.
+        import numpy as np
+
+        from pixelfleet.imagery.rasters import stretch
+
         grey = stretch(np.asarray(image), None, percentiles)
         return Image.fromarray(grey)
     return image.convert("RGB")
@@ -143,9 +151,17 @@ def upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation (kept in ``image.info`` through resizing); a broken
     EXIF block is ignored rather than failing the photo."""
     try:
+        # Asked first: exif_transpose copies an image that needs no turn.
+        if image.getexif().get(_ORIENTATION, 1) not in _TURNED:
+            return image
         return ImageOps.exif_transpose(image)
     except (SyntaxError, ValueError, KeyError, TypeError, struct.error, OSError):
         return image
+
+
+_ORIENTATION = 0x0112  # the EXIF Orientation tag
+#: Orientations other than upright (1): mirrored, turned, or both.
+_TURNED = frozenset(range(2, 9))
 
 
 def _corrupt_message(label: str, fmt: str, exc: BaseException) -> str:

@@ -26,6 +26,9 @@ class ThumbnailOptions:
     percentiles: tuple[float, float] = (2.0, 98.0)
     resampling: str = "auto"
     background: str = "white"
+    #: Images whose longest side is shorter are enlarged (nearest neighbour, by a whole
+    #: factor) to at least this (see :func:`pixelfleet.imagery.thumbnails.enlarge_small`).
+    min_size: int = 0
     #: Photos only: resize so that the shorter side is this long (when it is longer),
     #: the longest side at most 4096, instead of fitting the longest side to ``size``
     #: (what classifiers want, in one resize).

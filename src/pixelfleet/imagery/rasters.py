@@ -44,13 +44,13 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from pixelfleet.errors import (
-    CorruptInputError,
     ImageTooLargeError,
     InputError,
     UnsupportedFormatError,
 )
+from pixelfleet.imagery.failures import unreadable_raster
+from pixelfleet.imagery.memory import hold_decoded, out_of_memory
 from pixelfleet.imagery.pictures import ThumbnailOptions, fit_size, too_large_message
-from pixelfleet.models import one_line
 from pixelfleet.settings import Settings
 
 if TYPE_CHECKING:
@@ -110,6 +110,9 @@ class ReadPlan:
     resampling: Resampling
     swath_rows: int
     supersample: tuple[int, int] = (1, 1)  # samples per thumbnail pixel: rows, columns
+    #: Memory the read holds at once (blocks, swath and buffers), and what it is, in words.
+    decoded_bytes: int = 0
+    decoded_what: str = ""
 
 
 def render_raster(
@@ -124,7 +127,10 @@ def render_raster(
 
     Returns an L, LA, RGB or RGBA image no larger than ``config.size``. Raises
     :class:`ImageTooLargeError` before decoding when the pixels to decode are over
-    ``settings.max_image_pixels``, and :class:`CorruptInputError` when GDAL fails.
+    ``settings.max_image_pixels`` or the memory the read needs at once is over the
+    worker's budget (:mod:`pixelfleet.imagery.memory`); the read then waits while
+    other threads hold the budget. GDAL failing raises :class:`CorruptInputError`, or
+    the storage error that made it fail (see :func:`~pixelfleet.imagery.reading.unreadable_raster`).
     """
     try:
         with (
@@ -132,15 +138,12 @@ def render_raster(
             rasterio.open(path, driver="GTiff", opener=opener) as src,
         ):
             plan = plan_read(src, config, settings, label)
-            data, alpha = read(src, plan)
+            with hold_decoded(plan.decoded_bytes, label, plan.decoded_what, settings):
+                data, alpha = read(src, plan)
     except (RasterioError, CPLE_BaseError) as exc:
-        # "Read failed. See previous exception" carries GDAL's own message as its cause.
-        cause = exc.__cause__ if isinstance(exc.__cause__, CPLE_BaseError) else exc
-        detail = one_line(str(cause).replace(path, "").strip(": ")) or type(exc).__name__
-        raise CorruptInputError(
-            f"{label}: cannot be read as a GeoTIFF ({detail}); it is truncated or corrupt: "
-            "re-create or re-upload it"
-        ) from exc
+        raise unreadable_raster(label, path, exc) from exc
+    except MemoryError as exc:
+        raise out_of_memory(label, settings, "a buffer could not be allocated") from exc
     return compose(data, alpha, plan, config.percentiles)
 
 
@@ -223,9 +226,55 @@ def plan_read(
         block_h = src.block_shapes[0][0]
         level_rows = max(block_h, SWATH_BYTES // row_bytes // block_h * block_h)
         swath_rows = max(1, int(level_rows * factor * height / src.height))
-    return ReadPlan(
-        indexes, alpha, mask, palette, width, height, resampling, swath_rows, supersample
+    decoded_bytes, decoded_what = decoded_at_once(
+        src, dtypes, read_bands, swath_rows * level_h // height + 1, level_w, width * height
     )
+    return ReadPlan(
+        indexes,
+        alpha,
+        mask,
+        palette,
+        width,
+        height,
+        resampling,
+        swath_rows,
+        supersample,
+        decoded_bytes,
+        decoded_what,
+    )
+
+
+def decoded_at_once(
+    src: DatasetReader,
+    dtypes: list[np.dtype[Any]],
+    bands: int,
+    swath_level_rows: int,
+    level_w: int,
+    out_pixels: int,
+) -> tuple[int, str]:
+    """The bytes a read holds at once, and what they are in words.
+
+    GDAL decodes a whole block (tile or strip) however little of it is wanted. A
+    pixel-interleaved block holds every band, and GDAL keeps a band's copy beside it
+    while it hands the band out (a 16384 x 16384 3-band uint8 tile of 768 MiB measured
+    1.1 GB resident; one band of float64, 2 GiB, measured 2.2 GB). Swaths of the level
+    read pass through GDAL's resampling (at most :data:`SWATH_BYTES` beyond a block),
+    and the output (with supersampling, up to 16 samples per thumbnail pixel) is worked
+    on in float64 at worst.
+    """
+    block_h, block_w = src.block_shapes[0]
+    itemsize = max(d.itemsize for d in dtypes)
+    pixel = src.interleaving == Interleaving.pixel and src.count > 1
+    block_bands = src.count if pixel else 1
+    block = block_w * block_h * block_bands * itemsize
+    blocks = block + (block // block_bands if pixel else 0)
+    swath = min(SWATH_BYTES, min(swath_level_rows, src.height) * level_w * bands * itemsize)
+    out = out_pixels * SUPERSAMPLE * SUPERSAMPLE * (bands + 1) * 8
+    dtype = ", ".join(sorted({str(d) for d in src.dtypes}))
+    what = f"one {block_w}x{block_h} block x {block_bands} band(s) of {dtype}"
+    if pixel:
+        what += " and a band's copy"
+    return blocks + swath + out, what
 
 
 def default_bands(interps: list[ColorInterp]) -> list[int]:
@@ -323,6 +372,8 @@ def read(src: DatasetReader, plan: ReadPlan) -> tuple[np.ndarray, np.ndarray | N
             else:
                 valid |= channel != np.asarray(nodata).astype(dtype)
         alpha = valid.astype(np.uint8) * 255
+    elif plan.mask == "none" and plan.palette is None:
+        alpha = fill_collar(data)
     if dtype.kind == "f":
         finite = np.isfinite(data).all(axis=2)
         if not finite.all():
@@ -333,6 +384,35 @@ def read(src: DatasetReader, plan: ReadPlan) -> tuple[np.ndarray, np.ndarray | N
     if alpha is not None and alpha.min() == 255:
         alpha = None
     return data, alpha
+
+
+def fill_collar(data: np.ndarray) -> np.ndarray | None:
+    """The opacity of a raster that declares no nodata, mask or alpha but is framed by a
+    fill value (a rotated scene's collar: 0 in cog_hirise_mars.tif, 1 in riotiler_cog.tif).
+
+    When the four corners hold the same value in every band, and that value is 0 or (not
+    8-bit data) lies outside the range of every other pixel, the pixels of that value
+    reached from an edge along their row or column are transparent, as GDAL's
+    ``nearblack`` finds a collar; such pixels inside the picture stay opaque. None (all
+    opaque) otherwise.
+    """
+    value = data[0, 0]
+    corners = (data[0, -1], data[-1, 0], data[-1, -1])
+    if not all(np.array_equal(c, value) for c in corners):
+        return None
+    fill = (data == value).all(axis=2)
+    collar = np.logical_and.accumulate(fill, axis=1)
+    collar |= np.logical_and.accumulate(fill[:, ::-1], axis=1)[:, ::-1]
+    collar |= np.logical_and.accumulate(fill, axis=0)
+    collar |= np.logical_and.accumulate(fill[::-1], axis=0)[::-1]
+    if collar.all():
+        return None  # a constant picture: nothing to tell apart
+    if (value != 0).any():
+        rest = data[~collar]
+        outside = (value < rest.min(axis=0)) | (value > rest.max(axis=0))
+        if data.dtype == np.uint8 or not outside.all():
+            return None
+    return np.where(collar, np.uint8(0), np.uint8(255))
 
 
 def box_average(

@@ -13,8 +13,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from pixelfleet.errors import CorruptInputError, ImageTooLargeError, UnsupportedFormatError
-from pixelfleet.models import one_line
+from pixelfleet.errors import (
+    ImageTooLargeError,
+    StorageError,
+    UnsupportedFormatError,
+)
+from pixelfleet.imagery.failures import _FAILURES, _Failures
+from pixelfleet.imagery.failures import unreadable_raster as unreadable_raster  # re-exported
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import SeekableReader
 
@@ -128,20 +133,6 @@ def check_source(head: bytes, size: int, label: str, settings: Settings) -> str:
     return fmt
 
 
-def unreadable_raster(label: str, path: str, exc: Exception) -> CorruptInputError:
-    """The error for a GeoTIFF GDAL fails to open or read, worded the same wherever it
-    is read; ``path`` (what GDAL was given) is left out of GDAL's message."""
-    from rasterio._err import CPLE_BaseError  # GDAL errors; rasterio only exports them here
-
-    # "Read failed. See previous exception" carries GDAL's own message as its cause.
-    cause = exc.__cause__ if isinstance(exc.__cause__, CPLE_BaseError) else exc
-    detail = one_line(str(cause).replace(path, "").strip(": ")) or type(exc).__name__
-    return CorruptInputError(
-        f"{label}: cannot be read as a GeoTIFF ({detail}); it is truncated or corrupt: "
-        "re-create or re-upload it"
-    )
-
-
 def raster_opener(source: BinaryIO) -> tuple[str, Callable[..., Any], list[Exception]]:
     """A made-up path, a rasterio ``opener`` that serves ``source`` under it only, and
     the list where errors raised by ``source`` while GDAL reads are kept.
@@ -149,9 +140,13 @@ def raster_opener(source: BinaryIO) -> tuple[str, Callable[..., Any], list[Excep
     The path is unique per call, so concurrent renders never share an opener
     registration. GDAL also asks the opener for sidecar files (``.aux.xml``,
     ``.ovr``, ``.msk``); refusing them keeps a GeoTIFF from pulling in other objects.
+    A read that raises or returns fewer bytes than the object holds is kept in the
+    list (and found by :func:`unreadable_raster` through the path) while GDAL gets a
+    short read.
     """
     fake_path = f"/pixelfleet-{uuid.uuid4().hex}/source.tif"
-    failures: list[Exception] = []
+    failures = _Failures()
+    _FAILURES[fake_path] = failures
 
     def opener(path: str, mode: str = "rb", **kwargs: Any) -> io.RawIOBase:
         if path != fake_path or "w" in mode or "+" in mode:
@@ -179,6 +174,7 @@ class _Cursor(SeekableReader):
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             size = self._size - self._pos
+        expected = max(0, min(size, self._size - self._pos))
         try:
             self._shared.seek(self._pos)
             data = self._shared.read(size)
@@ -187,5 +183,14 @@ class _Cursor(SeekableReader):
             # GDAL gets a short read and fails; render_thumbnail raises this instead.
             self._failures.append(exc)
             return b""
+        if len(data) < expected:
+            # The object is this long, so a short answer is a failed read, not an end.
+            name = getattr(self._shared, "name", "") or "the object"
+            self._failures.append(
+                StorageError(
+                    f"cannot read {name}: got {len(data):,} of {expected:,} bytes at offset "
+                    f"{self._pos:,} of {self._size:,} (an interrupted transfer)"
+                )
+            )
         self._pos += len(data)
         return data

@@ -46,8 +46,23 @@ def render_thumbnail(
     the path, or the file's ``name`` attribute). Bad input raises an
     :class:`~pixelfleet.errors.InputError` subclass with a one-line message.
     """
-    image = decode_thumbnail(source, config, settings, name=name)
+    image = enlarge_small(decode_thumbnail(source, config, settings, name=name), config)
     return encode(image, config.output_format, config.quality, config.background)
+
+
+def enlarge_small(image: Image.Image, config: ThumbnailOptions) -> Image.Image:
+    """``image`` enlarged when its longest side is under ``config.min_size``: by the
+    smallest whole factor that reaches it (at most up to ``config.size``), nearest
+    neighbour, so that a 13 x 12 raster becomes a 65 x 60 thumbnail of square, sharp
+    pixels rather than a speck. Larger images are returned as they are."""
+    longest = max(image.size)
+    if not config.min_size or longest >= config.min_size:
+        return image
+    factor = min(-(-config.min_size // longest), max(config.size // longest, 1))
+    if factor <= 1:
+        return image
+    width, height = image.size
+    return image.resize((width * factor, height * factor), Image.Resampling.NEAREST)
 
 
 def decode_thumbnail(
@@ -68,12 +83,14 @@ def decode_thumbnail(
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         label = name or path
+        # One open for the sniff, the size and (for a photo) the decode.
         with open(path, "rb") as f:
-            fmt = check_source(f.read(SNIFF_BYTES), os.path.getsize(path), label, settings)
-        if fmt == "GTiff":
-            return _render_raster(path, None, config, settings, label)
-        with open(path, "rb") as f:
-            return _render_photo(f, fmt, config, settings, label)
+            head = f.read(SNIFF_BYTES)
+            fmt = check_source(head, os.fstat(f.fileno()).st_size, label, settings)
+            if fmt != "GTiff":
+                f.seek(0)
+                return _render_photo(f, fmt, config, settings, label)
+        return _render_raster(path, None, config, settings, label)
     label = name or str(getattr(source, "name", "") or "<file>")
     source.seek(0)
     head = source.read(SNIFF_BYTES)
@@ -101,7 +118,7 @@ def render_object(
     :meth:`Storage.open <pixelfleet.storage.base.Storage.open>`, so a GeoTIFF costs
     only the range requests its header and the needed overview tiles take.
     """
-    image = decode_object(storage, entry, config, settings)
+    image = enlarge_small(decode_object(storage, entry, config, settings), config)
     return encode(image, config.output_format, config.quality, config.background)
 
 

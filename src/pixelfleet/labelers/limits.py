@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from pixelfleet import metrics
 from pixelfleet.errors import ConfigError
 from pixelfleet.settings import Settings, get_settings
 
@@ -87,6 +88,19 @@ class Limiter(ABC):
     def __init__(self, limits: Limits):
         self.limits = limits
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Count throttled calls (pixelfleet_labeller_throttles_total) in every limiter.
+        method = cls.__dict__.get("throttled")
+        if method is not None:
+
+            @functools.wraps(method)
+            def throttled(self: Limiter) -> float:
+                metrics.labeller_throttle(self.limits.group)
+                return cast(float, method(self))
+
+            cls.throttled = throttled  # type: ignore[method-assign]
+
     @abstractmethod
     def acquire(self) -> Any:
         """Wait until a call may start; return a token for :meth:`release`."""
@@ -109,6 +123,7 @@ class Limiter(ABC):
     def call(self) -> Iterator[None]:
         """``with limiter.call(): ...`` around one call to the service."""
         token = self.acquire()
+        metrics.labeller_call(self.limits.group)
         try:
             yield
         finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord
+from pixelfleet.ledger.base import Ledger, RunRecord, TaskRecord, TaskStats
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord
 from pixelfleet.registry import Registry
 
@@ -15,6 +15,7 @@ __all__ = [
     "Ledger",
     "RunRecord",
     "TaskRecord",
+    "TaskStats",
     "WorkerRecord",
     "ledgers",
     "open_ledger",

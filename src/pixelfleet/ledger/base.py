@@ -7,6 +7,7 @@ batches. Readers (``pixelfleet status``, ``retry``, the web UI) query it at any 
 from __future__ import annotations
 
 import json
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -104,6 +105,32 @@ class TaskRecord:
                 self.error += f" (and {len(self.failures) - 1} more objects)"
         else:
             self.error_type = self.error = None
+
+
+@dataclass
+class TaskStats:
+    """How a run's settled (done or failed) tasks went: task wall time percentiles
+    (seconds, nearest rank; None without settled tasks) and error kinds with counts
+    (failed objects by error type, or the task's error when it failed as a whole)."""
+
+    settled: int = 0
+    p50_seconds: float | None = None
+    p95_seconds: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"settled", "p50_seconds", "p95_seconds", "errors"}``."""
+        return {
+            "settled": self.settled,
+            "p50_seconds": self.p50_seconds,
+            "p95_seconds": self.p95_seconds,
+            "errors": dict(sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+
+
+def rank(count: int, quantile: float) -> int:
+    """The 0-based index of the nearest-rank ``quantile`` among ``count`` sorted values."""
+    return max(0, min(count - 1, math.ceil(quantile * count) - 1))
 
 
 #: A task's columns in SQL ledgers, in the order :func:`task_row` and :func:`task_from_row`
@@ -298,6 +325,27 @@ class Ledger(ABC):
             totals["objects_failed"] += task.n_failed
             totals["missing"] += task.n_missing
         return totals
+
+    def task_stats(self, run_id: str) -> TaskStats:
+        """Task time percentiles and error kinds of a run's settled tasks. This default
+        reads every settled task; SQL ledgers answer it in the database."""
+        stats = TaskStats()
+        seconds = []
+        for task in self.find_tasks(run_id, ["done", "failed"]):
+            seconds.append(task.seconds)
+            if task.state != "failed":
+                continue
+            kinds = [f.get("error_type") or "Error" for f in task.failures] or [
+                task.error_type or "Error"
+            ]
+            for kind in kinds:
+                stats.errors[kind] = stats.errors.get(kind, 0) + 1
+        seconds.sort()
+        stats.settled = len(seconds)
+        if seconds:
+            stats.p50_seconds = seconds[rank(len(seconds), 0.5)]
+            stats.p95_seconds = seconds[rank(len(seconds), 0.95)]
+        return stats
 
     def state_counts(self, run_id: str) -> dict[str, int]:
         """Number of tasks per state in a run."""

@@ -29,7 +29,7 @@ EVENT_ACTIONS: tuple[str, ...] = (
     "dead-lettered",
 )
 
-EVENT_COLUMNS = "seq, run_id, time, action, key, item_id, detail, seconds"
+EVENT_COLUMNS = "seq, run_id, time, action, key, item_id, detail, seconds, collection"
 
 
 @dataclass
@@ -44,6 +44,8 @@ class EventRecord:
     detail: str = ""
     seconds: float = 0.0
     seq: int = 0
+    #: The catalog collection of ``item_id`` (empty without a catalog).
+    collection: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready values."""
@@ -61,6 +63,7 @@ def event_from_row(r: Sequence[Any]) -> EventRecord:
         item_id=r[5],
         detail=r[6],
         seconds=float(r[7]),
+        collection=r[8],
     )
 
 
@@ -93,6 +96,12 @@ class EventLog(ABC):
                 return out[-limit:]
             out = (out + page)[-limit:]
             since = page[-1].seq
+
+    def latest_seq(self) -> int:
+        """The ``seq`` of the newest record (0 when the log is empty): where a reader that
+        wants only what comes next starts."""
+        newest = self.last_events(limit=1)
+        return newest[-1].seq if newest else 0
 
     def event_counts(self, run_id: str) -> dict[str, int]:
         """How many records of each action a run has."""

@@ -247,6 +247,11 @@ class MemoryLedger(FleetLedger, EventLog):
                 book.events.append(copy.copy(record))
 
     @override
+    def latest_seq(self) -> int:
+        with self._book.lock:
+            return len(self._book.events)
+
+    @override
     def events(
         self,
         run_id: str | None = None,

@@ -32,6 +32,7 @@ from pixelfleet.ledger.base import (
     TASK_COLUMNS,
     RunRecord,
     TaskRecord,
+    TaskStats,
     run_from_row,
     task_from_row,
     task_row,
@@ -131,7 +132,8 @@ MIGRATIONS: list[str] = [
         key TEXT NOT NULL,
         item_id TEXT NOT NULL DEFAULT '',
         detail TEXT NOT NULL DEFAULT '',
-        seconds DOUBLE PRECISION NOT NULL DEFAULT 0
+        seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+        collection TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
     """,
@@ -359,6 +361,35 @@ class PostgresLedger(FleetLedger, EventLog):
         return bool(row[0])
 
     @override
+    def task_stats(self, run_id: str) -> TaskStats:
+        def query(c: Any) -> tuple[Any, list[Any]]:
+            # percentile_disc is the nearest rank, as the other ledgers compute it.
+            row = c.execute(
+                "SELECT count(*), percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP"
+                " (ORDER BY seconds) FROM tasks"
+                " WHERE run_id = %s AND state IN ('done', 'failed')",
+                (run_id,),
+            ).fetchone()
+            kinds = c.execute(
+                "SELECT coalesce(nullif(f ->> 'error_type', ''), 'Error'), count(*)"
+                " FROM tasks, json_array_elements(failures::json) AS f"
+                " WHERE run_id = %s AND state = 'failed' GROUP BY 1"
+                " UNION ALL SELECT coalesce(nullif(error_type, ''), 'Error'), count(*)"
+                " FROM tasks WHERE run_id = %s AND state = 'failed' AND failures = '[]'"
+                " GROUP BY 1",
+                (run_id, run_id),
+            ).fetchall()
+            return row, kinds
+
+        row, kinds = self._run(query)
+        stats = TaskStats(settled=int(row[0]))
+        if stats.settled and row[1]:
+            stats.p50_seconds, stats.p95_seconds = (float(v) for v in row[1])
+        for kind, n in kinds:
+            stats.errors[kind] = stats.errors.get(kind, 0) + int(n)
+        return stats
+
+    @override
     def task_totals(self, run_id: str) -> dict[str, int]:
         row = self._run(
             lambda c: c.execute(
@@ -584,9 +615,10 @@ class PostgresLedger(FleetLedger, EventLog):
                 seqs = []
                 for r in records:
                     cur.execute(
-                        "INSERT INTO events (run_id, time, action, key, item_id, detail, seconds)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
-                        (r.run_id, r.time, r.action, r.key, r.item_id, r.detail, r.seconds),
+                        "INSERT INTO events (run_id, time, action, key, item_id, detail, seconds,"
+                        " collection)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                        _event_row(r),
                     )
                     seqs.append(int(cur.fetchone()[0]))
                 return seqs
@@ -616,6 +648,11 @@ class PostgresLedger(FleetLedger, EventLog):
         return [event_from_row(r) for r in rows]
 
     @override
+    def latest_seq(self) -> int:
+        row = self._run(lambda c: c.execute("SELECT max(seq) FROM events").fetchone())
+        return int(row[0] or 0)
+
+    @override
     def event_counts(self, run_id: str) -> dict[str, int]:
         rows = self._run(
             lambda c: c.execute(
@@ -638,3 +675,8 @@ def _safe(url: str) -> str:
         user = parts.username or ""
         return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
     return url
+
+
+def _event_row(r: EventRecord) -> tuple[object, ...]:
+    """An event record's values in the order the INSERT names them."""
+    return (r.run_id, r.time, r.action, r.key, r.item_id, r.detail, r.seconds, r.collection)

@@ -18,6 +18,8 @@ from pixelfleet.ledger.base import (
     TASK_COLUMNS,
     RunRecord,
     TaskRecord,
+    TaskStats,
+    rank,
     run_from_row,
     task_from_row,
     task_row,
@@ -79,7 +81,8 @@ CREATE TABLE IF NOT EXISTS events (
     key TEXT NOT NULL,
     item_id TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT '',
-    seconds REAL NOT NULL DEFAULT 0
+    seconds REAL NOT NULL DEFAULT 0,
+    collection TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events(run_id, seq);
 """
@@ -235,6 +238,36 @@ class SqliteLedger(FleetLedger, EventLog):
                 (run_id, *states),
             ).fetchone()
         return bool(row[0])
+
+    @override
+    def task_stats(self, run_id: str) -> TaskStats:
+        # The database sorts once and picks both ranks (a window: twice as fast as two
+        # ORDER BY ... OFFSET): no task row reaches Python.
+        settled = "FROM tasks WHERE run_id = ? AND state IN ('done', 'failed')"
+        stats = TaskStats()
+        with self._lock:
+            stats.settled = self._db.execute(f"SELECT count(*) {settled}", (run_id,)).fetchone()[0]
+            if stats.settled:
+                p50, p95 = (rank(stats.settled, q) + 1 for q in (0.5, 0.95))
+                picked = dict(
+                    self._db.execute(
+                        "SELECT n, seconds FROM (SELECT seconds, row_number() OVER"
+                        f" (ORDER BY seconds) AS n {settled}) WHERE n IN (?, ?)",
+                        (run_id, p50, p95),
+                    ).fetchall()
+                )
+                stats.p50_seconds, stats.p95_seconds = float(picked[p50]), float(picked[p95])
+            rows = self._db.execute(
+                "SELECT coalesce(nullif(json_extract(f.value, '$.error_type'), ''), 'Error'),"
+                " count(*) FROM tasks, json_each(tasks.failures) AS f"
+                " WHERE run_id = ? AND state = 'failed' GROUP BY 1"
+                " UNION ALL SELECT coalesce(nullif(error_type, ''), 'Error'), count(*) FROM tasks"
+                " WHERE run_id = ? AND state = 'failed' AND failures = '[]' GROUP BY 1",
+                (run_id, run_id),
+            ).fetchall()
+        for kind, n in rows:
+            stats.errors[kind] = stats.errors.get(kind, 0) + int(n)
+        return stats
 
     @override
     def task_totals(self, run_id: str) -> dict[str, int]:
@@ -416,9 +449,10 @@ class SqliteLedger(FleetLedger, EventLog):
         with self._lock, self._db:
             for r in records:
                 cur = self._db.execute(
-                    "INSERT INTO events (run_id, time, action, key, item_id, detail, seconds)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (r.run_id, r.time, r.action, r.key, r.item_id, r.detail, r.seconds),
+                    "INSERT INTO events (run_id, time, action, key, item_id, detail, seconds,"
+                    " collection)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    _event_row(r),
                 )
                 r.seq = int(cur.lastrowid or 0)
 
@@ -443,6 +477,12 @@ class SqliteLedger(FleetLedger, EventLog):
         return [event_from_row(r) for r in rows]
 
     @override
+    def latest_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT max(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    @override
     def event_counts(self, run_id: str) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(
@@ -459,3 +499,8 @@ _UPSERT = (
 
 def _task(r: sqlite3.Row) -> TaskRecord:
     return task_from_row(tuple(r))
+
+
+def _event_row(r: EventRecord) -> tuple[object, ...]:
+    """An event record's values in the order the INSERT names them."""
+    return (r.run_id, r.time, r.action, r.key, r.item_id, r.detail, r.seconds, r.collection)

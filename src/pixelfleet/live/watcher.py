@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pixelfleet.catalog import Catalog, open_catalog
-from pixelfleet.errors import PixelfleetError
+from pixelfleet.errors import ItemNotFoundError, PixelfleetError
 from pixelfleet.events import BucketEvent, EventQueue, MemoryQueue, Message, compare_sequencers
 from pixelfleet.events.parse import MalformedEventError, parse_message
 from pixelfleet.ledger import Ledger, RunRecord
@@ -57,6 +57,11 @@ from pixelfleet.storage import Storage, open_storage
 
 #: Most units whose last applied sequencer is remembered (the oldest are forgotten).
 _REMEMBERED_UNITS = 1_000_000
+#: Messages a watcher holds at most (received, not yet acknowledged), when its queue
+#: lets several threads receive at once.
+_IN_HAND = 200
+#: Most objects in one task, when several wait together.
+_BATCH = 20
 #: Threads that ask the bucket what a unit holds and remove what is gone.
 _LOOKUP_THREADS = 4
 
@@ -96,6 +101,7 @@ class Watcher:
         if self._own_catalog and pipeline.catalog is not None:
             self.catalog = open_catalog(pipeline.catalog.url or settings.catalog_url)
         self.bucket, self.prefix = source_bucket(pipeline.source.url)
+        self._collection = pipeline.catalog.collection if pipeline.catalog is not None else ""
         src = pipeline.source
         self._wanted = compile_globs(src.include, src.ignore_case)
         self._unwanted = compile_globs(src.exclude, src.ignore_case)
@@ -116,11 +122,14 @@ class Watcher:
         self._lock = threading.RLock()
         self._units: collections.OrderedDict[str, Unit] = collections.OrderedDict()
         self._unit_of_entry: dict[str, str] = {}
-        self._tasks: queue_module.Queue[Task] = queue_module.Queue()
+        self._tasks: queue_module.Queue[Task | Entry] = queue_module.Queue()
         self._outbox: collections.deque[tuple[str, Tracked, str]] = collections.deque()
         self._records: list[EventRecord] = []
         self._held: dict[str, Tracked] = {}  # message id -> tracked, until acked
         self._due: list[Unit] = []  # scenes settling
+        self._prefetchers: list[threading.Thread] = []
+        self._prefetched: collections.deque[Message] = collections.deque()
+        self._prefetch_ready = threading.Event()
         self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="pixelfleet-lookup")
         self._stopping = threading.Event()
         self._receiving_done = threading.Event()
@@ -152,6 +161,8 @@ class Watcher:
         finally:
             self._stopping.set()
             receiver.join()
+            for thread in self._prefetchers:
+                thread.join(30)
             self._lookups.shutdown(wait=True)
             with contextlib.suppress(Exception):
                 self.queue.close()
@@ -194,7 +205,7 @@ class Watcher:
                 for message in local:
                     self._take(message, self.local)
                 busy = bool(local) or bool(self._held) or bool(self._outbox) or bool(self._due)
-                got = self.queue.receive(10, 0.05 if busy else 0.5)
+                got = self._next_messages(busy)
                 for message in got:
                     self._take(message, self.queue)
                 idle = not local and not got and not self._held and not self._due
@@ -205,6 +216,42 @@ class Watcher:
             self._stopping.set()
         finally:
             self._receiving_done.set()
+
+    def _next_messages(self, busy: bool) -> list[Message]:
+        """Messages from the queue: received here, or (a queue that allows receives from
+        several threads) taken from what the prefetch threads received meanwhile."""
+        if self.queue.concurrent_receives <= 1:
+            return self.queue.receive(10, 0.05 if busy else 0.5)
+        if not self._prefetchers:
+            for n in range(self.queue.concurrent_receives):
+                thread = threading.Thread(
+                    target=self._prefetch, name=f"pixelfleet-prefetch-{n}", daemon=True
+                )
+                thread.start()
+                self._prefetchers.append(thread)
+        if not self._prefetched:
+            self._prefetch_ready.wait(0.02 if busy else 0.5)
+        self._prefetch_ready.clear()
+        out: list[Message] = []
+        while self._prefetched and len(out) < 100:
+            out.append(self._prefetched.popleft())
+        return out
+
+    def _prefetch(self) -> None:
+        """Keep messages coming while fewer than :data:`_IN_HAND` are held; stop with the
+        watcher (messages received and not taken come back after their visibility)."""
+        try:
+            while not self._stopping.is_set():
+                if len(self._held) + len(self._prefetched) >= _IN_HAND:
+                    time.sleep(0.02)
+                    continue
+                got = self.queue.receive(10, 1.0)
+                if got and not self._stopping.is_set():
+                    self._prefetched.extend(got)
+                    self._prefetch_ready.set()
+        except Exception as exc:  # noqa: BLE001 - raised again by the receiver loop
+            self.error = exc
+            self._stopping.set()
 
     def _take(self, message: Message, queue: EventQueue) -> None:
         tracked = Tracked(message, queue)
@@ -309,35 +356,46 @@ class Watcher:
     # -- handling a unit -----------------------------------------------------------------
 
     def _handle(self, unit: Unit) -> None:
-        """Ask the bucket what the unit holds now, and make or remove accordingly."""
+        """Find what the unit holds now, and make or remove accordingly."""
         try:
             if unit.name.startswith("scene:"):
                 group = unit.name.removeprefix("scene:")
                 entries = self._scene_entries(group)
-                task = make_task(group, entries, self.pipeline.settings_hash) if entries else None
                 item_id = scene_id(group, entries) if entries else group
             else:
                 entry = self.source_storage.head(unit.name)
                 entries = [entry] if entry is not None else []
-                task = (
-                    make_task(unit.name, entries, self.pipeline.settings_hash) if entries else None
-                )
                 item_id = unit.name
-            if task is None:
+            if not entries:
                 removed = self._remove(unit, item_id)
                 action = "deleted" if removed else "ignored"
                 self._finish(
                     unit, action, "" if removed else "not in the bucket, nothing to remove"
                 )
                 return
-            unit.existed = self._has_outputs(task)
+            unit.existed = self._known(item_id, unit, entries)
             with self._lock:
-                unit.open_entries = {e.key for e in task.entries}
-                for e in task.entries:
+                unit.open_entries = {e.key for e in entries}
+                for e in entries:
                     self._unit_of_entry[e.key] = unit.name
-            self._tasks.put(task)
+            if unit.name.startswith("scene:"):
+                self._tasks.put(make_task(group, entries, self.pipeline.settings_hash))
+            else:
+                self._tasks.put(entries[0])
         except Exception as exc:  # noqa: BLE001 - the bucket or catalog failed: retry later
             self._finish(unit, "failed", f"{type(exc).__name__}: {one_line(str(exc))}", retry=True)
+
+    def _known(self, item_id: str, unit: Unit, entries: list[Entry]) -> bool:
+        """Whether the unit was made before (updated, not created): its catalog item
+        exists, or (no catalog) its first output does."""
+        if self.catalog is not None and self.pipeline.catalog is not None:
+            try:
+                self.catalog.get_item(self.pipeline.catalog.collection, item_id)
+            except ItemNotFoundError:
+                return False
+            return True
+        group = unit.name.removeprefix("scene:")
+        return self._has_outputs(Task(id="", group=group, entries=tuple(entries)))
 
     def _scene_entries(self, group: str) -> list[Entry]:
         assert self._scenes is not None
@@ -471,7 +529,9 @@ class Watcher:
                 self.summary.latencies.append(seconds)
             run_id = self.record.run_id if self.record is not None else ""
             self._records.append(
-                EventRecord(run_id, time.time(), action, key, key, detail, seconds)
+                EventRecord(
+                    run_id, time.time(), action, key, key, detail, seconds, 0, self._collection
+                )
             )
 
     def _queue_out(self, what: str, tracked: Tracked, reason: str) -> None:
@@ -509,13 +569,32 @@ class Watcher:
                 tracked.message.received = now
 
     def _task_stream(self) -> Iterator[Task]:
-        """The tasks units need, for the runner, until the watcher stops."""
+        """The tasks units need, for the runner, until the watcher stops. Objects waiting
+        together go into one task (up to :data:`_BATCH`), as a backfill's small objects
+        do: with a backlog, a task per object would cost more than the objects."""
+        batch: list[Entry] = []
         while True:
             try:
-                yield self._tasks.get(timeout=0.1)
+                item = self._tasks.get(timeout=0.1 if not batch else 0.0)
             except queue_module.Empty:
+                if batch:
+                    yield self._object_task(batch)
+                    batch = []
+                    continue
                 if self._receiving_done.is_set() and self._tasks.empty():
                     return
+                continue
+            if isinstance(item, Task):
+                yield item
+                continue
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                yield self._object_task(batch)
+                batch = []
+
+    def _object_task(self, batch: list[Entry]) -> Task:
+        group = batch[0].key if len(batch) == 1 else f"{batch[0].key}+{len(batch) - 1}"
+        return make_task(group, batch, self.pipeline.settings_hash)
 
     # -- reconcile -----------------------------------------------------------------------
 

@@ -209,7 +209,12 @@ def _render_key(template: str, source_key: str) -> str:
     fields = {"stem": stem, "name": name, "ext": ext.lstrip("."), "dir": folder, "key": source_key}
     try:
         rendered = template.format(**fields)
-    except (KeyError, IndexError, ValueError) as exc:
+    except KeyError as exc:
+        raise ConfigError(
+            f"key template {template!r} has an unknown field {{{exc.args[0]}}}; use the fields "
+            "{stem}, {name}, {ext}, {dir}, {key}"
+        ) from None
+    except (IndexError, ValueError) as exc:
         raise ConfigError(
             f"key template {template!r} is invalid ({exc}); use the fields "
             "{stem}, {name}, {ext}, {dir}, {key}"

@@ -83,7 +83,8 @@ class CompositeConfig(OpConfig):
       folder unless ``{dir}`` is used; set one to ``""`` to skip it):
       ``key``: the full-resolution Cloud Optimized GeoTIFF (``compress``, ``blocksize``);
       ``image_key``: a PNG, JPEG or WebP of longest side ``image_size``, with ``title``
-      (a template too) written across the top; ``histogram_key``: a PNG plot of the
+      (a template too) written on a band added above the picture (which it makes that
+      much taller, hiding none of it); ``histogram_key``: a PNG plot of the
       histograms, with the statistics as JSON beside it (same name, ``.json``).
     - ``scenes``: globs on scene names this step applies to (other scenes are left
       alone), e.g. ``["LC08*", "LC09*"]`` where a bucket mixes sensors.

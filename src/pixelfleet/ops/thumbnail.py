@@ -25,8 +25,11 @@ Resampling = Literal["auto", "nearest", "bilinear", "cubic", "lanczos", "average
 class ThumbnailConfig(OpConfig):
     """Settings of the ``thumbnail`` step.
 
-    - ``size``: length of the thumbnail's longest side in pixels (images are never
-      enlarged).
+    - ``size``: length of the thumbnail's longest side in pixels at most.
+    - ``min_size``: images whose longest side is shorter (a 13 x 12 raster) are enlarged
+      by the smallest whole factor that reaches it, nearest neighbour, so each source
+      pixel stays a sharp square (13 x 12 -> 65 x 60 with the default 64); never beyond
+      ``size``. 0 keeps them as they are. Larger images are only ever reduced.
     - ``key``: output key template (see :func:`~pixelfleet.ops.base.render_key`).
     - ``format``: ``jpeg``, ``png`` or ``webp``; by default taken from the key's
       extension. PNG and WebP keep transparency; JPEG lays it on ``background``.
@@ -42,11 +45,15 @@ class ThumbnailConfig(OpConfig):
       it averages 4 x 4 nearest samples per pixel (1 x 4 on striped files, so that only
       the rows it samples are decoded). Other names are used as they are. Palette
       rasters always use nearest; complex rasters sample and average amplitudes.
-    - ``background``: colour behind transparent pixels in JPEGs (CSS name or ``#rrggbb``).
+    - ``background``: the one colour of every pixel without data in a JPEG (CSS name or
+      ``#rrggbb``; white by default): nodata values, masks, alpha, a photo's transparency,
+      and a raster's fill collar when it declares none
+      (:func:`~pixelfleet.imagery.rasters.fill_collar`). PNG and WebP keep them transparent.
     """
 
     op: Literal["thumbnail"] = "thumbnail"
     size: int = Field(512, ge=8, le=4096)
+    min_size: int = Field(64, ge=0, le=4096)
     key: str = "{stem}.thumb.jpg"
     format: Literal["jpeg", "png", "webp"] | None = None
     quality: int = Field(85, ge=1, le=100)
@@ -70,6 +77,9 @@ class ThumbnailConfig(OpConfig):
 
     @model_validator(mode="after")
     def _check_format(self) -> ThumbnailConfig:
+        # A bad template ("{stme}") fails when the pipeline loads (and so a dry run), not on
+        # every object of the run.
+        render_key(self.key, "folder/photo.tif")
         ext = posixpath.splitext(self.key)[1].lower()
         implied = EXTENSIONS.get(ext)
         if self.format is None and implied is None:
@@ -95,6 +105,7 @@ class ThumbnailConfig(OpConfig):
         """The rendering options these settings describe (what :mod:`pixelfleet.imagery` takes)."""
         return ThumbnailOptions(
             size=self.size,
+            min_size=self.min_size,
             output_format=self.output_format,
             quality=self.quality,
             bands=self.bands,
@@ -110,10 +121,23 @@ class ThumbnailOp(Op):
     name = "thumbnail"
     Config = ThumbnailConfig
 
+    def __init__(self, config: OpConfig):
+        super().__init__(config)
+        # Made once per step, not per photo (a pydantic model's fields read and a
+        # dataclass built each time cost as much as a tiny photo's decode).
+        self._rendering = cast(ThumbnailConfig, config).to_options()
+        self._content_type = CONTENT_TYPES[self._rendering.output_format]
+
     @property
     def options(self) -> ThumbnailConfig:
         """The step's settings, typed."""
         return cast(ThumbnailConfig, self.config)
+
+    @property
+    def rendering(self) -> ThumbnailOptions:
+        """The rendering options of :attr:`options` (:meth:`ThumbnailConfig.to_options`),
+        made once when the step is."""
+        return self._rendering
 
     def output_keys(self, entry: Entry) -> list[str]:
         """The one thumbnail key for ``entry``."""
@@ -126,8 +150,9 @@ class ThumbnailOp(Op):
     def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
         """Render ``entry``'s thumbnail and write it; bad input raises an ``InputError``."""
         (key,) = self.output_keys(entry)
-        data = render_object(ctx.source, entry, self.options.to_options(), ctx.settings)
-        content_type = CONTENT_TYPES[self.options.output_format]
+        data = render_object(ctx.source, entry, self._rendering, ctx.settings)
         return [
-            ctx.write(self, entry, key, data, content_type, title="Thumbnail", asset="thumbnail")
+            ctx.write(
+                self, entry, key, data, self._content_type, title="Thumbnail", asset="thumbnail"
+            )
         ]

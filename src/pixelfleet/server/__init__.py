@@ -22,12 +22,16 @@ def create_app(
     catalog: Any = None,
     catalog_url: str | None = None,
     ledger_url: str | None = None,
+    events_pipeline: Any = None,
 ) -> Any:
-    """The server app: STAC API at ``/stac``, search page at ``/``, runs at ``/runs``.
+    """The server app: STAC API at ``/stac``, search page at ``/``, runs at ``/runs``,
+    Prometheus metrics at ``/metrics``.
 
     ``catalog`` (an open :class:`~pixelfleet.catalog.Catalog`) wins over
     ``catalog_url``, which wins over the settings' ``catalog_url``; the runs page
-    reads ``ledger_url`` (default: the settings' ledger).
+    reads ``ledger_url`` (default: the settings' ledger). ``events_pipeline`` (a
+    :class:`~pixelfleet.pipeline.Pipeline`) adds ``POST /events``, bucket notifications
+    by webhook, handled by a watcher the app runs (:mod:`pixelfleet.server.events`).
     """
     try:
         from fastapi import FastAPI
@@ -37,7 +41,7 @@ def create_app(
         ) from exc
     from pixelfleet import __version__
     from pixelfleet.catalog import open_catalog
-    from pixelfleet.server import openapi, stac, ui
+    from pixelfleet.server import live, metrics, openapi, stac, ui
     from pixelfleet.server.errors import add_handlers
     from pixelfleet.server.queryables import Profiles
 
@@ -46,7 +50,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
+        webhook = getattr(app.state, "webhook", None)
+        if webhook is not None:
+            webhook.start()
+        try:
+            yield
+        finally:
+            if webhook is not None:
+                webhook.stop()
         if owned:
             app.state.catalog.close()
 
@@ -67,6 +78,12 @@ def create_app(
     add_handlers(app)
     app.include_router(stac.router)
     app.include_router(ui.router)
+    app.include_router(live.router)  # GET /live, catalog changes as server-sent events
+    app.include_router(metrics.router)  # GET /metrics, Prometheus
+    if events_pipeline is not None:
+        from pixelfleet.server import events
+
+        events.install(app, events_pipeline, app.state.ledger_url, settings)  # POST /events
     app.include_router(openapi.router)  # last: its OPTIONS route answers for every path
     ui.mount_static(app)
     return app

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from pixelfleet import __version__
 from pixelfleet.catalog import Catalog, SearchPage, SearchQuery, check_collection_id
@@ -125,9 +126,22 @@ def require_token(request: Request) -> None:
         raise AuthError("missing or wrong API token; send 'Authorization: Bearer <token>'")
 
 
-def stac_json(data: Any, media_type: str = JSON, status: int = 200) -> Response:
-    """A JSON response with a STAC media type."""
-    return JSONResponse(data, media_type=media_type, status_code=status)
+try:  # orjson encodes a page of items about ten times faster than the json module
+    import orjson
+
+    def stac_json(data: Any, media_type: str = JSON, status: int = 200) -> Response:
+        """A JSON response with a STAC media type."""
+        try:
+            content = orjson.dumps(data)
+        except (orjson.JSONEncodeError, TypeError):  # e.g. integers over 64 bits
+            return JSONResponse(data, media_type=media_type, status_code=status)
+        return Response(content, media_type=media_type, status_code=status)
+
+except ModuleNotFoundError:  # pragma: no cover - depends on the extras installed
+
+    def stac_json(data: Any, media_type: str = JSON, status: int = 200) -> Response:
+        """A JSON response with a STAC media type."""
+        return JSONResponse(data, media_type=media_type, status_code=status)
 
 
 # -- pages of items ---------------------------------------------------------------------------
@@ -145,6 +159,18 @@ def search_page(
     page = catalog.search(query)
     nxt = next_link(page.next_token) if page.next_token is not None else None
     return stac_json(feature_collection(page, request, nxt, fields), GEOJSON)
+
+
+async def answer_search(
+    request: Request, query: SearchQuery, fields: Fields | None, next_link: Any
+) -> Response:
+    """:func:`search_page` on the event loop for catalogs whose searches are short and
+    in-process (``searches_inline``: SQLite), where handing each request to a worker
+    thread and back costs more than the search; in a worker thread for the others
+    (PostgreSQL), which wait on the network and answer requests in parallel."""
+    if getattr(catalog_of(request), "searches_inline", False):
+        return search_page(request, query, fields, next_link)
+    return await run_in_threadpool(search_page, request, query, fields, next_link)
 
 
 def feature_collection(
@@ -371,11 +397,15 @@ def collection_queryables(collection_id: str, request: Request) -> Response:
     },
     openapi_extra={"parameters": [p for p in SEARCH_PARAMETERS if p["name"] != "collections"]},
 )
-def collection_items(collection_id: str, request: Request) -> Response:
+async def collection_items(collection_id: str, request: Request) -> Response:
     """A page of a collection's items; takes the search parameters too."""
-    catalog_of(request).get_collection(collection_id)
+    catalog = catalog_of(request)
+    if getattr(catalog, "searches_inline", False):
+        catalog.get_collection(collection_id)
+    else:
+        await run_in_threadpool(catalog.get_collection, collection_id)
     query, fields = query_from_params(request.query_params, collections=[collection_id])
-    return search_page(request, query, fields, get_next_link(request))
+    return await answer_search(request, query, fields, get_next_link(request))
 
 
 @router.post(
@@ -441,10 +471,10 @@ def item(collection_id: str, item_id: str, request: Request) -> Response:
     responses={**answer(GEOJSON, "FeatureCollection", "A page of items"), **errors(400)},
     openapi_extra={"parameters": SEARCH_PARAMETERS},
 )
-def search_get(request: Request) -> Response:
+async def search_get(request: Request) -> Response:
     """Search with query parameters; ``next`` links keep them all and carry the page token."""
     query, fields = query_from_params(request.query_params)
-    return search_page(request, query, fields, get_next_link(request))
+    return await answer_search(request, query, fields, get_next_link(request))
 
 
 @router.post(
@@ -458,7 +488,7 @@ async def search_post(request: Request) -> Response:
     """Search with a JSON body; the ``next`` link repeats the body with the page token."""
     sent = await read_json(request)
     query, fields = query_from_body(sent)
-    return search_page(request, query, fields, post_next_link(request, sent))
+    return await answer_search(request, query, fields, post_next_link(request, sent))
 
 
 @router.get(

@@ -1,12 +1,16 @@
-"""The web pages: search with thumbnails (``/``), an item (``/items/...``), runs (``/runs``).
+"""The web pages: map-first search (``/``), an item (``/items/...``), runs (``/runs``).
 
-Pages are rendered on the server (Jinja2); a few lines of JavaScript add a
-placeholder for thumbnails that fail to load. Bad input shows the same message the
-API would give, with status 400.
+Pages are rendered on the server (Jinja2) and work without JavaScript as lists of
+links; ``static/app.js`` adds the maps (Leaflet and a Natural Earth world outline,
+both vendored under ``static/vendor/`` by ``scripts/vendor_frontend.py``, so no page
+needs the internet), hover linking between map and list, and drawing an area as the
+bbox filter. Bad input shows the same message the API would give, with status 400.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import time
 import urllib.parse
@@ -21,7 +25,8 @@ from fastapi.templating import Jinja2Templates
 from pixelfleet import __version__
 from pixelfleet.catalog import parse_query
 from pixelfleet.errors import BadQueryError, ItemNotFoundError, LedgerError, PixelfleetError
-from pixelfleet.humanize import human_seconds
+from pixelfleet.humanize import human_bytes, human_seconds
+from pixelfleet.server.present import present_item
 from pixelfleet.server.stac import asset_url, base_url, catalog_of, is_local_href
 
 HERE = Path(__file__).parent
@@ -29,10 +34,22 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 24
+#: "Newest first": by capture time, then the items known only by their file time
+#: (``pixelfleet.catalog.items.NEWEST_FIRST``: no import of the item builder here).
+NEWEST_FIRST = "-pixelfleet:captured,-datetime"
+#: The search page's sort choices: (sortby value, what the menu says).
+SORTS = [
+    (NEWEST_FIRST, "newest first"),
+    ("datetime", "oldest first"),
+    ("id", "key A–Z"),
+    ("-id", "key Z–A"),
+]
+#: Shown for a property that has no value (never Python's ``None``).
+NOTHING = "—"
 
 
 def mount_static(app: FastAPI) -> None:
-    """Serve the pages' CSS and JavaScript."""
+    """Serve the pages' CSS and JavaScript, and the vendored map files."""
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
 
@@ -54,7 +71,7 @@ def thumbnail_of(item: dict[str, Any], base: str) -> str | None:
     href = str(assets[chosen].get("href", ""))
     if href.startswith(("http://", "https://")):
         return href
-    if is_local_href(href) or href.startswith("s3://"):
+    if is_local_href(href) or href.startswith("s3://") or href.startswith(f"{base}/assets/"):
         return asset_url(base, item.get("collection", ""), chosen, item["id"])
     return None
 
@@ -78,15 +95,103 @@ def when_of(item: dict[str, Any]) -> str:
     return start if start == end else f"{start} – {end}"
 
 
+def when_label(item: dict[str, Any]) -> str:
+    """What the date means: a capture date, or only the file's time when nothing better
+    was found (so the page never presents a modification time as a capture date)."""
+    source = (item.get("properties") or {}).get("pixelfleet:datetime_source")
+    return "file time (no capture date)" if source == "mtime" else "captured"
+
+
+def bbox_of(item: dict[str, Any]) -> list[float] | None:
+    """An item's bbox as [west, south, east, north] (a 3-D bbox loses its heights)."""
+    bbox = item.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) not in (4, 6):
+        return None
+    if not all(isinstance(v, int | float) for v in bbox):
+        return None
+    if len(bbox) == 6:
+        return [bbox[0], bbox[1], bbox[3], bbox[4]]
+    return [float(v) for v in bbox]
+
+
+def map_entry(item: dict[str, Any], base: str) -> dict[str, Any]:
+    """What the page's JavaScript draws for an item: footprint, bbox and thumbnail."""
+    props = item.get("properties") or {}
+    return {
+        "id": item["id"],
+        "collection": item.get("collection", ""),
+        "title": props.get("title") or item["id"],
+        "href": item_page_url(item),
+        "thumb": thumbnail_of(item, base),
+        "bbox": bbox_of(item) if item.get("geometry") else None,
+        "geometry": item.get("geometry"),
+    }
+
+
+def label_names(item: dict[str, Any], most: int = 4) -> list[str]:
+    """The first label names of an item."""
+    labels = (item.get("properties") or {}).get("labels") or []
+    return [str(lab["name"]) for lab in labels if isinstance(lab, dict) and lab.get("name")][:most]
+
+
 def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     """Render a template with what every page needs."""
-    context = {"version": __version__, "path": request.url.path, **context}
+    settings = getattr(request.app.state, "settings", None)
+    context = {
+        "version": __version__,
+        "path": request.url.path,
+        "basemap_url": getattr(settings, "basemap_url", None) or "",
+        **context,
+    }
     return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def page_href(pairs: list[tuple[str, str]]) -> str:
+    """The search page with these query parameters."""
+    return "/?" + urllib.parse.urlencode(pairs) if pairs else "/"
+
+
+def text_query(q: str, labels: list[str]) -> str | None:
+    """The free text to search: the box's text, each label chip's words added to every
+    alternative (so a label narrows the search, whatever the box holds)."""
+    if not labels:
+        return q or None
+    extra = " ".join(labels).replace(",", " ")  # a comma would start an alternative
+    alternatives = q.split(",") if q.strip() else [""]
+    return ",".join(f"{a.strip()} {extra}".strip() for a in alternatives)
+
+
+def filter_chips(
+    form: dict[str, str], labels: list[str], keep: list[tuple[str, str]]
+) -> list[dict[str, str]]:
+    """The active filters as chips, each with the link that removes it."""
+
+    def without(*names: str, value: str | None = None) -> str:
+        return page_href(
+            [(k, v) for k, v in keep if not (k in names and (value is None or v == value))]
+        )
+
+    chips = []
+    if form["q"]:
+        chips.append({"kind": "text", "text": f"“{form['q']}”", "remove": without("q")})
+    if form["collection"]:
+        chips.append(
+            {"kind": "collection", "text": form["collection"], "remove": without("collection")}
+        )
+    if form["start"] or form["end"]:
+        text = f"{form['start'] or '…'} – {form['end'] or '…'}"
+        chips.append({"kind": "dates", "text": text, "remove": without("start", "end")})
+    if form["bbox"]:
+        chips.append({"kind": "area", "text": form["bbox"], "remove": without("bbox")})
+    for name in labels:
+        chips.append({"kind": "label", "text": name, "remove": without("label", value=name)})
+    return chips
 
 
 @router.get("/", response_class=HTMLResponse)
 def search_page(request: Request) -> Response:
-    """The search page: a box, filters, and a grid of results with their thumbnails."""
+    """The search page: a map of the results' footprints and thumbnails, the results
+    beside it (photos without a footprint apart), filters as chips, and paging."""
     params = request.query_params
     form = {
         "q": params.get("q", ""),
@@ -94,67 +199,83 @@ def search_page(request: Request) -> Response:
         "start": params.get("start", ""),
         "end": params.get("end", ""),
         "bbox": params.get("bbox", ""),
-        "sort": params.get("sort", "-datetime"),
+        "sort": params.get("sort", NEWEST_FIRST),
     }
+    labels = list(dict.fromkeys(v.strip() for v in params.getlist("label") if v.strip()))
+    token = params.get("token") or None
+    # Tokens only go forward, so the pages before this one travel in the URL ("" = first).
+    back = params.getlist("back") if token else []
+    keep = [(k, v) for k, v in params.multi_items() if k not in ("token", "back")]
     catalog = catalog_of(request)
     error = None
     items: list[dict[str, Any]] = []
     matched: int | None = 0
     cap = None
-    next_href = None
+    next_href = prev_href = None
     status = 200
     try:
         datetime = None
         if form["start"] or form["end"]:
             datetime = f"{form['start'] or '..'}/{form['end'] or '..'}"
         query = parse_query(
-            q=form["q"] or None,
+            q=text_query(form["q"], labels),
             collections=form["collection"] or None,
             datetime=datetime,
             bbox=form["bbox"] or None,
             sortby=form["sort"] or None,
             limit=params.get("limit") or PAGE_SIZE,
-            token=params.get("token"),
+            token=token,
         )
         result = catalog.search(query)
         items, matched = result.items, result.matched
         cap = result.extra.get("matched_cap")
         if result.next_token:
-            rest = [(k, v) for k, v in params.multi_items() if k != "token"]
-            next_href = "/?" + urllib.parse.urlencode([*rest, ("token", result.next_token)])
+            trail = [("back", b) for b in [*back, token or ""]]
+            next_href = page_href([*keep, *trail, ("token", result.next_token)])
+        if token:
+            earlier = [("back", b) for b in back[:-1]]
+            previous = [("token", back[-1])] if back and back[-1] else []
+            prev_href = page_href([*keep, *earlier, *previous])
     except BadQueryError as exc:
         error, status = str(exc), 400
     base = base_url(request)
     cards = [
         {
-            "title": (i.get("properties") or {}).get("title") or i["id"],
-            "id": i["id"],
-            "collection": i.get("collection", ""),
+            **map_entry(i, base),
             "when": when_of(i),
-            "thumb": thumbnail_of(i, base),
-            "href": item_page_url(i),
+            "when_label": when_label(i),
             "labels": [
-                lab.get("name")
-                for lab in (i.get("properties") or {}).get("labels") or []
-                if isinstance(lab, dict)
-            ][:4],
+                {"name": n, "href": None if n in labels else page_href([*keep, ("label", n)])}
+                for n in label_names(i)
+            ],
         }
         for i in items
     ]
+    start_index = len(back) * int(params.get("limit") or PAGE_SIZE) if token else 0
     return page(
         request,
         "search.html",
         {
             "form": form,
-            "cards": cards,
+            "labels": labels,
+            "placed": [c for c in cards if c["bbox"]],
+            "unplaced": [c for c in cards if not c["bbox"]],
+            "entries": [
+                {k: c[k] for k in ("id", "title", "href", "thumb", "bbox", "geometry")}
+                for c in cards
+                if c["bbox"]
+            ],
+            "chips": filter_chips(form, labels, keep),
+            "clear_href": page_href([(k, v) for k, v in keep if k == "sort"]),
             "matched": matched,
             "cap": cap,
+            "first": start_index + 1,
+            "last": start_index + len(cards),
             "error": error,
             "next_href": next_href,
-            "first_href": "/?"
-            + urllib.parse.urlencode([(k, v) for k, v in params.multi_items() if k != "token"])
-            if params.get("token")
-            else None,
+            "prev_href": prev_href,
+            "sorts": SORTS,
+            "keep": [(k, v) for k, v in keep if k in ("label", "limit")],
             "collections": [c["id"] for c in catalog.collections()],
             "title": f"{form['q']} — pixelfleet" if form["q"] else "pixelfleet search",
         },
@@ -162,53 +283,118 @@ def search_page(request: Request) -> Response:
     )
 
 
+def readable(value: Any) -> str:
+    """A property value as a person reads it: no ``None``, no Python reprs."""
+    if value is None:
+        return NOTHING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return format(value, ".10g")
+    if isinstance(value, list) and all(
+        v is None or isinstance(v, str | int | float | bool) for v in value
+    ):
+        return ", ".join(readable(v) for v in value) or NOTHING
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return str(value)
+
+
+def pystac_snippet(base: str, collection_id: str, item_id: str) -> str:
+    """Python that opens this item with pystac-client."""
+    return (
+        "from pystac_client import Client\n\n"
+        f"client = Client.open({json.dumps(base + '/stac')})\n"
+        f"search = client.search(collections=[{json.dumps(collection_id)}], "
+        f"ids=[{json.dumps(item_id)}])\n"
+        "item = next(search.items())\n"
+        "print(item.datetime, item.bbox, list(item.assets))\n"
+    )
+
+
 @router.get("/items/{collection_id}/{item_id:path}", response_class=HTMLResponse)
 def item_page(collection_id: str, item_id: str, request: Request) -> Response:
-    """One item: large thumbnail, footprint, labels, assets and properties."""
+    """One item: a map with its footprint and thumbnail, labels, assets and properties."""
     try:
         found = catalog_of(request).get_item(collection_id, item_id)
     except ItemNotFoundError as exc:
         return page(request, "message.html", {"title": "Not found", "message": str(exc)}, 404)
     base = base_url(request)
-    props = found.get("properties") or {}
+    raw_assets = found.get("assets") or {}
+    shown = present_item(copy.deepcopy(found), base)
+    props = shown.get("properties") or {}
     assets = []
-    for name, asset in (found.get("assets") or {}).items():
+    for name, asset in (shown.get("assets") or {}).items():
+        original = str((raw_assets.get(name) or {}).get("href", ""))
         href = str(asset.get("href", ""))
-        served = is_local_href(href) or href.startswith("s3://")
-        link = asset_url(base, collection_id, name, item_id) if served else href
+        if original.startswith("s3://"):
+            link: str | None = asset_url(base, collection_id, name, item_id)
+        else:
+            link = href if href.startswith(("http://", "https://")) else None
+        size = asset.get("file:size")
         assets.append(
             {
                 "name": name,
                 "title": asset.get("title") or name,
                 "roles": ", ".join(asset.get("roles") or []),
-                "type": asset.get("type") or "",
+                "type": asset.get("type") or NOTHING,
                 "href": href,
-                "link": link if link.startswith(("http://", "https://")) else None,
-                "size": asset.get("file:size"),
+                "link": link,
+                "filename": (original.rstrip("/").rsplit("/", 1)[-1] or name),
+                "size": human_bytes(size) if isinstance(size, int | float) else NOTHING,
             }
         )
-    labels = [lab for lab in props.get("labels") or [] if isinstance(lab, dict)]
-    shown = {
-        k: v
-        for k, v in sorted(props.items())
-        if k not in ("labels",) and not isinstance(v, dict | list)
-    }
+    labels = [
+        {
+            "name": str(lab.get("name", "")),
+            "confidence": lab.get("confidence")
+            if isinstance(lab.get("confidence"), int | float)
+            else None,
+        }
+        for lab in props.get("labels") or []
+        if isinstance(lab, dict)
+    ]
+    title = props.get("title") or item_id
+    api_href = next(
+        (lk["href"] for lk in shown.get("links") or [] if lk.get("rel") == "self"), base
+    )
     return page(
         request,
         "item.html",
         {
-            "item": found,
-            "title": props.get("title") or item_id,
+            "item": shown,
+            "title": title,
             "thumb": thumbnail_of(found, base),
-            "when": when_of(found),
+            "when": when_of(shown),
+            "when_label": when_label(shown),
             "labels": labels,
             "assets": assets,
-            "properties": shown,
-            "footprint": footprint_svg(found),
-            "api_href": f"/stac/collections/{urllib.parse.quote(collection_id)}/items/"
-            f"{urllib.parse.quote(item_id, safe='/')}",
+            "properties": [
+                (k, readable(v)) for k, v in sorted(props.items()) if k not in ("labels",)
+            ],
+            "entry": map_entry(found, base),
+            "bbox": ", ".join(format(v, ".7g") for v in bbox_of(found) or []),
+            "item_json": json.dumps(shown, indent=2, ensure_ascii=False),
+            "snippet": pystac_snippet(base, collection_id, item_id),
+            "api_href": api_href,
         },
     )
+
+
+def _watch_row(ledger: Any, run: Any) -> dict[str, Any]:
+    """A watcher's events by action and its last dead letters (empty for other runs)."""
+    from pixelfleet.ledger.events import EventLog
+
+    if not isinstance(ledger, EventLog):
+        return {}
+    counts = ledger.event_counts(run.run_id)
+    if not counts:
+        return {}
+    dead = ledger.last_events(run.run_id, ["dead-lettered", "failed"], limit=5)
+    return {
+        "events": counts,
+        "dead": [{"key": d.key or "message", "error": d.detail} for d in dead],
+    }
 
 
 @router.get("/runs", response_class=HTMLResponse)
@@ -251,67 +437,10 @@ def runs_page(request: Request) -> Response:
                                 ]
                             )
                         ][:5],
+                        **_watch_row(ledger, run),
                     }
                 )
     except (LedgerError, PixelfleetError) as exc:
         error = str(exc)
     live = any(r["state"] == "running" for r in rows)
     return page(request, "runs.html", {"runs": rows, "error": error, "live": live, "title": "Runs"})
-
-
-def footprint_svg(item: dict[str, Any]) -> dict[str, Any] | None:
-    """Drawing instructions for an item's footprint: a world frame with a marker, and the
-    outline in its own lon/lat frame (equirectangular), or None without geometry."""
-    geometry = item.get("geometry")
-    bbox = item.get("bbox")
-    if not geometry or not bbox:
-        return None
-    rings = _rings(geometry)
-    w, s, e, n = (
-        bbox[0],
-        bbox[1],
-        bbox[-3] if len(bbox) == 6 else bbox[2],
-        bbox[-2] if len(bbox) == 6 else bbox[3],
-    )
-    span = max(e - w, n - s, 1e-6)
-    pad = span * 0.15
-    fw, fs, fe, fn = w - pad, s - pad, w + span + pad, s + span + pad
-    size = 300.0
-
-    def to_xy(lon: float, lat: float) -> str:
-        x = (lon - fw) / (fe - fw) * size
-        y = (fn - lat) / (fn - fs) * size
-        return f"{x:.1f},{y:.1f}"
-
-    outline = [" ".join(to_xy(p[0], p[1]) for p in ring) for ring in rings]
-    cx, cy = (w + e) / 2, (s + n) / 2
-    world = {
-        "x": (cx + 180) / 360 * 360,
-        "y": (90 - cy) / 180 * 180,
-        "box": (
-            (w + 180),
-            (90 - n),
-            max(e - w, 0.8),
-            max(n - s, 0.8),
-        ),
-    }
-    ticks = {
-        "w": f"{fw:.4f}",
-        "e": f"{fe:.4f}",
-        "n": f"{fn:.4f}",
-        "s": f"{fs:.4f}",
-    }
-    return {"outline": outline, "world": world, "ticks": ticks, "size": size}
-
-
-def _rings(geometry: dict[str, Any]) -> list[Any]:
-    kind, coords = geometry.get("type"), geometry.get("coordinates")
-    if kind == "Point":
-        return [[coords, coords]]
-    if kind == "Polygon":
-        return list(coords or [])
-    if kind == "MultiPolygon":
-        return [ring for poly in coords or [] for ring in poly]
-    if kind in ("LineString", "MultiPoint"):
-        return [coords or []]
-    return []

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pixelfleet.registry import Registry
 from pixelfleet.settings import Settings, get_settings
 from pixelfleet.storage.base import Storage, check_key
-from pixelfleet.urls import scheme_of
+from pixelfleet.urls import check_storage_url, scheme_of
 
 __all__ = ["Storage", "check_key", "open_storage", "scheme_of", "storages"]
 
@@ -25,6 +25,7 @@ storages = Registry(
 
 def open_storage(url: str, settings: Settings | None = None) -> Storage:
     """Open the storage a URL names."""
+    check_storage_url(url)
     scheme = scheme_of(url, "file")
     cls: Callable[..., Storage] = storages.get(scheme)
     if scheme == "s3":

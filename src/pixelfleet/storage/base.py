@@ -7,15 +7,18 @@ atomic: a reader sees the old object or the whole new one, never a part.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from typing_extensions import override
 
-from pixelfleet.errors import UnsafeKeyError
+from pixelfleet import metrics
+from pixelfleet.errors import ObjectNotFoundError, UnsafeKeyError
 from pixelfleet.models import Entry
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -86,6 +89,10 @@ class Storage(ABC):
     #: The URL this storage was opened with.
     url: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _count_calls(cls)
+
     @abstractmethod
     def scan(self, prefix: str = "") -> Iterator[Entry]:
         """Yield every object whose key starts with ``prefix``, in key order."""
@@ -136,6 +143,22 @@ class Storage(ABC):
         """Tell whether an object exists."""
         return self.head(key) is not None
 
+    def existing(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The entries (with their metadata, as :meth:`head` gives them) of those of
+        ``keys`` that exist; missing keys are left out.
+
+        What a worker asks about all the outputs of a task at once before deciding what
+        to render. This default makes one :meth:`head` per key; storages where one
+        request can answer for many keys override it (S3 lists a folder once, and only
+        asks for the metadata of what it found). Raises what :meth:`head` raises.
+        """
+        found = {}
+        for key in keys:
+            entry = self.head(key)
+            if entry is not None:
+                found[key] = entry
+        return found
+
     def open(self, key: str, size: int | None = None, block_size: int = 256 * 1024) -> RangeFile:
         """Open an object as a read-only, seekable file that fetches byte ranges on demand."""
         if size is None:
@@ -153,6 +176,103 @@ class Storage(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+#: The methods whose calls are storage requests (``pixelfleet_storage_requests_total``).
+_COUNTED = ("head", "read", "write", "write_file", "delete")
+#: Errors that are answers (no such object, a key refused before any request), not
+#: failed requests.
+_ANSWERED = (ObjectNotFoundError, UnsafeKeyError)
+_SCHEMES: dict[str, str] = {}
+
+
+def _scheme(url: str) -> str:
+    scheme = _SCHEMES.get(url)
+    if scheme is None:
+        head, sep, _ = url.partition("://")
+        scheme = _SCHEMES[url] = head.lower() if sep else "file"
+    return scheme
+
+
+class _Calls(threading.local):
+    #: A counted storage call is running on this thread: calls it makes (an override
+    #: calling ``super()``, a wrapper calling the storage it wraps) are not counted again.
+    inside: bool = False
+
+
+_calls = _Calls()
+
+
+def _count_calls(cls: type[Storage]) -> None:
+    """Make a storage class count its requests (:func:`pixelfleet.metrics.storage_call`):
+    every ``scan``, ``head``, ``read``, ``write``, ``write_file`` and ``delete`` it
+    defines is wrapped; only the outermost of nested calls on a thread counts."""
+    for name in (*_COUNTED, "scan"):
+        method = cls.__dict__.get(name)
+        if method is None or getattr(method, "_counted", False):
+            continue
+        wrapped = _counting_scan(method) if name == "scan" else _counting(method, name)
+        setattr(wrapped, "_counted", True)  # noqa: B010 - a mark on a function
+        setattr(cls, name, wrapped)
+
+
+def _counting(method: Callable[..., Any], operation: str) -> Callable[..., Any]:
+    count, schemes = metrics.storage_call, _SCHEMES
+
+    @functools.wraps(method)
+    def call(self: Storage, *args: Any, **kwargs: Any) -> Any:
+        calls = _calls
+        if calls.inside:
+            return method(self, *args, **kwargs)
+        calls.inside = True
+        try:
+            out = method(self, *args, **kwargs)
+        except _ANSWERED:
+            count(_scheme(self.url), operation)
+            raise
+        except Exception:
+            count(_scheme(self.url), operation, True)
+            raise
+        finally:
+            calls.inside = False
+        count(schemes.get(self.url) or _scheme(self.url), operation)
+        return out
+
+    return call
+
+
+def _counting_scan(method: Callable[..., Iterator[Entry]]) -> Callable[..., Iterator[Entry]]:
+    count = metrics.storage_call
+
+    @functools.wraps(method)
+    def scan(self: Storage, *args: Any, **kwargs: Any) -> Iterator[Entry]:
+        calls = _calls
+        if calls.inside:
+            yield from method(self, *args, **kwargs)
+            return
+        entries = method(self, *args, **kwargs)
+        failed = False
+        try:
+            while True:
+                # Inside only while the listing itself runs: the caller's calls between
+                # two entries count.
+                calls.inside = True
+                try:
+                    entry = next(entries)
+                except StopIteration:
+                    return
+                except _ANSWERED:
+                    raise
+                except Exception:
+                    failed = True
+                    raise
+                finally:
+                    calls.inside = False
+                yield entry
+        finally:
+            count(_scheme(self.url), "scan", failed)
+
+    return scan
 
 
 class SeekableReader(io.RawIOBase):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from typing_extensions import override
@@ -66,6 +66,17 @@ class MemoryStorage(Storage):
         if obj is None:
             return None
         return Entry(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))
+
+    @override
+    def existing(self, keys: Iterable[str]) -> dict[str, Entry]:
+        wanted = [(key, self._full(key)) for key in keys]
+        with _LOCK:
+            objects = [(key, self._objects.get(full)) for key, full in wanted]
+        return {
+            key: Entry(key, len(obj.data), obj.etag, obj.mtime, dict(obj.metadata))
+            for key, obj in objects
+            if obj is not None
+        }
 
     @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:

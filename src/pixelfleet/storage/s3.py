@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -48,20 +48,35 @@ _STANDARD = {
     "storage-class",
 }
 
-# A handful of retries with exponential backoff covers throttling (503 SlowDown) and
-# dropped connections without hiding an outage for minutes: the runner retries the
-# task after that.
-_RETRY: RetryConfig = {
-    "max_retries": 4,
-    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5)},
-    "retry_timeout": timedelta(seconds=60),
-}
-_CLIENT: ClientConfig = {
-    "connect_timeout": timedelta(seconds=10),
-    # Bounds a whole request, body included: generous enough for a large source object.
-    "timeout": timedelta(seconds=300),
-    "user_agent": f"pixelfleet/{__version__}",
-}
+# Retries with exponential backoff (obstore adds jitter) cover throttling (503 SlowDown),
+# dropped connections and short outages; a longer outage fails the call, and the runner
+# then pauses dispatch until storage answers (runner.StorageBreaker) instead of
+# burning the tasks' attempts.
+_MAX_RETRIES = 6
+
+
+def _retry(s3: S3Settings) -> RetryConfig:
+    return {
+        "max_retries": _MAX_RETRIES,
+        "backoff": {
+            "init_backoff": timedelta(milliseconds=100),
+            "max_backoff": timedelta(seconds=8),
+            "base": 2.0,
+        },
+        "retry_timeout": timedelta(seconds=max(60.0, 2 * s3.timeout)),
+    }
+
+
+def _client(s3: S3Settings) -> ClientConfig:
+    return {
+        "connect_timeout": timedelta(seconds=min(10.0, s3.timeout)),
+        # Time without a byte of the answer (PIXELFLEET_S3_TIMEOUT): an endpoint that
+        # accepts connections and never answers fails each try after this long.
+        "read_timeout": timedelta(seconds=s3.timeout),
+        # Bounds a whole request, body included: generous enough for a large source object.
+        "timeout": timedelta(seconds=max(300.0, s3.timeout)),
+        "user_agent": f"pixelfleet/{__version__}",
+    }
 
 
 # Files up to this size are uploaded in one PUT; bigger ones in parts of _PART_BYTES.
@@ -108,6 +123,7 @@ class S3Storage(Storage):
             region=access.region,
             credentials=keys,
             requester_pays=settings.s3.requester_pays,
+            timeout=settings.s3.timeout,
         )
 
     def _make_store(self, s3: S3Settings, access: S3Access) -> S3Store:
@@ -128,8 +144,8 @@ class S3Storage(Storage):
                 self.bucket,
                 prefix=self.prefix or None,
                 config=config,
-                client_options={**_CLIENT, "allow_http": s3.allow_http},
-                retry_config=_RETRY,
+                client_options={**_client(s3), "allow_http": s3.allow_http},
+                retry_config=_retry(s3),
                 credential_provider=access.credentials,
             )
         except (self._obs.exceptions.BaseError, ValueError) as exc:
@@ -181,6 +197,73 @@ class S3Storage(Storage):
             if lower not in _STANDARD or lower == "content-type":
                 metadata[lower] = value
         return _entry(key, result.meta, metadata)
+
+    #: A folder holding at least this many of the keys :meth:`existing` is asked about
+    #: is listed (one request where HEADs would take two); a listing stops after
+    #: ``_LIST_PAGES`` pages.
+    _LIST_FROM = 2
+    _LIST_PAGES = 2
+    #: Set once a listing was refused: :meth:`existing` then asks key by key.
+    _list_refused = False
+
+    @override
+    def existing(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """One ``LIST`` per folder that holds several of ``keys`` (from just before the
+        first of them, stopping past the last), then a ``HEAD`` only for each key found,
+        for its metadata, which a listing does not carry. So a task's outputs that do not
+        exist yet (a first run) cost a request per folder, not one per key.
+
+        Folders with fewer than ``_LIST_FROM`` of the keys, keys a listing did not
+        reach within ``_LIST_PAGES`` pages (other objects between them), and every
+        key once a listing was refused (no ``s3:ListBucket`` on the output) are asked
+        about one ``HEAD`` at a time, as :meth:`Storage.existing` does.
+        """
+        wanted = [check_key(key) for key in dict.fromkeys(keys)]
+        folders: dict[str, list[str]] = {}
+        for key in wanted:
+            folders.setdefault(key.rpartition("/")[0], []).append(key)
+        present: set[str] = set()
+        for folder, group in folders.items():
+            if len(group) >= self._LIST_FROM and not self._list_refused:
+                present.update(self._listed(folder, group))
+            else:
+                present.update(group)
+        found = {}
+        for key in wanted:
+            if key in present:
+                entry = self.head(key)
+                if entry is not None:
+                    found[key] = entry
+        return found
+
+    def _listed(self, folder: str, group: list[str]) -> set[str]:
+        """Those of ``group`` (keys of one ``folder``) that may exist: the keys a bounded
+        listing found, and every key past where it stopped."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        wanted = set(group)
+        last = max(group)
+        seen: set[str] = set()
+        reached = ""
+        budget = self._LIST_PAGES * self._lister.page_size
+        # Start-after is exclusive: the first key less its last character sorts before
+        # it (and lets through at most a few keys that were not asked about).
+        start = base + min(group)[:-1]
+        prefix = base + (f"{folder}/" if folder else "")
+        try:
+            for count, (full, _size, _etag, _mtime) in enumerate(self._lister.list(prefix, start)):
+                key = full[len(base) :]
+                if key > last:
+                    return seen
+                if count >= budget:  # many other objects between them: HEAD the rest
+                    return seen | {k for k in group if k > reached}
+                reached = key
+                if key in wanted:
+                    seen.add(key)
+        except (StorageError, ObjectNotFoundError):
+            # Allowed to read objects but not to list them: HEAD from now on.
+            self._list_refused = True
+            return wanted
+        return seen
 
     @override
     def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:

@@ -51,6 +51,7 @@ class BucketLister:
         region: str,
         credentials: Callable[[], tuple[str, str, str | None]] | None,
         requester_pays: bool = False,
+        timeout: float = _LIST_TIMEOUT_S,
     ):
         self.url = url
         self.endpoint = endpoint.rstrip("/")
@@ -58,6 +59,8 @@ class BucketLister:
         self.region = region
         self.credentials = credentials
         self.requester_pays = requester_pays
+        #: Seconds a page may take, its retries included (``PIXELFLEET_S3_TIMEOUT``).
+        self.timeout = timeout
         #: Keys per response; S3 never sends more than 1000.
         self.page_size = 1000
         # No proxy from the environment, and no redirects: a redirect would carry the
@@ -66,8 +69,9 @@ class BucketLister:
             urllib.request.ProxyHandler({}), _RefuseRedirects()
         )
 
-    def list(self, prefix: str) -> Iterator[tuple[str, int, str, float]]:
-        """Yield ``(key, size, etag, mtime)`` for every key starting with ``prefix``, in order."""
+    def list(self, prefix: str, start_after: str = "") -> Iterator[tuple[str, int, str, float]]:
+        """Yield ``(key, size, etag, mtime)`` for every key starting with ``prefix``, in order
+        (only the keys after ``start_after``, when given)."""
         token: str | None = None
         while True:
             query = {
@@ -78,6 +82,8 @@ class BucketLister:
             }
             if token:
                 query["continuation-token"] = token
+            elif start_after:
+                query["start-after"] = start_after
             root = ET.fromstring(self._get(query, prefix))
             for item in root.iterfind("{*}Contents"):
                 key = urllib.parse.unquote_plus(item.findtext("{*}Key") or "")
@@ -142,10 +148,13 @@ class BucketLister:
 
     def _get(self, query: dict[str, str], prefix: str) -> bytes:
         what = f"cannot list {self.url} (prefix {prefix!r})"
+        deadline = time.monotonic() + self.timeout
         for attempt in range(_LIST_ATTEMPTS):
-            last = attempt == _LIST_ATTEMPTS - 1
+            left = deadline - time.monotonic()
+            # The last try is the one that would end past the deadline.
+            last = attempt == _LIST_ATTEMPTS - 1 or left < 1.0
             try:
-                with self._opener.open(self.request(query), timeout=_LIST_TIMEOUT_S) as response:
+                with self._opener.open(self.request(query), timeout=max(0.5, left)) as response:
                     return bytes(response.read())
             except urllib.error.HTTPError as exc:
                 body = exc.read().decode(errors="replace")
@@ -169,6 +178,8 @@ class BucketLister:
                     _backoff(attempt)
                     continue
                 reason = getattr(exc, "reason", exc)
+                if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                    reason = f"no answer within {self.timeout:g} s (PIXELFLEET_S3_TIMEOUT)"
                 raise StorageError(f"{what}: {reason}") from exc
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
