@@ -35,6 +35,21 @@ def photo_pipeline(src: str, out: str, catalog: str, **extra: Any) -> Pipeline:
     )
 
 
+def local_photos(tmp_path: Path, folder: str = "src") -> tuple[Path, Path, str, Pipeline, Any, Any]:
+    """A local bucket and output folder, the photo pipeline over them, and an open SQLite
+    ledger and catalog: ``(src, out, catalog_url, pipeline, ledger, catalog)``."""
+    from pixelfleet.catalog import open_catalog
+    from pixelfleet.ledger import open_ledger
+
+    src, out = tmp_path / folder, tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    pipeline = photo_pipeline(f"file://{src}", f"file://{out}", catalog_url)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    return src, out, catalog_url, pipeline, ledger, open_catalog(catalog_url)
+
+
 def s3_event(
     action: str, bucket: str, key: str, etag: str = "e", size: int = 1, sequencer: str = ""
 ) -> str:
@@ -79,6 +94,25 @@ class Background:
         assert not self.thread.is_alive(), "the watcher did not stop within 60 s"
         if self.error is not None:
             raise self.error
+
+
+def wait_for(check: Any, timeout: float = 30.0) -> None:
+    """Wait until ``check()`` is true, or fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def item_ids(catalog: Any, collection: str = "photos") -> set[str]:
+    """The ids of a catalog's items in ``collection`` (up to 1,000)."""
+    from pixelfleet.catalog.query import parse_query
+
+    page = catalog.search(parse_query(collections=[collection], limit=1000))
+    return {f["id"] for f in page.items}
 
 
 def keys_under(root: Path) -> set[str]:

@@ -3,34 +3,22 @@ read by an AmqpQueue bound to it, applied by a watcher to a local bucket."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from event_helpers import amqp_channel, dead_letters_amqp, minio_event
-from live_helpers import Background, keys_under, photo, photo_pipeline
-from pixelfleet.catalog import open_catalog
-from pixelfleet.ledger import open_ledger
+from live_helpers import (
+    Background,
+    item_ids,
+    keys_under,
+    local_photos,
+    photo,
+    wait_for,
+)
 from pixelfleet.live import Watcher
 
 pytestmark = pytest.mark.amqp
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
-def item_ids(catalog) -> set[str]:  # type: ignore[no-untyped-def]
-    from pixelfleet.catalog.query import parse_query
-
-    page = catalog.search(parse_query(collections=["photos"], limit=1000))
-    return {f["id"] for f in page.items}
 
 
 def test_upload_overwrite_delete_through_an_exchange(amqp_url: str, tmp_path: Path) -> None:
@@ -39,13 +27,7 @@ def test_upload_overwrite_delete_through_an_exchange(amqp_url: str, tmp_path: Pa
 
     name = amqp_url.rsplit("/", 1)[1]
     exchange = f"{name}-ex"
-    src, out = tmp_path / "photos", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    pipeline = photo_pipeline(f"file://{src}", f"file://{out}", catalog_url)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    catalog = open_catalog(catalog_url)
+    src, out, catalog_url, pipeline, ledger, catalog = local_photos(tmp_path, "photos")
     queue = open_queue(
         f"{amqp_url}?exchange={exchange}&routing_key=bucketlogs",
         pipeline.source.url,

@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from live_helpers import Background, keys_under, photo, photo_pipeline
+from live_helpers import Background, keys_under, local_photos, photo, wait_for
 from pixelfleet.events import BucketEvent, Message, compare_sequencers
 
 pytest.importorskip("watchfiles")
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def events_until(queue, check: Callable[[list[BucketEvent]], bool]) -> list[BucketEvent]:  # type: ignore[no-untyped-def]
@@ -84,20 +76,12 @@ def test_sqs_https_urls_are_recognised() -> None:
 
 
 def test_watch_a_folder(tmp_path: Path) -> None:
-    from pixelfleet.catalog import open_catalog
     from pixelfleet.catalog.query import parse_query
     from pixelfleet.events.queues import open_queue
-    from pixelfleet.ledger import open_ledger
     from pixelfleet.live import Watcher
     from pixelfleet.settings import get_settings
 
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    pipeline = photo_pipeline(f"file://{src}", f"file://{out}", catalog_url)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    catalog = open_catalog(catalog_url)
+    src, out, catalog_url, pipeline, ledger, catalog = local_photos(tmp_path)
 
     def items() -> set[str]:
         page = catalog.search(parse_query(collections=["photos"], limit=100))

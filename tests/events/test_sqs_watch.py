@@ -5,7 +5,6 @@ current; S3's test event is ignored; a malformed message is dead-lettered with a
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from event_helpers import SqsEnv, dead_letters_sqs, sqs_client
-from live_helpers import Background, photo, photo_pipeline
+from live_helpers import Background, item_ids, photo, photo_pipeline, wait_for
 from pixelfleet.catalog import open_catalog
 from pixelfleet.ledger import open_ledger
 from pixelfleet.live import Watcher
@@ -21,21 +20,6 @@ from pixelfleet.live import Watcher
 pytestmark = pytest.mark.s3
 
 EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
-def item_ids(catalog: Any) -> set[str]:
-    from pixelfleet.catalog.query import parse_query
-
-    page = catalog.search(parse_query(collections=["photos"], limit=1000))
-    return {f["id"] for f in page.items}
 
 
 def keys(client: Any, bucket: str) -> set[str]:

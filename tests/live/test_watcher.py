@@ -4,48 +4,33 @@ duplicates, reordering, dead letters."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from live_helpers import Background, keys_under, photo, photo_pipeline, s3_event
-from pixelfleet.catalog import open_catalog
+from live_helpers import (
+    Background,
+    item_ids,
+    keys_under,
+    local_photos,
+    photo,
+    photo_pipeline,
+    s3_event,
+    wait_for,
+)
 from pixelfleet.events import MemoryQueue
 from pixelfleet.ledger import open_ledger
 from pixelfleet.live import Watcher
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    pipeline = photo_pipeline(f"file://{src}", f"file://{out}", catalog_url)
-    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    catalog = open_catalog(catalog_url)
+    src, out, catalog_url, pipeline, ledger, catalog = local_photos(tmp_path)
     queue = MemoryQueue(visibility=30)
     watcher = Watcher(pipeline, ledger, queue, catalog=catalog, summary_every=0)
     yield src, out, catalog, queue, watcher, ledger
     catalog.close()
     ledger.close()
-
-
-def item_ids(catalog) -> set[str]:  # type: ignore[no-untyped-def]
-    from pixelfleet.catalog.query import parse_query
-
-    page = catalog.search(parse_query(collections=["photos"], limit=1000))
-    return {f["id"] for f in page.items}
 
 
 def test_create_update_delete(setup) -> None:  # type: ignore[no-untyped-def]

@@ -52,6 +52,25 @@ class EventRecord:
         return dict(self.__dict__)
 
 
+def events_query(
+    run_id: str | None, since: int, actions: Sequence[str], mark: str
+) -> tuple[str, list[Any]]:
+    """The SELECT of :meth:`EventLog.events` and its arguments but the limit, in the
+    paramstyle whose placeholder is ``mark`` (``?`` for SQLite, ``%s`` for PostgreSQL)."""
+    where: list[str] = [f"seq > {mark}"]
+    args: list[Any] = [since]
+    if run_id is not None:
+        where.append(f"run_id = {mark}")
+        args.append(run_id)
+    if actions:
+        where.append(f"action IN ({', '.join([mark] * len(actions))})")
+        args.extend(actions)
+    sql = (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT {mark}"
+    )
+    return sql, args
+
+
 def event_from_row(r: Sequence[Any]) -> EventRecord:
     """An :class:`EventRecord` from a row of :data:`EVENT_COLUMNS`."""
     return EventRecord(

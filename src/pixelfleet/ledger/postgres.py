@@ -37,7 +37,7 @@ from pixelfleet.ledger.base import (
     task_from_row,
     task_row,
 )
-from pixelfleet.ledger.events import EVENT_COLUMNS, EventLog, EventRecord, event_from_row
+from pixelfleet.ledger.events import EventLog, EventRecord, event_from_row, events_query
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 
 T = TypeVar("T")
@@ -634,16 +634,7 @@ class PostgresLedger(FleetLedger, EventLog):
         actions: Sequence[str] = (),
         limit: int = 100,
     ) -> list[EventRecord]:
-        where, args = ["seq > %s"], [since]
-        if run_id is not None:
-            where.append("run_id = %s")
-            args.append(run_id)  # type: ignore[arg-type]
-        if actions:
-            where.append("action = ANY(%s)")
-            args.append(list(actions))  # type: ignore[arg-type]
-        sql = (
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT %s"
-        )
+        sql, args = events_query(run_id, since, actions, "%s")
         rows = self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [event_from_row(r) for r in rows]
 

@@ -24,7 +24,7 @@ from pixelfleet.ledger.base import (
     task_from_row,
     task_row,
 )
-from pixelfleet.ledger.events import EVENT_COLUMNS, EventLog, EventRecord, event_from_row
+from pixelfleet.ledger.events import EventLog, EventRecord, event_from_row, events_query
 from pixelfleet.ledger.fleet import FleetLedger, WorkerRecord, expire
 from pixelfleet.urls import sqlite_path
 
@@ -464,14 +464,7 @@ class SqliteLedger(FleetLedger, EventLog):
         actions: Sequence[str] = (),
         limit: int = 100,
     ) -> list[EventRecord]:
-        where, args = ["seq > ?"], [since]
-        if run_id is not None:
-            where.append("run_id = ?")
-            args.append(run_id)  # type: ignore[arg-type]
-        if actions:
-            where.append(f"action IN ({','.join('?' * len(actions))})")
-            args.extend(actions)  # type: ignore[arg-type]
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        sql, args = events_query(run_id, since, actions, "?")
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [event_from_row(r) for r in rows]
