@@ -69,3 +69,23 @@ def test_reconcile_restores_catalog_and_outputs(tmp_path: Path) -> None:
 
     again = runner.invoke(cli, ["reconcile", str(toml), "--dry-run", "--ledger", ledger_url])
     assert "0 new, 0 changed, 0 deleted" in again.output
+
+
+def test_watch_reconciles_on_a_schedule(tmp_path: Path) -> None:
+    """`watch --reconcile-every`: objects that changed while no event came are found."""
+    from live_helpers import Background, local_photos, wait_for
+    from pixelfleet.events import MemoryQueue
+    from pixelfleet.live import Watcher
+
+    src, out, _, pipeline, ledger, catalog = local_photos(tmp_path)
+    (src / "missed.png").write_bytes(photo())
+    watcher = Watcher(
+        pipeline, ledger, MemoryQueue(), catalog=catalog, summary_every=0, reconcile_every=0.3
+    )
+    with Background(watcher):
+        wait_for(lambda: "missed.png" in catalogued(f"sqlite:///{tmp_path / 'catalog.db'}"))
+        (src / "missed.png").unlink()
+        wait_for(lambda: not catalogued(f"sqlite:///{tmp_path / 'catalog.db'}"))
+    assert keys_under(out) == set()
+    ledger.close()
+    catalog.close()

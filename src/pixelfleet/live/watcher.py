@@ -455,9 +455,14 @@ class Watcher:
         if failed:
             reason = f"{failed[0].error_type}: {failed[0].error}"
             if unit.name.startswith("scene:") and failed[0].permanent:
-                # The scene can no longer be made from its band files: its old outputs go.
+                # The scene can no longer be made from its band files: its old outputs and
+                # item go, as a backfill would leave it. After a band file's deletion that
+                # is the event's outcome, not a failure.
                 with contextlib.suppress(Exception):
                     self._remove(unit, unit.name.removeprefix("scene:"))
+                if any(p.event.action == "deleted" for p in unit.running):
+                    self._finish(unit, "deleted", f"the scene can no longer be made: {reason}")
+                    return
             self._finish(unit, "failed", reason)
             return
         if any(r.state == "done" for r in results):
