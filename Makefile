@@ -11,14 +11,23 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-catalog screenshots clean
 
+# Each step says what it installs and roughly how long it takes, then lists the packages
+# as pip collects them (a first install on a new machine takes 2-4 minutes).
+PIP_SHOW := tee -a $(VENV)/install.log | { grep --line-buffered -E '^Collecting ' || true; } \
+	| sed -u -e 's/^Collecting /    /' -e 's/ (from .*//'
+PIP_FAILED := { echo "pip failed; the end of $(VENV)/install.log:"; tail -25 $(VENV)/install.log; exit 1; }
+
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
 	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-	@echo "installing pixelfleet and its test tools into $(VENV) ..."
+	@echo "installing into $(VENV) (first time: 2-4 minutes; later only what changed):"
 	@# torch first, pinned: the CPU build (the [ml] extra pins the same version)
-	@$(BIN)/python -m pip install --quiet 'torch==2.13.0' 2>&1 | { grep -v "^WARNING: Location" || true; }
-	@# (pip's notes about this machine's unused package folders are filtered out)
-	@$(BIN)/python -m pip install --quiet -e '.[all,dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@echo "  1/2 torch 2.13.0, CPU build (about a minute, ~700 MB; a local file where one is provided)"
+	@start=$$SECONDS; $(BIN)/python -m pip install 'torch==2.13.0' 2>&1 | $(PIP_SHOW) || $(PIP_FAILED); \
+	  echo "      done in $$((SECONDS - start)) s"
+	@echo "  2/2 pixelfleet with every extra and the test tools (1-2 minutes, ~150 packages)"
+	@start=$$SECONDS; $(BIN)/python -m pip install -e '.[all,dev]' 2>&1 | $(PIP_SHOW) || $(PIP_FAILED); \
+	  echo "      done in $$((SECONDS - start)) s"
 	@touch $(STAMP)
 
 demo: $(STAMP)
