@@ -111,7 +111,15 @@ def test_malformed_and_failed_messages_are_dead_lettered(setup) -> None:  # type
 
     with TestClient(create_app(catalog=catalog, ledger_url=ledger.url)) as client:
         page = client.get("/runs").text
+        run_id = watcher.summary.run_id
+        assert f'href="/runs/{run_id}"' in page
+        one = client.get(f"/runs/{run_id}")
+        missing = client.get("/runs/no-such-run")
     assert "dead-lettered <strong>3</strong>" in page and "bad.png" in page
+    assert one.status_code == 200
+    assert "UnsupportedFormatError" in one.text and "bad.png" in one.text
+    assert "<svg" in one.text or "nothing to chart" in one.text
+    assert missing.status_code == 404 and "no-such-run" in missing.text
 
 
 def test_other_buckets_and_unselected_keys_are_ignored(tmp_path: Path) -> None:

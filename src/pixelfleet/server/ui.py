@@ -381,6 +381,15 @@ def item_page(collection_id: str, item_id: str, request: Request) -> Response:
     )
 
 
+def failures_of(tasks: list[Any], most: int) -> list[dict[str, Any]]:
+    """Failed objects of failed tasks (the task itself when it failed as a whole)."""
+    out: list[dict[str, Any]] = []
+    for t in tasks:
+        whole = {"key": t.group, "error_type": t.error_type or "", "error": t.error or ""}
+        out.extend(t.failures or [whole])
+    return out[:most]
+
+
 def _watch_row(ledger: Any, run: Any) -> dict[str, Any]:
     """A watcher's events by action and its last dead letters (empty for other runs)."""
     from pixelfleet.ledger.events import EventLog
@@ -423,20 +432,9 @@ def runs_page(request: Request) -> Response:
                         "skipped": run.counts.tasks_skipped,
                         "indexed": run.counts.items_indexed,
                         "percent": 100 if total == 0 else math.floor(100 * finished / total),
-                        "failures": [
-                            f
-                            for t in ledger.find_tasks(run.run_id, ["failed"], limit=5)
-                            for f in (
-                                t.failures
-                                or [
-                                    {
-                                        "key": t.group,
-                                        "error_type": t.error_type or "",
-                                        "error": t.error or "",
-                                    }
-                                ]
-                            )
-                        ][:5],
+                        "failures": failures_of(
+                            ledger.find_tasks(run.run_id, ["failed"], limit=5), 5
+                        ),
                         **_watch_row(ledger, run),
                     }
                 )
@@ -444,3 +442,72 @@ def runs_page(request: Request) -> Response:
         error = str(exc)
     live = any(r["state"] == "running" for r in rows)
     return page(request, "runs.html", {"runs": rows, "error": error, "live": live, "title": "Runs"})
+
+
+#: Most tasks a run page reads for its throughput chart (a sample of bigger runs).
+_CHART_TASKS = 200_000
+#: Bars in the throughput chart.
+_CHART_BARS = 40
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str) -> Response:
+    """One run: its counts, timing, failures with their reasons, and throughput over time."""
+    from pixelfleet.ledger import open_ledger
+    from pixelfleet.ledger.base import effective_state
+
+    try:
+        with open_ledger(request.app.state.ledger_url) as ledger:
+            run = ledger.get_run(run_id)
+            by_state = ledger.state_counts(run.run_id)
+            stats = ledger.task_stats(run.run_id)
+            failed = ledger.find_tasks(run.run_id, ["failed"], limit=100)
+            settled = ledger.find_tasks(run.run_id, ["done", "failed"], limit=_CHART_TASKS)
+            state = effective_state(run, ledger.now())
+            watch = _watch_row(ledger, run)
+    except (LedgerError, PixelfleetError) as exc:
+        return page(request, "message.html", {"title": "Run", "message": str(exc)}, 404)
+    failures = failures_of(failed, 100)
+    counts = run.counts.to_dict()
+    context = {
+        "title": f"Run {run.run_id}",
+        "run": run,
+        "state": state,
+        "tasks": by_state,
+        "counts": {k: v for k, v in counts.items() if v},
+        "stats": stats.to_dict(),
+        "p50": human_seconds(stats.p50_seconds) if stats.p50_seconds is not None else "—",
+        "p95": human_seconds(stats.p95_seconds) if stats.p95_seconds is not None else "—",
+        "failures": failures,
+        "chart": throughput_chart([t.updated for t in settled if t.updated]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created)),
+        "took": human_seconds((run.finished or time.time()) - run.created),
+        **watch,
+    }
+    return page(request, "run.html", context)
+
+
+def throughput_chart(times: list[float]) -> dict[str, Any] | None:
+    """Tasks settled per interval, as bars for an inline SVG (None with under 2 tasks)."""
+    if len(times) < 2:
+        return None
+    first, last = min(times), max(times)
+    # Bars of a second at least: a run of a few seconds gets one bar a second.
+    width = max((last - first) / _CHART_BARS, 1.0)
+    count = min(_CHART_BARS, int((last - first) / width) + 1)
+    span = count * width
+    bins = [0] * count
+    for t in times:
+        bins[min(count - 1, int((t - first) / width))] += 1
+    top = max(bins)
+    per_second = [n / width for n in bins]
+    return {
+        "bars": [
+            {"x": i * 10, "h": round(80 * n / top, 1), "n": n, "rate": f"{r:,.1f}"}
+            for i, (n, r) in enumerate(zip(bins, per_second, strict=True))
+        ],
+        "interval": human_seconds(width),
+        "peak": f"{max(per_second):,.1f}",
+        "mean": f"{len(times) / span:,.1f}",
+        "span": human_seconds(span),
+    }
