@@ -204,6 +204,9 @@ class SqsQueue(EventQueue):
         attributes = {
             "pixelfleet-reason": {"DataType": "String", "StringValue": reason[:_MAX_REASON] or "-"},
             "pixelfleet-queue": {"DataType": "String", "StringValue": self.url},
+            # The original's id: a message sent here twice (its watcher was killed between
+            # sending it and deleting the original) shows as one.
+            "pixelfleet-message-id": {"DataType": "String", "StringValue": message.id or "-"},
             "pixelfleet-receive-count": {
                 "DataType": "Number",
                 "StringValue": str(message.receive_count),
