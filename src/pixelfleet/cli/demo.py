@@ -176,6 +176,10 @@ def main() -> int:
         bold=True,
     )
     click.echo(f"  what it would do: .venv/bin/pixelfleet run {PIPELINE} --dry-run")
+    click.echo(
+        f"  keep it current: .venv/bin/pixelfleet watch {PIPELINE}"
+        "   (then add, change or delete files in demo/bucket/)"
+    )
     return 1 if first.failed or composites_failed else 0
 
 
