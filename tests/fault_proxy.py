@@ -1,5 +1,7 @@
 """An HTTP proxy for tests, in a thread, in front of the moto S3 server: it can refuse or
-hang every connection (an outage), and cut short a share of the GET bodies it forwards.
+hang every connection (an outage), cut short a share of the GET bodies it forwards,
+answer a share of requests with S3's 503 SlowDown, a 500 or a reset before they reach
+the server, and add latency to every request.
 
 One request per connection (the answer says ``Connection: close``), so a mode switch
 takes effect at the next request. Successful PUTs are counted by path, to find
@@ -21,7 +23,9 @@ from collections import Counter
 class FaultProxy:
     """``mode`` is ``"pass"``, ``"refuse"`` (connections reset at once) or ``"hang"``
     (connections accepted, never answered); ``truncate`` is the share of GET answers
-    whose body is cut in half and the connection reset."""
+    whose body is cut in half and the connection reset; ``faults`` is the share of requests
+    answered, in turn, with 503 SlowDown, 500 InternalError or a reset, without reaching
+    the server (as a throttling front end does); ``latency`` is added to every request."""
 
     def __init__(self, upstream: str, truncate: float = 0.0, seed: int = 0):
         parsed = urllib.parse.urlsplit(upstream)
@@ -29,6 +33,9 @@ class FaultProxy:
         self.mode = "pass"
         self.truncate = truncate
         self.truncated = 0
+        self.faults = 0.0
+        self.latency = 0.0
+        self.injected: Counter[str] = Counter()
         self.puts: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -57,6 +64,8 @@ class FaultProxy:
             if self.mode == "hang":
                 self._stopped.wait(600)
                 return
+            if self.latency:
+                self._stopped.wait(self.latency)
             with contextlib.suppress(OSError):
                 self._forward(conn)
 
@@ -75,6 +84,27 @@ class FaultProxy:
             headers.append((name.strip(), value.strip()))
         length = int(next((v for n, v in headers if n.lower() == "content-length"), "0"))
         body = reader.read(length) if length else b""
+        with self._lock:
+            fault = None
+            if self.faults and self._random.random() < self.faults:
+                fault = ("503", "500", "reset")[sum(self.injected.values()) % 3]
+                self.injected[fault] += 1
+        if fault == "reset":
+            _reset(conn)
+            return
+        if fault is not None:
+            code, reason = ("SlowDown", "Slow Down") if fault == "503" else ("InternalError", "")
+            xml = (
+                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                f"<Message>injected by the test proxy</Message></Error>"
+            ).encode()
+            conn.sendall(
+                f"HTTP/1.1 {fault} {reason or 'Internal Server Error'}\r\n"
+                f"Content-Type: application/xml\r\nContent-Length: {len(xml)}\r\n"
+                "Connection: close\r\n\r\n".encode("latin-1")
+                + xml
+            )
+            return
         upstream = http.client.HTTPConnection(*self.upstream, timeout=60)
         upstream.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:

@@ -149,6 +149,23 @@ def test_cut_bodies_are_retried_and_no_valid_file_is_marked_corrupt(
     assert summary.counts.tasks_done == 12
 
 
+@pytest.mark.s3
+def test_throttling_errors_resets_and_latency_are_ridden_out(
+    proxied: tuple[S3Env, FaultProxy], tmp_path: Path
+) -> None:
+    """A quarter of requests answered 503 SlowDown, 500 or a reset, 20 ms added to each."""
+    env, proxy = proxied
+    proxy.faults, proxy.latency = 0.25, 0.02
+    summary = run_over(env, 20, tmp_path)
+    print(f"injected {dict(proxy.injected)}; retries {summary.counts.retries}")
+    assert min(proxy.injected.values(), default=0) > 0, proxy.injected  # each kind happened
+    assert summary.counts.tasks_failed == 0, [t.error for t in summary.failures]
+    assert summary.counts.tasks_done == 20
+    assert not {k: n for k, n in proxy.puts.items() if n > 1}
+    corrupt = [t for t in summary.failures if t.error_type == "CorruptInputError"]
+    assert not corrupt
+
+
 #: The 2-minute outages run with PIXELFLEET_SOAK=1; ``make test`` runs the 20 s forms.
 LONG_FORM = pytest.mark.skipif(
     os.environ.get("PIXELFLEET_SOAK") != "1",
