@@ -15,13 +15,6 @@ from pixelfleet.errors import CorruptInputError, ImageTooLargeError
 from pixelfleet.imagery.thumbnails import render_thumbnail
 from pixelfleet.settings import Settings
 
-
-@pytest.fixture
-def make_photo(tmp_path: Path) -> PhotoFactory:
-    """Factory: save a small photo (see :class:`PhotoFactory`)."""
-    return PhotoFactory(tmp_path)
-
-
 # -- photos ---------------------------------------------------------------------------
 
 

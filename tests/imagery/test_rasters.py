@@ -19,13 +19,6 @@ from pixelfleet.imagery.pictures import fit_size
 from pixelfleet.imagery.thumbnails import render_thumbnail
 from pixelfleet.settings import Settings
 
-
-@pytest.fixture
-def make_tif(tmp_path: Path) -> TifFactory:
-    """Factory: write a small GeoTIFF (see :class:`TifFactory`)."""
-    return TifFactory(tmp_path)
-
-
 # -- rasters: values, bands, masks ----------------------------------------------------
 
 

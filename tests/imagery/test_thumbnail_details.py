@@ -18,18 +18,6 @@ from pixelfleet.settings import Settings
 from pixelfleet.storage.memory import MemoryStorage
 
 
-@pytest.fixture
-def make_tif(tmp_path: Path) -> TifFactory:
-    """Factory: write a small GeoTIFF (see :class:`TifFactory`)."""
-    return TifFactory(tmp_path)
-
-
-@pytest.fixture
-def make_photo(tmp_path: Path) -> PhotoFactory:
-    """Factory: save a small photo (see :class:`PhotoFactory`)."""
-    return PhotoFactory(tmp_path)
-
-
 def jpeg(path: Path, **fields: object) -> np.ndarray:
     """``path``'s JPEG thumbnail (the step's defaults, but for ``fields``) as RGB pixels."""
     options = ThumbnailConfig(key="{stem}.jpg", **fields).to_options()  # type: ignore[arg-type]

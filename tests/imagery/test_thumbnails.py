@@ -27,19 +27,6 @@ from pixelfleet.models import Entry
 from pixelfleet.settings import Settings
 from pixelfleet.storage.memory import MemoryStorage
 
-
-@pytest.fixture
-def make_tif(tmp_path: Path) -> TifFactory:
-    """Factory: write a small GeoTIFF (see :class:`TifFactory`)."""
-    return TifFactory(tmp_path)
-
-
-@pytest.fixture
-def make_photo(tmp_path: Path) -> PhotoFactory:
-    """Factory: save a small photo (see :class:`PhotoFactory`)."""
-    return PhotoFactory(tmp_path)
-
-
 # -- sniffing -------------------------------------------------------------------------
 
 
