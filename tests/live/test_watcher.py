@@ -116,6 +116,15 @@ def test_malformed_and_failed_messages_are_dead_lettered(setup) -> None:  # type
         one = client.get(f"/runs/{run_id}")
         missing = client.get("/runs/no-such-run")
     assert "dead-lettered <strong>3</strong>" in page and "bad.png" in page
+    from pixelfleet.metrics.exposition import make_registry, render
+
+    scraped = render(make_registry())[0].decode()
+    (line,) = [
+        x
+        for x in scraped.splitlines()
+        if x.startswith('pixelfleet_events_total{action="dead_lettered"}')
+    ]
+    assert float(line.split()[-1]) >= 3
     assert one.status_code == 200
     assert "UnsupportedFormatError" in one.text and "bad.png" in one.text
     assert "<svg" in one.text or "nothing to chart" in one.text

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+from pixelfleet import metrics
 from pixelfleet.catalog import Catalog, open_catalog
 from pixelfleet.errors import ItemNotFoundError, PixelfleetError
 from pixelfleet.events import BucketEvent, EventQueue, MemoryQueue, Message, compare_sequencers
@@ -527,6 +528,7 @@ class Watcher:
         self.echo(f"retry     message {tracked.message.id} later: {reason}")
 
     def _log(self, action: str, key: str, detail: str, seconds: float) -> None:
+        metrics.event(action.replace("-", "_"))  # pixelfleet_events_total{action}
         with self._lock:
             counts = self.summary.counts
             counts[action] = counts.get(action, 0) + 1

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: The actions :func:`event` accepts (``pixelfleet_events_total{action=...}``).
-ACTIONS = ("created", "updated", "deleted", "ignored", "dead_lettered")
+ACTIONS = ("created", "updated", "current", "deleted", "ignored", "failed", "dead_lettered")
 #: Upper bounds (seconds) of the task duration histogram's buckets.
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: RunCounts fields that become ``pixelfleet_tasks_total{state=...}`` and
@@ -145,7 +145,7 @@ def labeller_throttle(group: str) -> None:
 
 def event(action: str) -> None:
     """Count one event handled by ``pixelfleet watch``: ``created``, ``updated``,
-    ``deleted``, ``ignored`` or ``dead_lettered`` (:data:`ACTIONS`)."""
+    ``current``, ``deleted``, ``ignored``, ``failed`` or ``dead_lettered`` (:data:`ACTIONS`)."""
     if action not in ACTIONS:
         raise ValueError(f"event action {action!r} is not one of {', '.join(ACTIONS)}")
     _add(("events", action, ""))
