@@ -50,16 +50,22 @@ from pixelfleet.imagery.rasters import GDAL_OPTIONS
 
 
 @dataclass
-class Assembled:
-    """An output put together: its local file and what it holds."""
+class RasterFacts:
+    """What an output raster holds: size, bands, type, overview factors, statistics."""
 
-    path: str
     width: int
     height: int
     bands: int
     dtype: str
     overviews: list[int]
     statistics: list[BandStats]
+
+
+@dataclass
+class Assembled(RasterFacts):
+    """An output put together: what it holds, and its local file."""
+
+    path: str = ""
 
 
 def assemble(
@@ -108,7 +114,7 @@ def assemble(
         write_tiff(final, levels)
     for path in [*(p for paths in level_files for p in paths), *strip_files]:
         os.unlink(path)
-    return Assembled(final, grid.width, grid.height, count, dtype, list(factors), stats)
+    return Assembled(grid.width, grid.height, count, dtype, list(factors), stats, path=final)
 
 
 def _without_tiles(tags: dict[int, Tag]) -> dict[int, Tag]:

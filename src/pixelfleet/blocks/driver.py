@@ -17,15 +17,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pixelfleet.blocks.assemble import Assembled, assemble
+from pixelfleet.blocks.assemble import Assembled, RasterFacts, assemble
 from pixelfleet.blocks.grid import GridSpec, resolve_grid, strip_rows, strips
 from pixelfleet.blocks.pool import StripRunner, parse_executor
 from pixelfleet.blocks.rasters import Opened, raster_info
 from pixelfleet.blocks.spec import Grid, Input, Output, check_resampling, encode_args
-from pixelfleet.blocks.statistics import BandStats
 from pixelfleet.blocks.strips import BlockFunction, RunPlan, StripJob, load_function
 from pixelfleet.errors import ConfigError
 from pixelfleet.registry import load_reference
@@ -34,16 +33,10 @@ from pixelfleet.storage import Storage
 
 
 @dataclass
-class OutputInfo:
-    """What was written for one output."""
+class OutputInfo(RasterFacts):
+    """What was written for one output, and where."""
 
-    url: str
-    width: int
-    height: int
-    bands: int
-    dtype: str
-    overviews: list[int]
-    statistics: list[BandStats]
+    url: str = ""
 
 
 @dataclass
@@ -149,15 +142,8 @@ def apply(
                 url = named_outputs[name].url
                 storage, key = opened.storage(url)
                 storage.write_file(key, result.path, consume=True)
-                written[name] = OutputInfo(
-                    url=url,
-                    width=result.width,
-                    height=result.height,
-                    bands=result.bands,
-                    dtype=result.dtype,
-                    overviews=result.overviews,
-                    statistics=result.statistics,
-                )
+                facts = {f.name: getattr(result, f.name) for f in fields(RasterFacts)}
+                written[name] = OutputInfo(**facts, url=url)
     return ApplyResult(
         grid=computed.grid,
         footprint=computed.footprint,

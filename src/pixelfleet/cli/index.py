@@ -7,7 +7,7 @@ import sys
 import click
 
 from pixelfleet.cli.display import printable
-from pixelfleet.cli.options import executor_option, progress_option, workers_option
+from pixelfleet.cli.options import executor_option, progress_option, set_option, workers_option
 from pixelfleet.humanize import human_seconds
 from pixelfleet.pipeline import load_pipeline
 from pixelfleet.reindex import reindex
@@ -15,7 +15,7 @@ from pixelfleet.reindex import reindex
 
 @click.command()
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="Override a field.")
+@set_option
 @click.option(
     "--threads",
     default=None,

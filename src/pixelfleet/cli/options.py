@@ -41,6 +41,13 @@ executor_option = click.option(
     help="inline | local | dask | dask://host:port, or a fleet sharing a ledger:"
     " aws-batch | fleet-local | fleet (overrides the pipeline's run.executor).",
 )
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Override a pipeline field, e.g. --set steps.0.size=256 (repeatable).",
+)
 workers_option = click.option(
     "--workers", "-w", type=click.IntRange(1, 1024), default=None, help="Worker processes."
 )

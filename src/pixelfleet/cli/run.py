@@ -17,6 +17,7 @@ from pixelfleet.cli.options import (
     progress_option,
     resolve_ledger,
     serving_metrics,
+    set_option,
     workers_option,
 )
 from pixelfleet.executors.launchers import is_launcher, open_launcher
@@ -42,13 +43,7 @@ from pixelfleet.settings import get_settings
 )
 @executor_option
 @workers_option
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="FIELD=VALUE",
-    help="Override a pipeline field, e.g. --set steps.0.size=256 (repeatable).",
-)
+@set_option
 @click.option("--shard", default=None, metavar="i/N", help="Run only shard i of N (by task group).")
 @click.option(
     "--inventory",

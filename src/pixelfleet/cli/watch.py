@@ -10,17 +10,15 @@ from typing import Any
 
 import click
 
-from pixelfleet.cli.options import executor_option, ledger_option, resolve_ledger, workers_option
+from pixelfleet.cli.options import (
+    executor_option,
+    ledger_option,
+    resolve_ledger,
+    set_option,
+    workers_option,
+)
 from pixelfleet.errors import ConfigError
 from pixelfleet.pipeline import Pipeline, load_pipeline
-
-_set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="FIELD=VALUE",
-    help="Override a pipeline field, e.g. --set steps.0.size=256 (repeatable).",
-)
 
 
 def parse_duration(text: str) -> float:
@@ -66,7 +64,7 @@ def parse_duration(text: str) -> float:
 )
 @executor_option
 @workers_option
-@_set_option
+@set_option
 @ledger_option
 def watch(
     pipeline_file: str,
@@ -127,7 +125,7 @@ def watch(
 @click.option("--dry-run", is_flag=True, help="Print what differs; change nothing.")
 @executor_option
 @workers_option
-@_set_option
+@set_option
 @ledger_option
 def reconcile(
     pipeline_file: str,
