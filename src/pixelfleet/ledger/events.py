@@ -53,7 +53,7 @@ class EventRecord:
 
 
 def events_query(
-    run_id: str | None, since: int, actions: Sequence[str], mark: str
+    run_id: str | None, since: int, actions: Sequence[str], mark: str, newest_first: bool = False
 ) -> tuple[str, list[Any]]:
     """The SELECT of :meth:`EventLog.events` and its arguments but the limit, in the
     paramstyle whose placeholder is ``mark`` (``?`` for SQLite, ``%s`` for PostgreSQL)."""
@@ -65,10 +65,12 @@ def events_query(
     if actions:
         where.append(f"action IN ({', '.join([mark] * len(actions))})")
         args.extend(actions)
-    sql = (
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT {mark}"
+    order = "seq DESC" if newest_first else "seq"
+    condition = " AND ".join(where)
+    return (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {condition} ORDER BY {order} LIMIT {mark}",
+        args,
     )
-    return sql, args
 
 
 def event_from_row(r: Sequence[Any]) -> EventRecord:
@@ -100,27 +102,22 @@ class EventLog(ABC):
         since: int = 0,
         actions: Sequence[str] = (),
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
-        """Records after ``since`` (oldest first), of ``run_id`` and ``actions`` if given."""
+        """Records after ``since``, of ``run_id`` and ``actions`` if given: the oldest
+        ``limit`` of them in order, or (``newest_first``) the newest, newest first."""
 
     def last_events(
         self, run_id: str | None = None, actions: Sequence[str] = (), limit: int = 20
     ) -> list[EventRecord]:
         """The newest ``limit`` records (oldest first), for ``status``."""
-        out: list[EventRecord] = []
-        since = 0
-        while True:
-            page = self.events(run_id, since, actions, 1000)
-            if not page:
-                return out[-limit:]
-            out = (out + page)[-limit:]
-            since = page[-1].seq
+        return self.events(run_id, 0, actions, limit, newest_first=True)[::-1]
 
     def latest_seq(self) -> int:
         """The ``seq`` of the newest record (0 when the log is empty): where a reader that
         wants only what comes next starts."""
-        newest = self.last_events(limit=1)
-        return newest[-1].seq if newest else 0
+        newest = self.events(limit=1, newest_first=True)
+        return newest[0].seq if newest else 0
 
     def event_counts(self, run_id: str) -> dict[str, int]:
         """How many records of each action a run has."""

@@ -247,22 +247,19 @@ class MemoryLedger(FleetLedger, EventLog):
                 book.events.append(copy.copy(record))
 
     @override
-    def latest_seq(self) -> int:
-        with self._book.lock:
-            return len(self._book.events)
-
-    @override
     def events(
         self,
         run_id: str | None = None,
         since: int = 0,
         actions: Sequence[str] = (),
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
         book = self._book
         with book.lock:
             out = []
-            for record in book.events[max(0, since) :]:
+            held = book.events[max(0, since) :]
+            for record in reversed(held) if newest_first else held:
                 if (run_id is None or record.run_id == run_id) and (
                     not actions or record.action in actions
                 ):

@@ -633,15 +633,11 @@ class PostgresLedger(FleetLedger, EventLog):
         since: int = 0,
         actions: Sequence[str] = (),
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
-        sql, args = events_query(run_id, since, actions, "%s")
+        sql, args = events_query(run_id, since, actions, "%s", newest_first)
         rows = self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [event_from_row(r) for r in rows]
-
-    @override
-    def latest_seq(self) -> int:
-        row = self._run(lambda c: c.execute("SELECT max(seq) FROM events").fetchone())
-        return int(row[0] or 0)
 
     @override
     def event_counts(self, run_id: str) -> dict[str, int]:

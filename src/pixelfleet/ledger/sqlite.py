@@ -463,17 +463,12 @@ class SqliteLedger(FleetLedger, EventLog):
         since: int = 0,
         actions: Sequence[str] = (),
         limit: int = 100,
+        newest_first: bool = False,
     ) -> list[EventRecord]:
-        sql, args = events_query(run_id, since, actions, "?")
+        sql, args = events_query(run_id, since, actions, "?", newest_first)
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [event_from_row(r) for r in rows]
-
-    @override
-    def latest_seq(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT max(seq) FROM events").fetchone()
-        return int(row[0] or 0)
 
     @override
     def event_counts(self, run_id: str) -> dict[str, int]:
