@@ -142,10 +142,10 @@ def reconcile(
     the three counts and a few examples of each.
     """
     from pixelfleet.catalog import open_catalog
-    from pixelfleet.live.reconcile import compare
+    from pixelfleet.live.reconcile import catalog_url_of, compare
 
     pipeline = load_pipeline(pipeline_file, overrides)
-    section = _catalog_section(pipeline)
+    section = catalog_url_of(pipeline)
     started = time.monotonic()
     with open_catalog(section) as catalog:
         report = compare(pipeline, catalog)
@@ -188,17 +188,6 @@ def _apply(
     click.echo(f"reconciled: {summary.line()} (run {summary.run_id})")
     if summary.counts.get("failed") or summary.counts.get("dead-lettered"):
         sys.exit(1)
-
-
-def _catalog_section(pipeline: Pipeline) -> str:
-    from pixelfleet.settings import get_settings
-
-    if pipeline.catalog is None:
-        raise ConfigError(
-            "reconcile compares the bucket with the catalog, and this pipeline has no "
-            "[catalog] section; add one (url and collection)"
-        )
-    return pipeline.catalog.url or get_settings().catalog_url
 
 
 def _say(line: str) -> None:

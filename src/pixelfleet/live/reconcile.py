@@ -24,12 +24,13 @@ from typing import Any
 
 from pixelfleet.catalog import Catalog
 from pixelfleet.catalog.query import parse_query
+from pixelfleet.errors import ConfigError
 from pixelfleet.events import BucketEvent
 from pixelfleet.models import Entry
 from pixelfleet.ops.base import group_entry, scene_id
 from pixelfleet.pipeline import Pipeline
+from pixelfleet.settings import get_settings
 from pixelfleet.sources.scenes import ScenePattern
-from pixelfleet.storage import Storage
 
 #: Examples kept of each kind, for ``--dry-run``.
 _EXAMPLES = 5
@@ -78,19 +79,22 @@ class ReconcileReport:
         return not (self.new or self.changed or self.deleted)
 
 
-def compare(
-    pipeline: Pipeline, catalog: Catalog | None, source: Storage | None = None
-) -> ReconcileReport:
-    """List the bucket and the catalog and tell what differs (``source`` is unused and
-    kept for callers that hold one; the pipeline's own source lists the bucket)."""
-    del source
-    if catalog is None or pipeline.catalog is None:
-        from pixelfleet.errors import ConfigError
-
+def catalog_url_of(pipeline: Pipeline) -> str:
+    """The catalog reconcile compares with: the pipeline's ``[catalog]`` (its url, else
+    the settings' catalog); a pipeline without one is refused, saying what to add."""
+    if pipeline.catalog is None:
         raise ConfigError(
             "reconcile compares the bucket with the catalog, and this pipeline has no "
             "[catalog] section; add one (url and collection)"
         )
+    return pipeline.catalog.url or get_settings().catalog_url
+
+
+def compare(pipeline: Pipeline, catalog: Catalog | None) -> ReconcileReport:
+    """List the bucket (the pipeline's own source) and the catalog; tell what differs."""
+    catalog_url_of(pipeline)
+    if catalog is None or pipeline.catalog is None:
+        raise ConfigError("reconcile needs the pipeline's catalog open; none was given")
     report = ReconcileReport()
     units = dict(_units(pipeline, report))
     seen: set[str] = set()

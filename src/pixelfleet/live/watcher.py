@@ -614,7 +614,7 @@ class Watcher:
         from pixelfleet.live.reconcile import compare
 
         try:
-            report = compare(self.pipeline, self.catalog, self.source_storage)
+            report = compare(self.pipeline, self.catalog)
         except PixelfleetError as exc:
             self.echo(f"reconcile failed: {exc}")
             return
