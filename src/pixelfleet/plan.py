@@ -144,13 +144,15 @@ def plan_auto(entries: Iterable[Entry], most: int, settings_hash: str) -> Iterat
             or total >= AUTO_BATCH_BYTES
             or zlib.crc32(entry.key.encode("utf-8", "surrogatepass")) % spacing == 0
         ):
-            yield _batch_task(batch, settings_hash)
+            yield batch_task(batch, settings_hash)
             batch, total = [], 0
     if batch:
-        yield _batch_task(batch, settings_hash)
+        yield batch_task(batch, settings_hash)
 
 
-def _batch_task(batch: list[Entry], settings_hash: str) -> Task:
+def batch_task(batch: list[Entry], settings_hash: str) -> Task:
+    """A task of several small objects (a batch of ``auto``, or events waiting together):
+    one object's is the task ``by = "object"`` would make, more are named ``first+N``."""
     if len(batch) == 1:
         return make_task(batch[0].key, batch, settings_hash)
     return make_task(f"{batch[0].key}+{len(batch) - 1}", batch, settings_hash)

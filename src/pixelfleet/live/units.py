@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -17,13 +18,16 @@ class WatchSummary:
 
     run_id: str
     counts: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
+    #: How long the latest settled events took (the newest 10,000: a watcher runs for weeks).
+    latencies: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=10_000)
+    )
     messages: int = 0
 
     def line(self) -> str:
         """One line: ``120 messages: created 80, updated 10, deleted 20, ...``."""
         parts = [f"{name} {n}" for name, n in sorted(self.counts.items()) if n]
-        lat = sorted(self.latencies[-10_000:])
+        lat = sorted(self.latencies)
         tail = ""
         if lat:
             tail = f"; settle p50 {pct(lat, 0.5):.2f} s, p95 {pct(lat, 0.95):.2f} s"

@@ -49,7 +49,7 @@ from pixelfleet.live.units import LiveSource, Part, Tracked, Unit, WatchSummary,
 from pixelfleet.models import Entry, EntryResult, Task, one_line
 from pixelfleet.ops.base import scene_id
 from pixelfleet.pipeline import Pipeline
-from pixelfleet.plan import make_task
+from pixelfleet.plan import batch_task, make_task
 from pixelfleet.runner import Runner
 from pixelfleet.settings import get_settings
 from pixelfleet.sources.listing import compile_globs, extensions_for
@@ -585,7 +585,7 @@ class Watcher:
                 item = self._tasks.get(timeout=0.1 if not batch else 0.0)
             except queue_module.Empty:
                 if batch:
-                    yield self._object_task(batch)
+                    yield batch_task(batch, self.pipeline.settings_hash)
                     batch = []
                     continue
                 if self._receiving_done.is_set() and self._tasks.empty():
@@ -596,12 +596,8 @@ class Watcher:
                 continue
             batch.append(item)
             if len(batch) >= _BATCH:
-                yield self._object_task(batch)
+                yield batch_task(batch, self.pipeline.settings_hash)
                 batch = []
-
-    def _object_task(self, batch: list[Entry]) -> Task:
-        group = batch[0].key if len(batch) == 1 else f"{batch[0].key}+{len(batch) - 1}"
-        return make_task(group, batch, self.pipeline.settings_hash)
 
     # -- reconcile -----------------------------------------------------------------------
 
