@@ -243,7 +243,7 @@ def run_pixelfleet(task: str, paths: dict[str, str], out: Path, workers: int) ->
     )
     info = result.outputs["out"]
     assert info.overviews == rios_levels(info.width, info.height), info.overviews
-    return {"strips": result.strips, "phases": result.phases}
+    return {"strips": result.strips, "phases": result.phases, "timings": result.timings}
 
 
 def _finish_with_gdal(path: Path) -> None:

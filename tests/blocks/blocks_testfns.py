@@ -91,3 +91,25 @@ def accumulate(block: Any, args: Any) -> None:
 def bright(block: Any, args: Any) -> dict[str, np.ndarray]:
     """A mask: band 1 of 'red' over ``args['over']`` (booleans, written as uint8)."""
     return {"mask": block.inputs["red"][0] > args["over"]}
+
+
+def worker_memory_faults(block: Any, args: Any) -> dict[str, np.ndarray]:
+    """Ten times, allocate and touch four 2 MiB arrays at once, then free them (as a block
+    function's temporaries come and go); returns the page faults that took (this
+    process's minor faults, in every pixel of the block)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        scratch = [np.ones(2 * 1024 * 1024 // 8) for _ in range(4)]
+        del scratch
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return {"faults": np.full((1, *block.trim(block.inputs["red"][0]).shape), faults, "f4")}
+
+
+def gdal_cache_bytes(block: Any, args: Any) -> dict[str, np.ndarray]:
+    """The GDAL block cache size the strip set (as a raster of that value, in MiB)."""
+    import rasterio.env
+
+    value = float(rasterio.env.getenv().get("GDAL_CACHEMAX", 0)) / 1024**2
+    return {"cache": np.full((1, *block.trim(block.inputs["red"][0]).shape), value, "f4")}

@@ -322,7 +322,10 @@ def run_strip(
     settings = get_settings()
     grid = plan.grid
     writers: dict[str, StripWriter] = {}
-    env = {**GDAL_OPTIONS, "GDAL_CACHEMAX": plan.gdal_cache_mb}
+    # In bytes: rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, so a bare
+    # 64 was a 64-byte cache, and every tile an overlapping window touched was decoded
+    # again for each window (a 5 x 5 focal mean read its input 5.5 times over, measured).
+    env = {**GDAL_OPTIONS, "GDAL_CACHEMAX": plan.gdal_cache_mb * 1024 * 1024}
     with (
         rasterio.Env(**env),
         Opened(settings, plan.untrusted, roots) as opened,
@@ -409,11 +412,49 @@ def load_function(reference: str) -> BlockFunction:
     return function  # type: ignore[no-any-return]
 
 
+#: glibc's ``mallopt`` parameters (malloc.h): below this size an allocation comes from
+#: the heap, not a mapping of its own; free memory at the heap's top beyond this is
+#: given back to the system.
+_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD = -3, -1
+_MMAP_THRESHOLD = 64 * 1024**2
+_TRIM_THRESHOLD = 128 * 1024**2
+_malloc_tuned = False
+
+
+def reuse_block_memory() -> bool:
+    """Have this worker process reuse freed block-sized memory instead of mapping it anew.
+
+    A block's arrays are megabytes each (a 516 x 516 float64 is 2 MB), above glibc's
+    default mapping threshold, so each was a fresh ``mmap`` whose pages the kernel
+    zeroed on first touch and unmapped on free: for the benchmark's 5 x 5 focal mean,
+    1.5 s of kernel time in 2.3 s of the function's CPU (measured; 0.7 s with this).
+    Raising the threshold to 64 MiB keeps such arrays in the heap, which the next block
+    reuses; memory is still bounded by the blocks in flight, and above 128 MiB of free
+    heap the rest is returned. Worker processes only (the driver is the user's own
+    process); without glibc (musl, macOS) nothing is changed. Returns whether it was set.
+    """
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    _malloc_tuned = bool(
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
+    return _malloc_tuned
+
+
 def run_strip_json(payload: str) -> str:
     """The worker entry point: a JSON job (``{"plan": ..., "job": ...}``) in, JSON out.
 
     Errors are answered, not raised: ``{"error": {"type", "message", "permanent"}}``.
     """
+    reuse_block_memory()
     data = json.loads(payload)
     try:
         plan = RunPlan.from_dict(data["plan"])
