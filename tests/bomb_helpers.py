@@ -1,5 +1,7 @@
-"""Decompression bombs built at test time: tiled GeoTIFFs of deflated zeros, written by
-hand so that a file that decodes to gigabytes takes a fraction of a second to make.
+"""Hostile files built at test time: decompression bombs (tiled GeoTIFFs of deflated
+zeros, PNGs of zeros), images whose headers claim absurd sizes, PNG text-chunk bombs and
+VRTs that point elsewhere, written by hand so that a file that decodes to gigabytes takes
+a fraction of a second to make.
 
 A deflate stream of zeros is made of one compressed megabyte-sized chunk repeated:
 after a full flush, zlib's output for the same input is the same bytes, and the Adler-32
@@ -9,8 +11,10 @@ offset points at one compressed tile), which libtiff and GDAL accept.
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,32 +23,38 @@ _CHUNK = 16 * 1024**2  # zeros per repeated deflate chunk
 
 #: TIFF sample format and bits of each numpy type the writer knows.
 _SAMPLE = {
+    "int8": (2, 8),
     "uint8": (1, 8),
     "uint16": (1, 16),
     "int16": (2, 16),
+    "uint32": (1, 32),
+    "int32": (2, 32),
     "float32": (3, 32),
     "float64": (3, 64),
+    "complex64": (6, 64),  # complex float32 (SAR)
 }
 
 
 def deflated_zeros(nbytes: int) -> bytes:
     """A zlib stream that inflates to ``nbytes`` zero bytes, built in well under a second."""
-    co = zlib.compressobj(9)
-    head = co.compress(b"") + co.flush(zlib.Z_SYNC_FLUSH)  # the 2-byte zlib header
     whole, rest = divmod(nbytes, _CHUNK)
-    parts = [head]
+    parts = [b"\x78\xda"]  # the zlib header of level 9
     if whole:
-        chunk = zlib.compressobj(9)
-        body = chunk.compress(bytes(_CHUNK)) + chunk.flush(zlib.Z_FULL_FLUSH)
-        body = body[2:]  # without its own zlib header
-        parts.append(body * whole)
+        parts.append(_deflated_block(_CHUNK) * whole)
     if rest:
-        tail = zlib.compressobj(9)
-        parts.append((tail.compress(bytes(rest)) + tail.flush(zlib.Z_FULL_FLUSH))[2:])
+        parts.append(_deflated_block(rest))
     parts.append(b"\x03\x00")  # a final, empty fixed-Huffman block
     adler = ((nbytes % 65521) << 16) | 1  # Adler-32 of n zero bytes: a = 1, b = n
     parts.append(struct.pack(">I", adler))
     return b"".join(parts)
+
+
+@functools.cache
+def _deflated_block(nbytes: int) -> bytes:
+    """``nbytes`` zeros as raw deflate blocks ending on a byte boundary (a full flush),
+    so that copies of it follow one another in one stream."""
+    co = zlib.compressobj(9)
+    return (co.compress(bytes(nbytes)) + co.flush(zlib.Z_FULL_FLUSH))[2:]  # no zlib header
 
 
 def write_zero_tiff(
@@ -133,3 +143,111 @@ ISSUE_BOMBS = [
 def write_issue_bombs(folder: Path) -> list[Path]:
     """Write the three single-tile bombs of issue 12 into ``folder``."""
     return [write_zero_tiff(folder / name, w, h, b, t) for name, w, h, b, t in ISSUE_BOMBS]
+
+
+#: One single-tile bomb of each sample type the writer knows, each 1 GiB or more decoded
+#: (16384 x 16384 pixels): (name, width, height, bands, dtype).
+DTYPE_BOMBS = [
+    (f"bomb-{b}x{dtype}.tif", 16384, 16384, b, dtype)
+    for dtype, b in [
+        ("int8", 4),
+        ("uint8", 4),
+        ("uint16", 2),
+        ("int16", 2),
+        ("uint32", 1),
+        ("int32", 1),
+        ("float32", 1),
+        ("float64", 1),
+        ("complex64", 1),
+    ]
+]
+
+
+def write_tiled_giant(path: Path, side: int, tile: int = 4096) -> Path:
+    """A one-band uint8 GeoTIFF ``side`` x ``side`` pixels whose tiles all share one
+    deflated tile of zeros: a dimension bomb a few hundred kilobytes long."""
+    return write_zero_tiff(path, side, side, 1, "uint8", tile=tile)
+
+
+# -- photos --------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body, CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def write_png(
+    path: Path,
+    width: int,
+    height: int,
+    colour: int = 0,
+    before: Sequence[bytes] = (),
+    idat: bytes | None = None,
+) -> Path:
+    """A PNG of zeros (``colour``: 0 grey, 2 RGB, 6 RGBA; 8 bits), with the chunks
+    ``before`` its pixels. ``idat`` replaces the pixel data (e.g. a stub for a PNG whose
+    header alone is the bomb)."""
+    channels = {0: 1, 2: 3, 6: 4}[colour]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    if idat is None:
+        idat = deflated_zeros(height * (1 + width * channels))  # filter byte 0 + zeros
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header))
+        for chunk in before:
+            f.write(chunk)
+        f.write(png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
+    return path
+
+
+def ztxt(keyword: bytes, nbytes: int) -> bytes:
+    """A zTXt chunk whose text inflates to ``nbytes`` zero bytes."""
+    return png_chunk(b"zTXt", keyword + b"\x00\x00" + deflated_zeros(nbytes))
+
+
+def itxt(keyword: bytes, nbytes: int) -> bytes:
+    """A compressed iTXt chunk whose text inflates to ``nbytes`` zero bytes."""
+    return png_chunk(b"iTXt", keyword + b"\x00\x01\x00\x00\x00" + deflated_zeros(nbytes))
+
+
+def text(keyword: bytes, nbytes: int) -> bytes:
+    """A tEXt chunk of ``nbytes`` letters."""
+    return png_chunk(b"tEXt", keyword + b"\x00" + b"a" * nbytes)
+
+
+def write_jpeg_header(path: Path, width: int, height: int) -> Path:
+    """A JPEG that is only a header claiming ``width`` x ``height`` (SOI, a quantisation
+    table, SOF0, a Huffman table stub, no scan): a dimension bomb of 200 bytes."""
+    dqt = b"\xff\xdb" + struct.pack(">H", 67) + b"\x00" + bytes(range(1, 65))
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    path.write_bytes(b"\xff\xd8" + dqt + sof + b"\xff\xd9")
+    return path
+
+
+def write_gif_header(path: Path, width: int, height: int) -> Path:
+    """A GIF whose logical screen is ``width`` x ``height``, with one 1 x 1 frame."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00" * 6
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    path.write_bytes(screen + frame + b"\x3b")
+    return path
+
+
+def write_bmp_header(path: Path, width: int, height: int) -> Path:
+    """A 24-bit BMP whose header claims ``width`` x ``height`` and holds 16 bytes of pixels."""
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, 0, 2835, 2835, 0, 0)
+    head = b"BM" + struct.pack("<IHHI", 14 + 40 + 16, 0, 0, 14 + 40)
+    path.write_bytes(head + info + bytes(16))
+    return path
+
+
+# -- VRTs ----------------------------------------------------------------------------------
+
+
+def vrt_to(source: str, relative: bool = False) -> str:
+    """A one-band GDAL VRT reading its pixels from ``source`` (a path or a URL)."""
+    return (
+        '<VRTDataset rasterXSize="64" rasterYSize="64">'
+        '<VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="{int(relative)}">{source}</SourceFilename>'
+        "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>\n"
+    )

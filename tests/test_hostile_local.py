@@ -1,7 +1,8 @@
 """A hostile local bucket: names that are not UTF-8, symbolic links, FIFOs; file modes.
 
-Each odd file becomes one failed object with a reason that names it and says what to
-do; the good files are all processed, and a rerun behaves the same (issue 12).
+A name that is not UTF-8 becomes one failed object, and a symbolic link or a FIFO one
+skipped object, each with a reason that names it and says what to do; the good files
+are all processed, and a rerun behaves the same (issue 12).
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fleet_helpers import make_fleet_bucket
 from pixelfleet.cli.main import cli
 from pixelfleet.errors import ObjectNotFoundError, UnsafeKeyError
+from pixelfleet.executors.launchers import ExternalLauncher
+from pixelfleet.fleet.driver import FleetDriver
+from pixelfleet.ledger import open_ledger
+from pixelfleet.models import Entry
+from pixelfleet.pipeline import Partition, load_pipeline
+from pixelfleet.plan import plan, skip_reason
 from pixelfleet.sources.listing import ListingSource
 from pixelfleet.storage import open_storage
 from pixelfleet.storage.base import check_key
@@ -116,8 +124,15 @@ def test_symlinks_are_listed_as_themselves_and_never_followed(tmp_path: Path, bu
     (bucket / "loop.jpg").symlink_to(bucket / "loop.jpg")
     (bucket / "linked").symlink_to(tmp_path, target_is_directory=True)
     storage = open_storage(str(bucket))
-    keys = [e.key for e in storage.scan()]
-    assert keys == ["a.jpg", "in.jpg", "linked", "loop.jpg", "out.jpg", "sub/b.jpg"]
+    listed = {e.key: e.skip for e in storage.scan()}
+    assert list(listed) == ["a.jpg", "in.jpg", "linked", "loop.jpg", "out.jpg", "sub/b.jpg"]
+    assert listed["a.jpg"] is None and listed["sub/b.jpg"] is None
+    assert listed["out.jpg"] == (
+        f"symbolic link to {secret} (not followed: it could point outside the bucket;"
+        " put the file itself there to process it)"
+    )
+    assert listed["linked"] is not None and f"symbolic link to {tmp_path} " in listed["linked"]
+    assert listed["loop.jpg"] is not None and listed["in.jpg"] is not None
     for key in ("out.jpg", "in.jpg", "loop.jpg", "linked"):
         for call in (storage.head, storage.read, storage.local_path):
             with pytest.raises(UnsafeKeyError, match=r"symbolic link .*exclude glob"):
@@ -128,28 +143,94 @@ def test_symlinks_are_listed_as_themselves_and_never_followed(tmp_path: Path, bu
         storage.read("linked/secret.jpg")  # a key through the linked folder
 
 
-def test_a_run_reports_each_symlink_with_its_reason(tmp_path: Path, bucket: Path) -> None:
+@pytest.mark.parametrize("partition", ["object", "auto"])
+def test_a_run_skips_each_symlink_with_its_reason(
+    tmp_path: Path, bucket: Path, partition: str
+) -> None:
     secret = tmp_path / "secret.jpg"
     shutil.copy(FLOWER, secret)
     (bucket / "sub" / "out.jpg").symlink_to(secret)
     (bucket / "in.jpg").symlink_to("a.jpg")
-    result = CliRunner().invoke(cli, ["run", write_pipeline(tmp_path, bucket, "**/*.jpg")])
-    assert result.exit_code == 1, result.output
-    assert "2 written" in result.output and "2 failed" in result.output
-    reasons = [x for x in result.output.splitlines() if "symbolic link" in x]
-    assert len(reasons) == 2
-    assert any(x.strip().startswith("in.jpg: UnsafeKeyError") for x in reasons)
-    assert any(x.strip().startswith("sub/out.jpg: UnsafeKeyError") for x in reasons)
+    pipeline = write_pipeline(tmp_path, bucket, "**/*.jpg")
+    Path(pipeline).write_text(
+        Path(pipeline).read_text().replace('by = "object"', f'by = "{partition}"')
+    )
+    runner = CliRunner()
+    for attempt in ("first", "rerun"):
+        result = runner.invoke(cli, ["run", pipeline])
+        assert result.exit_code == 0, (attempt, result.output)  # skipped is not failed
+        assert "0 failed" in result.output, result.output
+        assert "skipped: 2 objects not read" in result.output
+        reasons = [x.strip() for x in result.output.splitlines() if "symbolic link" in x]
+        assert reasons == [
+            "in.jpg: symbolic link to a.jpg (not followed: it could point outside the bucket;"
+            " put the file itself there to process it)",
+            f"sub/out.jpg: symbolic link to {secret} (not followed: it could point outside the"
+            " bucket; put the file itself there to process it)",
+        ]
     assert sorted(p.name for p in (tmp_path / "out").rglob("*.jpg")) == [
         "a.thumb.jpg",
         "b.thumb.jpg",
     ]
+    status = runner.invoke(cli, ["status"])
+    assert status.exit_code == 0, status.output
+    assert "skipped: 2 objects not read" in status.output
+    assert f"sub/out.jpg: symbolic link to {secret}" in status.output
+    shown = json.loads(runner.invoke(cli, ["status", "--json"]).output)
+    assert shown["counts"]["objects_refused"] == 2 and shown["counts"]["objects_failed"] == 0
+    assert shown["tasks"]["skipped"] == 2 and shown["failures"] == []
+    assert [(s["key"], s["reason"].split(" (")[0]) for s in shown["skipped"]] == [
+        ("in.jpg", "symbolic link to a.jpg"),
+        ("sub/out.jpg", f"symbolic link to {secret}"),
+    ]
+    dry = runner.invoke(cli, ["run", pipeline, "--dry-run"])
+    assert "2 objects would be skipped unread" in dry.output, dry.output
+
+
+@pytest.mark.parametrize(
+    "partition",
+    [
+        Partition(by="object"),
+        Partition(by="auto", size=4),
+        Partition(by="prefix", depth=1),
+        Partition(by="count", size=2),
+        Partition(by="scene", pattern="{scene}_B{band}.TIF"),
+    ],
+    ids=lambda p: p.by,
+)
+def test_planning_puts_each_skipped_entry_in_a_task_of_its_own(partition: Partition) -> None:
+    keys = ["a/s1_B1.TIF", "a/s1_B2.TIF", "a/s2_B1.TIF", "b/s3_B1.TIF", "b/s3_B2.TIF"]
+    readable = [Entry(k, 10, f"e{i}") for i, k in enumerate(keys)]
+    links = [Entry("a/s1_B3.TIF", 9, "l1", skip="link"), Entry("b/z_B1.TIF", 9, "l2", skip="l")]
+    mixed = sorted([*readable, *links], key=lambda e: e.key)
+    tasks = list(plan(mixed, partition, "s"))
+    alone = [t for t in tasks if skip_reason(t) is not None]
+    assert [(t.group, t.entries) for t in alone] == [(e.key, (e,)) for e in links]
+    assert [t for t in tasks if t not in alone] == list(plan(readable, partition, "s"))
+
+
+def test_a_fleet_plan_records_a_symlink_as_skipped_not_as_work(tmp_path: Path) -> None:
+    bucket = make_fleet_bucket(tmp_path, 3)
+    (tmp_path / "src" / "obj-link.txt").symlink_to(tmp_path / "p.toml")
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    with open_ledger(url) as ledger:
+        run_id = FleetDriver(
+            load_pipeline(str(bucket.pipeline)), ledger, url, ExternalLauncher(), "fleet-local",
+            follow=False, progress=False,
+        ).run().run_id  # fmt: skip
+        assert ledger.state_counts(run_id) == {"pending": 3, "skipped": 1}
+        (skipped,) = ledger.find_tasks(run_id, ["skipped"])
+        assert skipped.group == "obj-link.txt"
+        assert skipped.error is not None and skipped.error.startswith("symbolic link to ")
+        counts = ledger.get_run(run_id).counts
+        assert counts.objects_refused == 1 and counts.tasks_planned == 3
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path, bucket: Path) -> None:
     os.mkfifo(bucket / "pipe.jpg")
     storage = open_storage(str(bucket))
-    assert "pipe.jpg" in [e.key for e in storage.scan()]
+    listed = {e.key: e.skip for e in storage.scan()}
+    assert listed["pipe.jpg"] == "a named pipe (FIFO), not a regular file (never read)"
     done = threading.Event()
 
     def read() -> None:
@@ -163,12 +244,55 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path, bucket: Path) -> Non
     assert done.is_set(), "reading a FIFO blocked"
 
 
-def test_listing_source_passes_odd_names_on_for_their_tasks_to_fail(bucket: Path) -> None:
+def test_listing_source_passes_odd_names_on_for_the_runner_to_report(bucket: Path) -> None:
     with open(os.path.join(os.fsencode(bucket), BAD_NAME), "wb") as f:
         f.write(b"x")
     (bucket / "link.png").symlink_to("/etc/hostname")
-    keys = [e.key for e in ListingSource(str(bucket), ["**/*.png"]).entries()]
-    assert keys == ["bad\\xff.png", "link.png"]
+    (bucket / "excluded.png").symlink_to("/etc/hostname")
+    source = ListingSource(str(bucket), ["**/*.png"], exclude=["excluded.*"])
+    listed = [(e.key, e.skip is not None) for e in source.entries()]
+    assert listed == [("bad\\xff.png", False), ("link.png", True)]  # the first fails its task
+
+
+def make_deep(root: Path, names: list[str], leaf: bytes) -> None:
+    """Folders ``names`` nested in ``root``, made one below the other through descriptors
+    (their whole path may be longer than the system's limit), and ``leaf.jpg`` in the last."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        out = os.open("leaf.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, leaf)
+        os.close(out)
+    finally:
+        os.close(fd)
+
+
+def test_a_bucket_thousands_of_folders_deep_is_listed(tmp_path: Path) -> None:
+    make_deep(tmp_path, ["d"] * 1900, b"x")  # once a RecursionError that ended the run
+    (entry,) = open_storage(str(tmp_path)).scan()
+    assert entry.key == "d/" * 1900 + "leaf.jpg" and entry.skip is None
+
+
+def test_a_folder_whose_path_is_too_long_is_one_skipped_entry(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    shutil.copy(FLOWER, bucket / "a.jpg")
+    make_deep(bucket, [f"{i:02d}" + "x" * 98 for i in range(60)], b"x")  # > PATH_MAX
+    listed = list(ListingSource(str(bucket), ["**/*.jpg"]).entries())  # once an OSError
+    folder, good = listed
+    assert good.key == "a.jpg" and good.skip is None
+    assert folder.key.endswith("x/") and folder.key.count("/") < 60
+    assert folder.skip is not None and folder.skip.startswith(
+        "folder that cannot be listed (File name too long: its path is longer than this system"
+    )
+    first = folder.key.split("/")[0]
+    assert [e.key for e in ListingSource(str(bucket), exclude=[f"{first}/**"]).entries()] == [
+        "a.jpg"
+    ]
 
 
 def test_missing_objects_and_folders_are_still_not_objects(bucket: Path) -> None:

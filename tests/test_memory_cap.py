@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import rasterio
 from affine import Affine
 
 from bomb_helpers import ISSUE_BOMBS, write_issue_bombs, write_zero_tiff
+from memory_helpers import PeakRss
 from pixelfleet.errors import ConfigError, ImageTooLargeError, MemoryCapError
 from pixelfleet.imagery.memory import DecodeBudget, budget_bytes, over_budget_message
 from pixelfleet.imagery.pictures import ThumbnailOptions
@@ -147,37 +147,6 @@ print("alive")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("MemoryCapError"), out.stdout
     assert "600.0 MB" in out.stdout and out.stdout.strip().endswith("alive")
-
-
-class PeakRss:
-    """Polls the peak resident size (VmHWM) of every descendant of this process."""
-
-    def __init__(self) -> None:
-        self.peaks: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            for child in me.children(recursive=True):
-                try:
-                    with open(f"/proc/{child.pid}/status") as f:
-                        for line in f:
-                            if line.startswith("VmHWM:"):
-                                kb = int(line.split()[1])
-                                self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), kb * 1024)
-                except OSError:
-                    continue  # gone
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def test_a_run_over_the_bombs_keeps_every_worker_under_the_cap(tmp_path: Path) -> None:

@@ -26,6 +26,10 @@ class Entry:
     etag: str
     mtime: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict, compare=False)
+    #: Why the object is listed but must never be read (a symbolic link or a FIFO in a
+    #: local folder), else None. The runner records such an entry as skipped with this
+    #: reason, and never gives it to a worker. Not part of :meth:`to_dict`.
+    skip: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the entry as a JSON-compatible dict (metadata left out)."""
@@ -96,6 +100,9 @@ class OutputRecord:
     roles: list[str] | None = None
     title: str | None = None
     asset: str | None = None
+    #: More fields of the output's STAC asset, such as a composite's ``raster:bands``
+    #: (statistics and a histogram per channel); kept in the object's metadata too.
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,6 +190,9 @@ class RunCounts:
     objects_unrendered: int = 0  # ``index``: items whose outputs are not made (or current) yet
     tasks_retried: int = 0  # by ``pixelfleet retry``
     requests: int = 0  # storage requests the workers made (as their results report them)
+    #: Listed but never read, with a reason (``Entry.skip``: a symbolic link, a FIFO):
+    #: skipped, not failed.
+    objects_refused: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """The counts as JSON-ready numbers."""

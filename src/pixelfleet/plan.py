@@ -13,6 +13,10 @@ key alone (a hash of the key, one key in ``size / 2`` on average), not by counti
 from the start of the listing: an object added to or removed from a bucket changes
 the batch it falls in, not every batch after it, so a rerun after one upload redoes
 one task, not all of them.
+
+An entry the source marks as never to be read (``Entry.skip``: a symbolic link in a
+local folder) joins no group: it becomes a task of its own, which the runner records
+as skipped with the reason, never running it (:func:`skip_reason`).
 """
 
 from __future__ import annotations
@@ -61,7 +65,41 @@ def make_task(group: str, entries: list[Entry], settings_hash: str) -> Task:
     return Task(id=ident, group=group, entries=tuple(entries))
 
 
+def skip_reason(task: Task) -> str | None:
+    """Why a task must not run (its one entry is marked ``Entry.skip``), else None."""
+    entries = task.entries
+    return entries[0].skip if len(entries) == 1 else None
+
+
 def plan(
+    entries: Iterable[Entry],
+    partition: Partition,
+    settings_hash: str,
+    stats: PlanStats | None = None,
+) -> Iterator[Task]:
+    """Group entries into tasks (:func:`group_entries`); an entry marked ``skip`` is a task of its
+    own (the one ``by = "object"`` would make), handed out before the next group."""
+    if partition.by == "object":  # every entry is a task of its own already
+        yield from plan_objects(entries, settings_hash)
+        return
+    aside: list[Task] = []
+
+    def readable() -> Iterator[Entry]:
+        for entry in entries:
+            if entry.skip is None:
+                yield entry
+            else:
+                aside.append(make_task(entry.key, [entry], settings_hash))
+
+    for task in group_entries(readable(), partition, settings_hash, stats):
+        if aside:
+            yield from aside
+            aside.clear()
+        yield task
+    yield from aside
+
+
+def group_entries(
     entries: Iterable[Entry],
     partition: Partition,
     settings_hash: str,

@@ -29,14 +29,14 @@ from typing import Any
 from pixelfleet import metrics
 from pixelfleet.catalog import Catalog
 from pixelfleet.catalog.indexer import ItemIndexer
-from pixelfleet.errors import ConfigError, TaskTimeoutError, WorkerLostError
+from pixelfleet.errors import ConfigError, InputError, TaskTimeoutError, WorkerLostError
 from pixelfleet.executors import Executor, Job, open_executor, parse_executor
 from pixelfleet.ledger import Ledger, RunRecord, TaskRecord, TaskStats
 from pixelfleet.ledger.base import HEARTBEAT_SECONDS
 from pixelfleet.models import Entry, EntryResult, RunCounts, Task, TaskResult
-from pixelfleet.ops.base import Mode
+from pixelfleet.ops.base import Mode, OpContext
 from pixelfleet.pipeline import Partition, Pipeline, pipeline_from_dict
-from pixelfleet.plan import PlanStats, in_shard, plan
+from pixelfleet.plan import PlanStats, in_shard, plan, skip_reason
 from pixelfleet.settings import get_settings
 from pixelfleet.sources.base import Source
 from pixelfleet.storage import open_storage
@@ -70,6 +70,8 @@ class RunSummary:
     failures: list[TaskRecord] = field(default_factory=list)
     #: Task time percentiles and error kinds over the run's settled tasks.
     stats: TaskStats | None = None
+    #: Objects listed but never read (the first 20), each with its reason in ``error``.
+    skipped: list[TaskRecord] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -87,6 +89,62 @@ class DryRunReport:
     already_done: int = 0
     sample: list[Task] = field(default_factory=list)
     unmatched: int = 0  # objects no scene pattern matched (scene partitions)
+    refused: int = 0  # objects that would be skipped unread (``Entry.skip``), not counted above
+
+
+#: A dry run checks the steps against at most this many sampled tasks (headers only).
+_CHECKED_TASKS = 8
+
+
+class InputCheck:
+    """A dry run's check of the steps against real inputs (:meth:`Op.check_inputs
+    <pixelfleet.ops.base.Op.check_inputs>`): the first task, then each task that brings
+    a file type (extension) not seen yet, with only those new objects for per-object
+    steps; at most :data:`_CHECKED_TASKS` tasks, reading headers only."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.ops = pipeline.make_ops()
+        self.kinds: set[str] = set()
+        self.checked = 0
+        self._ctx: OpContext | None = None
+
+    def __call__(self, task: Task) -> None:
+        """Check ``task`` if it brings a new file type; a step whose settings do not fit
+        raises a ``ConfigError`` naming the pipeline file and the step."""
+        if self.checked >= _CHECKED_TASKS or not task.entries:
+            return
+        fresh = {}
+        for entry in task.entries:
+            kind = os.path.splitext(entry.key)[1].lower()
+            if kind not in self.kinds and kind not in fresh:
+                fresh[kind] = entry
+        if not fresh:
+            return
+        self.kinds.update(fresh)
+        self.checked += 1
+        group = task.group or task.entries[0].key
+        for i, op in enumerate(self.ops):
+            sample = task.entries if op.scope == "task" else tuple(fresh.values())
+            try:
+                op.check_inputs(self.context(), group, sample)
+            except ConfigError as exc:
+                where = self.pipeline.path or "pipeline"
+                raise ConfigError(f"{where}: steps[{i}] ({op.name}): {exc}") from None
+            except InputError:
+                continue  # a bad object, not a bad setting: it fails on its own in the run
+
+    def context(self) -> OpContext:
+        """What the checks read through: the source; outputs go nowhere (none are written)."""
+        if self._ctx is None:
+            settings = self.pipeline.run.worker_settings(get_settings())
+            self._ctx = OpContext(
+                source=open_storage(self.pipeline.source.url, settings),
+                output=open_storage("memory://pixelfleet-dry-run", settings),
+                settings=settings,
+                scene_pattern=self.pipeline.source.partition.pattern,
+            )
+        return self._ctx
 
 
 def new_run_id() -> str:
@@ -180,15 +238,23 @@ class Runner:
         return tasks
 
     def dry_run(self, sample: int = 10) -> DryRunReport:
-        """Count tasks, objects and bytes, and how many tasks are already done; write nothing."""
+        """Count tasks, objects and bytes, and how many tasks are already done; write nothing.
+
+        The steps are checked against a sample of the inputs too (:class:`InputCheck`): a
+        setting no input can satisfy raises a ``ConfigError``, as the run would fail."""
         report = DryRunReport()
         stats = PlanStats()
+        check = InputCheck(self.pipeline)
         for chunk in _chunks(self.planned_tasks(stats), _CHUNK):
             done = self.ledger.done_ids([t.id for t in chunk])
             for task in chunk:
+                if skip_reason(task) is not None:
+                    report.refused += 1
+                    continue
                 report.tasks += 1
                 report.objects += len(task.entries)
                 report.bytes += task.size
+                check(task)
                 if task.id in done:
                     report.already_done += 1
                 elif len(report.sample) < sample:
@@ -284,6 +350,9 @@ class Runner:
         record.state = "failed" if run.counts.tasks_failed else "done"
         self.ledger.save_run(record)
         failures = self.ledger.find_tasks(record.run_id, ["failed"], limit=20)
+        skipped = []
+        if run.counts.objects_refused:
+            skipped = self.ledger.find_tasks(record.run_id, ["skipped"], limit=20)
         return RunSummary(
             run_id=record.run_id,
             state=record.state,
@@ -293,6 +362,7 @@ class Runner:
             counts=run.counts,
             failures=failures,
             stats=self.ledger.task_stats(record.run_id),
+            skipped=skipped,
         )
 
 
@@ -417,6 +487,13 @@ class _Execution:
         for task in chunk:
             if task.id in done:
                 continue
+            reason = skip_reason(task)
+            if reason is not None:  # never read: recorded as skipped, with the reason
+                self.unsaved[task.id] = skipped_record(task, reason)
+                counts.objects_refused += 1
+                if self.acks:
+                    self.settled.append((task.entries[0], None))
+                continue
             rec = self.by_id.get(task.id) or TaskRecord.pending(task)
             rec.state, rec.attempts, rec.updated = "running", 0, time.time()
             self.inflight[task.id] = rec
@@ -428,7 +505,7 @@ class _Execution:
         if bar is not None:  # the total grows while the source still yields
             if self.feed is not None and self.feed.ended:
                 bar.set_description("pixelfleet", refresh=False)
-            bar.total = counts.tasks_planned - counts.tasks_skipped
+            bar.total = counts.tasks_planned - counts.tasks_skipped - counts.objects_refused
             bar.refresh()
 
     def _payload(self, task: Task) -> str:
@@ -548,6 +625,15 @@ class _Execution:
             self.bar.close()
         if self.indexer is not None:
             self.indexer.close()
+
+
+def skipped_record(task: Task, reason: str) -> TaskRecord:
+    """The ledger's record of a task never run because its one object must not be read
+    (``Entry.skip``): state ``skipped``, the reason as its error. Such a task is never
+    ``done``, so every run lists and reports the object again."""
+    rec = TaskRecord.pending(task)
+    rec.state, rec.updated, rec.error = "skipped", time.time(), reason
+    return rec
 
 
 def _outcomes(

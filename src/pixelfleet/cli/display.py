@@ -74,6 +74,18 @@ def show_failures(failures: list[TaskRecord], limit: int = 10) -> None:
             shown += 1
 
 
+def show_skipped(skipped: list[TaskRecord], total: int, limit: int = 10) -> None:
+    """Objects listed but never read (symbolic links...), one line each with the reason."""
+    click.echo(
+        f"  skipped: {plural(total, 'object')} not read (not a failure; the reason for each):"
+    )
+    for task in skipped[:limit]:
+        key = task.entries[0]["key"] if task.entries else task.group
+        click.echo(f"    {printable(key)}: {printable(task.error or '')}")
+    if total > min(limit, len(skipped)):
+        click.echo(f"    ... and {total - min(limit, len(skipped))} more")
+
+
 def show_summary(summary: RunSummary) -> None:
     """The end-of-run summary."""
     c = summary.counts
@@ -98,6 +110,8 @@ def show_summary(summary: RunSummary) -> None:
             f"  missing: {plural(c.objects_missing, 'object')} skipped-missing"
             " (listed, but gone when read: not a failure)"
         )
+    if c.objects_refused:
+        show_skipped(summary.skipped, c.objects_refused)
     click.echo(f"  outputs: {printable(where(summary.output_url))}")
     if c.items_indexed:
         click.echo(f"  catalog: {c.items_indexed} STAC items indexed")
@@ -165,6 +179,11 @@ def show_dry_run(report: DryRunReport) -> None:
         click.echo(
             f"  {plural(report.unmatched, 'object')} matched no scene pattern and were left out"
         )
+    if report.refused:
+        click.echo(
+            f"  {plural(report.refused, 'object')} would be skipped unread (symbolic links or"
+            " other files that are not regular files)"
+        )
 
 
 def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
@@ -183,6 +202,9 @@ def show_run(ledger: Ledger, run: RunRecord, limit: int) -> None:
     click.echo(f"  tasks:    {', '.join(parts)}, {skipped} already done (skipped)")
     if run.counts.objects_missing:
         click.echo(f"  objects:  {run.counts.objects_missing} skipped-missing (gone when read)")
+    if run.counts.objects_refused:
+        unread = ledger.find_tasks(run.run_id, ["skipped"], limit=limit)
+        show_skipped(unread, run.counts.objects_refused, limit)
     failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
     if failed:
         click.echo("  failures:")

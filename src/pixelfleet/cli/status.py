@@ -1,5 +1,6 @@
 """``pixelfleet status [RUN]``: task counts by state, task time percentiles, bytes and
-requests per object, error kinds, and failures with their reasons."""
+requests per object, error kinds, failures with their reasons, and the objects skipped
+unread (symbolic links) with theirs."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
         stats = ledger.task_stats(run.run_id)
         if as_json:
             failed = ledger.find_tasks(run.run_id, ["failed"], limit=limit)
+            skipped = []
+            if run.counts.objects_refused:
+                skipped = ledger.find_tasks(run.run_id, ["skipped"], limit=limit)
             click.echo(
                 json.dumps(
                     {
@@ -58,6 +62,11 @@ def status(run_id: str | None, limit: int, as_json: bool, ledger_url: str | None
                                 "objects": t.failures,
                             }
                             for t in failed
+                        ],
+                        # Objects listed but never read (symbolic links), with the reason.
+                        "skipped": [
+                            {"task_id": t.task_id, "key": t.group, "reason": t.error}
+                            for t in skipped
                         ],
                     },
                     indent=2,

@@ -14,6 +14,7 @@ from pixelfleet.cli.options import resolve_ledger
 from pixelfleet.errors import ConfigError, LedgerUnavailableError
 from pixelfleet.executors.launchers import EXIT_RETRY
 from pixelfleet.fleet.worker import DRAIN, LEASE, FleetWorker
+from pixelfleet.imagery.memory import guard_this_process
 from pixelfleet.ledger import FleetLedger
 
 
@@ -90,6 +91,9 @@ def worker(
         started = time.monotonic()
         where = f" (array index {shard})" if shard else ""
         _say(f"worker {fleet.worker_id}{where} on run {run.run_id}")
+        # This process exists to run tasks: the memory cap becomes its hard limit at the
+        # first decode, as in the local executor's workers (imagery/memory.py).
+        guard_this_process()
         report = fleet.run()
     _say(
         f"worker {report.worker_id}: {report.tasks_done} tasks done, {report.tasks_failed}"

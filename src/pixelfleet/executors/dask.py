@@ -15,6 +15,14 @@ What Dask does differently from the local executor:
   failures (above) already singles out a task that keeps killing workers.
 - the timeout is soft: a running Dask task cannot be stopped from outside, so it is
   not enforced here. Bound slow reads in the op instead (e.g. GDAL's HTTP timeouts).
+
+As in the local executor, each worker gets the memory cap as a hard limit
+(``RLIMIT_DATA``, see :mod:`pixelfleet.imagery.memory`): a worker plugin
+(:class:`~pixelfleet.executors.dask_guard.MemoryGuard`) marks every worker, those that
+join later too, and its first decode sets the limit from the settings the task runs
+under. A cluster given by address is taken to be there for pixelfleet's tasks while
+the run lasts; the plugin is removed when the executor closes, and each worker gets
+back the limit it had.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import itertools
 import json
 import os
 import queue
+import secrets
 import time
 from typing import Any
 
@@ -67,6 +76,7 @@ class DaskExecutor(Executor):
         self._nthreads = self.workers * self.threads
         self._nthreads_at = 0.0
         self._closed = False
+        self._guard = ""  # the name of the memory guard plugin, once registered
 
     def start(self, context: str, timeout: float) -> None:
         """Connect to the cluster (or start a local one); ``timeout`` is not enforced."""
@@ -92,6 +102,11 @@ class DaskExecutor(Executor):
                 scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             )
             self._client = distributed.Client(self._cluster, set_as_default=False)
+        from pixelfleet.executors.dask_guard import MemoryGuard
+
+        # A name of its own: two runs sharing a cluster each release only their hold.
+        self._guard = f"pixelfleet-memory-guard-{secrets.token_hex(4)}"
+        self._client.register_plugin(MemoryGuard(), name=self._guard)
 
     def submit(self, job: Job) -> None:
         """Submit the job as one Dask task under a key unique to this attempt."""
@@ -129,6 +144,9 @@ class DaskExecutor(Executor):
         self._closed = True
         self._jobs.clear()
         if self._client is not None:
+            if self._guard and self._cluster is None:  # a cluster that outlives the run
+                with contextlib.suppress(Exception):  # a scheduler gone: nothing to undo
+                    self._client.unregister_worker_plugin(self._guard)
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()

@@ -26,7 +26,8 @@ from pixelfleet.ledger import FleetLedger, Ledger, RunRecord, TaskRecord
 from pixelfleet.ledger.base import HEARTBEAT_SECONDS, STALE_SECONDS
 from pixelfleet.models import RunCounts, Task
 from pixelfleet.pipeline import Pipeline
-from pixelfleet.runner import Runner, RunSummary, progress_bar
+from pixelfleet.plan import skip_reason
+from pixelfleet.runner import Runner, RunSummary, progress_bar, skipped_record
 from pixelfleet.urls import scheme_of, sqlite_path
 
 #: Tasks written to the ledger per transaction while planning.
@@ -155,6 +156,11 @@ class FleetDriver:
                     self.ledger.beat(run_id)  # a long plan is not a dead driver
                     last_beat = time.monotonic()
                 done = self.ledger.done_ids([t.id for t in chunk])
+                refused = [skipped_record(t, why) for t in chunk if (why := skip_reason(t))]
+                if refused:  # objects never to be read (symbolic links): recorded as skipped
+                    self.ledger.save_tasks(run_id, refused)
+                    counts.objects_refused += len(refused)
+                    chunk = [t for t in chunk if skip_reason(t) is None]
                 fresh = [TaskRecord.pending(t) for t in chunk if t.id not in done]
                 self.ledger.enqueue(run_id, fresh)
                 counts.tasks_planned += len(chunk)
@@ -275,6 +281,7 @@ def totals(ledger: Ledger, run_id: str, planned: RunCounts) -> RunCounts:
         objects_current=sums["current"],
         objects_failed=sums["objects_failed"],
         objects_missing=sums["missing"],
+        objects_refused=planned.objects_refused,
     )
 
 

@@ -62,6 +62,7 @@ OBJECT_STATES = {
     "objects_failed": "failed",
     "objects_skipped": "skipped",
     "objects_missing": "missing",
+    "objects_refused": "refused",
 }
 
 _log = logging.getLogger("pixelfleet.runner")

@@ -7,7 +7,8 @@ Metrics, all prefixed ``pixelfleet_``:
                                                     ``skipped`` as done by an earlier run
 ``tasks_in_flight``                                 tasks submitted and not settled (gauge)
 ``objects_total{state}``                            ``written``, ``current``, ``failed``,
-                                                    ``skipped``, ``missing``
+                                                    ``skipped``, ``missing``, ``refused``
+                                                    (listed, never read: symbolic links)
 ``source_bytes_total``                              bytes of the source objects submitted
 ``retries_total``                                   attempts run again
 ``failures_total{error_type}``                      failed objects (or whole tasks) by error

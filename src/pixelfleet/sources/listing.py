@@ -94,12 +94,22 @@ def select(
     exclude: Sequence[str] = (),
     ignore_case: bool = True,
 ) -> Iterator[Entry]:
-    """Yield the storage's objects that match ``include`` and not ``exclude``, in key order."""
+    """Yield the storage's objects that match ``include`` and not ``exclude``, in key order.
+
+    A folder that could not be listed (a key ending in ``/``, marked ``skip``) is
+    yielded unless ``exclude`` matches it: what it holds might have matched.
+    """
     wanted = compile_globs(include, ignore_case)
     unwanted = compile_globs(exclude, ignore_case)
     for entry in storage.scan(literal_prefix(include, ignore_case)):
-        if wanted(entry.key) and not unwanted(entry.key):
+        key = entry.key
+        if (wanted(key) or (entry.skip is not None and key.endswith("/"))) and not unwanted(key):
             yield entry
+
+
+def _unlisted(entry: Entry) -> bool:
+    """A folder the storage could not list (its files might have been wanted)."""
+    return entry.skip is not None and entry.key.endswith("/")
 
 
 def with_extensions(entries: Iterator[Entry], content_types: Sequence[str]) -> Iterator[Entry]:
@@ -107,7 +117,9 @@ def with_extensions(entries: Iterator[Entry], content_types: Sequence[str]) -> I
     if not content_types:
         return entries
     extensions = extensions_for(content_types)
-    return (e for e in entries if posixpath.splitext(e.key)[1].lower() in extensions)
+    return (
+        e for e in entries if posixpath.splitext(e.key)[1].lower() in extensions or _unlisted(e)
+    )
 
 
 def extensions_for(content_types: Sequence[str]) -> set[str]:
@@ -128,10 +140,12 @@ class ListingSource(Source):
     """The objects of a storage URL that the globs and content types select, in key order.
 
     The listing streams (pages of keys as the storage returns them) and ends with the
-    last object. What a storage lists but will not serve (an S3 key such as ``a/../b``;
-    in a local folder, a file name that is not UTF-8, a symbolic link, a FIFO) is passed
-    on like any other entry, so that each fails its own task with a reason that names
-    it and says what to do, rather than stopping the run or vanishing unreported.
+    last object. What a storage lists but will not serve is passed on like any other
+    entry, rather than stopping the run or vanishing unreported: a key such as
+    ``a/../b`` on S3, or a file name that is not UTF-8 in a local folder, fails its own
+    task with a reason that names it and says what to do; a symbolic link, a FIFO or a
+    folder that cannot be listed comes marked ``Entry.skip``, and the run records it as
+    skipped with that reason.
     """
 
     name = "listing"

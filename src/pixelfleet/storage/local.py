@@ -20,15 +20,18 @@ confirmed with one ``stat`` per key (:meth:`LocalStorage._check_folder`).
 
 A folder is not the bucket's to tidy, so :meth:`LocalStorage.scan` lists what it
 cannot serve as well, under keys that are plain text, and every other method refuses
-them with :class:`~pixelfleet.errors.UnsafeKeyError`: each then fails its own task with
-a reason instead of vanishing or stopping the run.
+them with :class:`~pixelfleet.errors.UnsafeKeyError`: none vanishes unreported or
+stops the run.
 
 - A file name that is not valid UTF-8 is listed with its undecodable bytes escaped
   (``bad\\xff.png``); the backslash makes :func:`~pixelfleet.storage.base.check_key`
-  refuse it, with a message that says to rename the file.
+  refuse it, with a message that says to rename the file: its task fails.
 - A symbolic link is listed as itself and never followed, wherever it points (a
   link could lead out of the bucket); so is any other file that is not a regular
-  file (a FIFO would block a reader forever).
+  file (a FIFO would block a reader forever). Such an entry carries the reason in
+  :attr:`~pixelfleet.models.Entry.skip`, and a run records it as skipped, unread.
+- A folder that cannot be listed (its path longer than the system allows, no
+  permission) is listed as one entry, its key ending in ``/``, skipped the same way.
 """
 
 from __future__ import annotations
@@ -114,6 +117,47 @@ def key_part(name: str) -> str:
     except UnicodeEncodeError:
         return os.fsencode(name).decode("utf-8", "backslashreplace")
     return name
+
+
+def skip_reason(path: str, mode: int) -> str | None:
+    """Why a listed file must never be read (a symbolic link: ``path``'s target is named;
+    a FIFO, socket or device), or None for a regular file or a folder."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = key_part(os.readlink(path))
+        except OSError:
+            target = "?"
+        return (
+            f"symbolic link to {target} (not followed: it could point outside the bucket;"
+            " put the file itself there to process it)"
+        )
+    return f"{_kind(mode)}, not a regular file (never read)"
+
+
+def _listed(folder: str, rel: str) -> list[tuple[str, os.DirEntry[str]]]:
+    """A folder's items as ``(key, item)`` in key order (a folder ``a`` sorts as ``a/``,
+    so ``a.tif`` comes before ``a/x.tif``), without our temp files."""
+    with os.scandir(folder) as it:
+        return sorted(
+            (
+                (rel + key_part(d.name) + ("/" if d.is_dir(follow_symlinks=False) else ""), d)
+                for d in it
+                if _TMP_MARK not in d.name
+            ),
+            key=lambda pair: pair[0],
+        )
+
+
+def _unlisted(exc: OSError, what: str = "folder") -> str:
+    """Why a folder (or a file) found in a listing cannot be listed (or read)."""
+    why = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENAMETOOLONG:
+        why += ": its path is longer than this system allows; move it higher up"
+    if what == "folder":
+        return f"folder that cannot be listed ({why}); nothing in it is read"
+    return f"file that cannot be read ({why})"
 
 
 def _kind(mode: int) -> str:
@@ -220,40 +264,54 @@ class LocalStorage(Storage):
 
     @override
     def scan(self, prefix: str = "") -> Iterator[Entry]:
+        """Objects in key order, depth first; symbolic links and other non-files are
+        listed as themselves (never followed), with the reason they are not to be read
+        in ``Entry.skip`` (:meth:`head` and :meth:`read` refuse them too). So is a folder
+        that cannot be listed (its path too long for the system, no permission), under
+        its key with a trailing ``/``.
+
+        The folders being listed are kept on a stack, not in recursive calls: a bucket
+        may nest folders thousands deep.
+        """
         if not os.path.isdir(self.root):
             raise ObjectNotFoundError(
                 f"folder {self.root} does not exist; check the source url {self.url!r}"
             )
-        yield from self._scan_dir(self.root, "", prefix)
-
-    def _scan_dir(self, folder: str, rel: str, prefix: str) -> Iterator[Entry]:
-        """Objects below ``folder`` in key order; symbolic links and other non-files are
-        listed as themselves (never followed), for :meth:`head` and :meth:`read` to
-        refuse with a reason."""
         try:
-            with os.scandir(folder) as it:
-                # Key order: a folder "a" sorts as "a/", so "a.tif" comes before "a/x.tif".
-                items = sorted(
-                    (
-                        (key_part(d.name) + ("/" if d.is_dir(follow_symlinks=False) else ""), d)
-                        for d in it
-                        if _TMP_MARK not in d.name
-                    ),
-                    key=lambda pair: pair[0],
-                )
+            stack = [iter(_listed(self.root, ""))]
         except (FileNotFoundError, NotADirectoryError):
-            return
-        for name, item in items:
-            key = f"{rel}{name}"
-            if name.endswith("/"):
-                if key.startswith(prefix) or prefix.startswith(key):
-                    yield from self._scan_dir(item.path, key, prefix)
-            elif key.startswith(prefix):
+            return  # removed since
+        while stack:
+            for key, item in stack[-1]:
+                if key.endswith("/"):
+                    if not (key.startswith(prefix) or prefix.startswith(key)):
+                        continue
+                    try:
+                        inside = _listed(item.path, key)
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue  # removed since its folder was read
+                    except OSError as exc:
+                        if key.startswith(prefix):
+                            yield Entry(key, 0, "unlisted", 0.0, skip=_unlisted(exc))
+                        continue
+                    stack.append(iter(inside))
+                    break  # list it now: key order is depth first
+                if not key.startswith(prefix):
+                    continue
                 try:
                     st = item.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted since the folder was read
-                yield Entry(key, st.st_size, _etag(st), st.st_mtime)
+                except OSError as exc:
+                    yield Entry(key, 0, "unread", 0.0, skip=_unlisted(exc, "file"))
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield Entry(key, st.st_size, _etag(st), st.st_mtime)
+                else:
+                    reason = skip_reason(item.path, st.st_mode)
+                    yield Entry(key, st.st_size, _etag(st), st.st_mtime, skip=reason)
+            else:
+                stack.pop()
 
     @override
     def head(self, key: str) -> Entry | None:

@@ -1,0 +1,105 @@
+"""Measuring worker memory in tests: peak resident sizes of child processes, the hard
+limit a worker process runs under, and an op that reports both from inside a worker.
+
+:class:`LimitProbeOp` is named by reference (``memory_helpers:LimitProbeOp``), so worker
+processes that see the test process's ``sys.path`` (local and Dask workers) or get the
+tests folder on ``PYTHONPATH`` (``pixelfleet worker``) load it without registration.
+Put after a step that decodes, it tells the limit that decode set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import threading
+
+import psutil
+
+from pixelfleet.models import Entry, OutputRecord
+from pixelfleet.ops import Op, OpConfig, OpContext, render_key
+
+LIMIT_PROBE_OP = "memory_helpers:LimitProbeOp"
+
+
+def status_bytes(name: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` size field (``VmHWM``, ``VmRSS``, ``VmData``) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024
+    raise LookupError(f"{name} not in /proc/{pid}/status")
+
+
+def data_limit() -> int:
+    """This process's soft ``RLIMIT_DATA`` (``resource.RLIM_INFINITY`` when unlimited)."""
+    return resource.getrlimit(resource.RLIMIT_DATA)[0]
+
+
+def worker_memory() -> dict[str, int]:
+    """What a worker process holds and may hold: pid, soft ``RLIMIT_DATA``, ``VmData``, peak RSS."""
+    return {
+        "pid": os.getpid(),
+        "limit": data_limit(),
+        "data": status_bytes("VmData"),
+        "peak_rss": status_bytes("VmHWM"),
+    }
+
+
+class LimitProbeOp(Op):
+    """Writes ``{stem}.memory.json``: :func:`worker_memory` of the process that ran it."""
+
+    name = "test-limit-probe"
+    Config = OpConfig
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        """One output per source object."""
+        return [render_key("{stem}.memory.json", entry.key)]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        """Record the process's limit and memory."""
+        key = self.output_keys(entry)[0]
+        return [ctx.write(self, entry, key, json.dumps(worker_memory()).encode())]
+
+
+class PeakRss:
+    """Polls the peak resident size (VmHWM) of every descendant of this process, by pid.
+
+    A poll every 50 ms; the kernel keeps the high-water mark, so a peak is seen unless
+    the process ends within 50 ms of it (:func:`wait_peak` measures that case exactly).
+    """
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    peak = status_bytes("VmHWM", child.pid)
+                    if child.pid not in self.names:
+                        self.names[child.pid] = " ".join(child.cmdline()[:4])
+                except (OSError, LookupError, psutil.Error):
+                    continue  # gone, or a zombie
+                self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), peak)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def wait_peak(pid: int) -> tuple[int, int]:
+    """Wait for child ``pid`` to end; its exit status and the peak resident size (bytes)
+    of it and every descendant it waited for (``wait4``'s ``ru_maxrss``: the kernel's
+    exact figure, for the largest of them)."""
+    _, status, usage = os.wait4(pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
