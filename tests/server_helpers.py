@@ -51,6 +51,45 @@ def fill_demo_catalog(folder: Path) -> tuple[str, str]:
     return catalog_url, ledger_url
 
 
+#: The demo's Landsat 8 scene (bands 2-4), as ``fill_composite_catalog`` indexes it.
+LANDSAT = "LC81070352015122LGN00/LC81070352015122LGN00"
+
+
+def fill_composite_catalog(folder: Path) -> tuple[str, str]:
+    """Run the demo's true-colour composite step over its Landsat 8 scene into ``folder``
+    (with a histogram plot); return catalog and ledger URLs. The item is ``LANDSAT``."""
+    from pixelfleet.ledger import open_ledger
+    from pixelfleet.pipeline import pipeline_from_dict
+    from pixelfleet.runner import Runner
+
+    catalog_url = f"sqlite:///{folder / 'catalog.db'}"
+    ledger_url = f"sqlite:///{folder / 'ledger.db'}"
+    pipeline = pipeline_from_dict(
+        {
+            "source": {
+                "url": str(DEMO / "landsat"),
+                "include": ["LC8*/*.tif"],
+                "partition": {"by": "scene", "pattern": "{scene}_B{band}.TIF"},
+            },
+            "output": {"url": str(folder / "out")},
+            "steps": [
+                {
+                    "op": "composite",
+                    "recipe": "true-color",
+                    "image_size": 512,
+                    "histogram_key": "{scene}_{recipe}.hist.png",
+                }
+            ],
+            "run": {"executor": "inline"},
+            "catalog": {"url": catalog_url, "collection": "landsat"},
+        }
+    )
+    with open_ledger(ledger_url) as ledger:
+        summary = Runner(pipeline, ledger, progress=False).run()
+    assert summary.state == "done", summary.failures
+    return catalog_url, ledger_url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,10 +4,14 @@ a dry run that checks what the run would, help texts that read whole."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
+from composite_helpers import SCENE, band_data, write_band, write_scene
 from pixelfleet.cli.main import cli
 from pixelfleet.errors import ConfigError
 from pixelfleet.pipeline import load_pipeline, pipeline_from_dict
@@ -150,3 +154,87 @@ def test_top_level_help_shows_whole_sentences() -> None:
 def test_ledger_help_fits_the_command(command: str, expected: str) -> None:
     text = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
     assert expected in text
+
+
+COMPOSITE = """
+[source]
+url = "bands"
+{partition}
+[output]
+url = "out"
+[[steps]]
+op = "composite"
+{step}
+[run]
+executor = "inline"
+"""
+
+
+def write_composite(tmp_path: Path, step: str, partition: str = "") -> str:
+    path = tmp_path / "c.toml"
+    path.write_text(COMPOSITE.format(step=step, partition=partition))
+    return str(path)
+
+
+def rgb_file(folder: Path, name: str = "rgb.tif") -> Path:
+    """A 3-band GeoTIFF."""
+    return write_band(folder / name, np.stack([band_data(b, 40, 30) for b in (1, 2, 3)]))
+
+
+def dry_run(pipeline: str) -> Any:
+    return CliRunner().invoke(cli, ["run", pipeline, "--dry-run"])
+
+
+def test_a_dry_run_checks_composite_band_numbers_against_the_file(tmp_path: Path) -> None:
+    rgb_file(tmp_path / "bands")
+    result = dry_run(write_composite(tmp_path, "bands = [4, 3, 2]"))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "steps[0] (composite): bands = [4, 3, 2] asks for band 4" in text
+    assert "rgb.tif has 3 bands; use band numbers from 1 to 3 (e.g. bands = [1, 2, 3])" in text
+    assert not (tmp_path / "out").exists()
+    # Numbers the file has pass.
+    assert dry_run(write_composite(tmp_path, "bands = [3, 2, 1]")).exit_code == 0
+
+
+def test_a_dry_run_checks_the_bands_an_expression_names(tmp_path: Path) -> None:
+    rgb_file(tmp_path / "bands")
+    result = dry_run(write_composite(tmp_path, 'bands = ["(b5 - b3) / (b5 + b3)"]'))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "asks for band 5 (in '(b5 - b3) / (b5 + b3)')" in text
+    assert "rgb.tif has 3 bands" in text
+    assert dry_run(write_composite(tmp_path, 'bands = ["(b3 - b1) / (b3 + b1)"]')).exit_code == 0
+
+
+def test_a_dry_run_checks_a_recipe_against_the_scene_band_files(tmp_path: Path) -> None:
+    write_scene(tmp_path / "bands", bands=(2, 3, 4), height=40, width=30)
+    partition = 'partition = { by = "scene", pattern = "{scene}_B{band}.TIF" }'
+    result = dry_run(write_composite(tmp_path, 'recipe = "swir2-nir-green"', partition))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "recipe 'swir2-nir-green' (bands 7, 5, 3) asks for band 7" in text
+    assert f"scene '{SCENE}' has no file for it (its bands: 2, 3, 4, such as" in text
+    assert f"{SCENE}_B2.TIF" in text
+    assert "choose bands or a recipe it has, or fix partition.pattern" in text
+    assert dry_run(write_composite(tmp_path, 'recipe = "true-color"', partition)).exit_code == 0
+
+
+def test_a_dry_run_checks_thumbnail_bands_on_rasters_only(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (20, 10), "red").save(photos / "a.jpg")
+    # A photo has no band numbers to check.
+    assert dry_run(write_pipeline(tmp_path, step="bands = [4, 3, 2]")).exit_code == 0
+    rgb_file(photos, "b.tif")
+    result = dry_run(write_pipeline(tmp_path, step="bands = [4, 3, 2]"))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "steps[0] (thumbnail): bands = [4, 3, 2] asks for band 4, but" in text
+    assert "b.tif has 3 bands; use band numbers from 1 to 3" in text
+
+
+def test_a_corrupt_sample_is_left_to_the_run(tmp_path: Path) -> None:
+    (tmp_path / "bands").mkdir()
+    (tmp_path / "bands" / "bad.tif").write_bytes(b"II*\x00" + b"\x00" * 60)
+    assert dry_run(write_composite(tmp_path, "bands = [4, 3, 2]")).exit_code == 0

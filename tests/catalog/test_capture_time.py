@@ -60,15 +60,7 @@ def test_items_mark_a_file_time_and_carry_a_capture_time_only_when_there_is_one(
     [
         "memory",
         "sqlite",
-        pytest.param(
-            "pgstac",
-            marks=[
-                pytest.mark.postgres,
-                # As the contract tests' PGSTAC_SORTS_DIFFER say: pgstac puts items without
-                # the property first when sorting descending, until its sort is nulls last.
-                pytest.mark.xfail(reason="pgstac sorts missing values first (desc)"),
-            ],
-        ),
+        pytest.param("pgstac", marks=pytest.mark.postgres),
     ],
 )
 def test_newest_first_puts_capture_times_before_file_times(

@@ -18,7 +18,7 @@ import pytest
 from catalog_helpers import chromium_path
 from pixelfleet.server import create_app
 from pixelfleet.settings import Settings
-from server_helpers import fill_demo_catalog, live_server
+from server_helpers import LANDSAT, fill_composite_catalog, fill_demo_catalog, live_server
 
 pytestmark = pytest.mark.browser
 
@@ -353,3 +353,53 @@ def test_bad_input_and_runs_page(page: Any, base: str, shots: Path) -> None:
     assert "100%" in page.locator("table.runs").inner_text()
     assert page.locator("table.runs tr.done td").nth(4).inner_text() == "15"
     page.screenshot(path=str(shots / "runs.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def composite_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server over the demo's Landsat scene with its true-colour composite."""
+    catalog_url, ledger_url = fill_composite_catalog(tmp_path_factory.mktemp("composite"))
+    app = create_app(Settings(), catalog_url=catalog_url, ledger_url=ledger_url)
+    with live_server(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_item_page_shows_the_composite_and_its_histogram(
+    browser: Any, composite_base: str, shots: Path, width: int
+) -> None:
+    for page in open_page(browser, composite_base, width, 900 if width > 800 else 844):
+        goto(page, f"{composite_base}/items/landsat/{LANDSAT}")
+        composite = page.locator(".composite")
+        assert composite.count() == 1
+        picture = composite.locator("img")
+        picture.scroll_into_view_if_needed()
+        page.wait_for_function("() => document.querySelector('.composite img').complete")
+        assert picture.evaluate("i => i.naturalWidth") > 0
+        assert "true-color composite" in (picture.get_attribute("alt") or "")
+        # The histogram: three channel outlines, read out by its title and description.
+        chart = composite.get_by_role("img", name="Histogram of the true-color composite")
+        assert chart.is_visible()
+        assert chart.locator("path").count() == 3
+        box = chart.bounding_box()
+        assert box is not None and box["width"] >= 300 and box["height"] >= 120
+        assert [t.strip() for t in chart.locator("text").all_text_contents()][:5] == [
+            "0", "64", "128", "192", "255"
+        ]  # fmt: skip
+        rows = composite.locator("table.channels tbody tr")
+        assert rows.count() == 3
+        assert rows.nth(0).inner_text().startswith("red")
+        # The counts behind the chart open from the keyboard.
+        counts = composite.locator("details.buckets")
+        assert not counts.locator("table").is_visible()
+        counts.locator("summary").focus()
+        page.keyboard.press("Enter")
+        assert counts.locator("table").is_visible()
+        assert counts.locator("tbody tr").count() == 64
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"the page is {overflow} px wider than {width} px"
+        suffix = "" if width > 800 else "-phone"
+        page.screenshot(path=str(shots / f"item-composite{suffix}.png"), full_page=True)
+        composite.screenshot(path=str(shots / f"composite-histogram{suffix}.png"))

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pixelfleet import __version__
-from pixelfleet.catalog.facts import SourceFacts, read_facts
+from pixelfleet.catalog.facts import RASTER_EXT, SourceFacts, read_facts
 from pixelfleet.models import Entry, OutputRecord, combined_etag
 from pixelfleet.settings import Settings
 from pixelfleet.storage.base import Storage
@@ -210,9 +210,15 @@ def build_item(
                 media_type=record.media_type,
                 title=record.title,
                 roles=list(record.roles or []) or None,
-                extra_fields={"file:size": record.size, "pixelfleet:step": record.step},
+                extra_fields={
+                    "file:size": record.size,
+                    "pixelfleet:step": record.step,
+                    **record.fields,
+                },
             ),
         )
+        if "raster:bands" in record.fields and RASTER_EXT not in item.stac_extensions:
+            item.stac_extensions.append(RASTER_EXT)
     return item.to_dict(include_self_link=False, transform_hrefs=False)
 
 

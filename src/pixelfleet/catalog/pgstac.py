@@ -16,7 +16,8 @@ from typing import Any
 from typing_extensions import override
 
 from pixelfleet.catalog.base import Catalog, SearchPage, check_item
-from pixelfleet.catalog.query import SearchQuery, iso
+from pixelfleet.catalog.pgstac_sort import COUNT_CAP, count_sql, last_values, page_sql, sorts_here
+from pixelfleet.catalog.query import SearchQuery, decode_token, encode_token, iso
 from pixelfleet.catalog.values import item_interval
 from pixelfleet.errors import BadQueryError, CatalogError, ItemNotFoundError, MissingExtraError
 
@@ -250,6 +251,8 @@ class PgstacCatalog(Catalog):
             return SearchPage(items=[], matched=0)
         try:
             with self._readers().connection() as conn:
+                if sorts_here(query):
+                    return self._sorted_here(conn, query)
                 row = conn.execute(
                     "SELECT search(%s::jsonb)", [_jsonb(search_body(query))]
                 ).fetchone()
@@ -270,6 +273,28 @@ class PgstacCatalog(Catalog):
             items=[_readable(i) for i in data.get("features") or []],
             matched=data.get("numberMatched"),
             next_token=token or None,
+        )
+
+    def _sorted_here(self, conn: Any, query: SearchQuery) -> SearchPage:
+        """A search sorted by properties: pgstac's WHERE clause, our ORDER BY and pages
+        (see :mod:`pixelfleet.catalog.pgstac_sort`)."""
+        body = {k: v for k, v in search_body(query).items() if k not in ("sortby", "token")}
+        where = conn.execute("SELECT stac_search_to_where(%s::jsonb)", [_jsonb(body)]).fetchone()
+        where_sql = str(where[0] or "") if where else ""
+        keys = query.sort_keys()
+        sql, params = page_sql(where_sql, keys, decode_token(query), query.limit + 1)
+        rows = conn.execute(sql, params).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        if not more and query.token is None:
+            matched: int | None = len(rows)
+        else:
+            counted = conn.execute(count_sql(where_sql)).fetchone()[0]
+            matched = int(counted) if counted <= COUNT_CAP else None
+        return SearchPage(
+            items=[_readable(r[0]) for r in rows],
+            matched=matched,
+            next_token=encode_token(query, last_values(rows[-1], keys)) if more else None,
         )
 
 

@@ -28,6 +28,11 @@ DEFAULT_LIMIT = 10
 #: Sort keys that are the item's own fields rather than properties (``datetime`` is the
 #: item's sort datetime: ``datetime``, or ``start_datetime`` for an interval).
 ITEM_FIELDS = ("datetime", "id", "collection")
+#: The sort key ``sortby=datetime`` puts first: 1 for an item whose ``datetime`` is null
+#: (a year range), 0 otherwise. So sorting by datetime sorts by the property, as the sort
+#: extension says, with the items that have none after the others in either direction
+#: (among themselves by their start). Not a property name: no user can type it.
+UNDATED = "@undated"
 #: Properties nothing can be sorted by.
 UNSORTABLE = ("geometry", "bbox")
 #: Limits on what one query may ask for.
@@ -49,8 +54,9 @@ class SearchQuery:
     ``datetime`` is an interval of epoch seconds (either end open as None);
     ``q`` is a list of free-text terms, any of which may match (each term's words
     must all match); ``filter`` is a checked CQL2-JSON expression; ``sortby`` is a
-    list of ``(field, "asc"|"desc")``, where a field is ``datetime``, ``id``,
-    ``collection`` or a property's name; items without the property come last.
+    list of ``(field, "asc"|"desc")``, where a field is ``datetime`` (the item's sort
+    datetime), :data:`UNDATED`, ``id``, ``collection`` or a property's name; items without
+    the property come last.
     """
 
     bbox: tuple[float, float, float, float] | None = None
@@ -94,6 +100,8 @@ def sort_value(item: dict[str, Any], name: str) -> Any:
     """What an item sorts by under one key: a number, a string, or None (no value)."""
     if name == "datetime":
         return item_interval(item)[0]
+    if name == UNDATED:
+        return 0 if (item.get("properties") or {}).get("datetime") else 1
     if name in ("id", "collection"):
         return str(item.get(name, ""))
     value = (item.get("properties") or {}).get(name)
@@ -258,7 +266,11 @@ def text_words(text: str) -> list[str]:
 
 
 def parse_sortby(value: str | Sequence[Any] | None) -> list[tuple[str, str]]:
-    """``-datetime,+id`` (GET) or ``[{"field": "datetime", "direction": "desc"}]`` (POST)."""
+    """``-datetime,+id`` (GET) or ``[{"field": "datetime", "direction": "desc"}]`` (POST).
+
+    ``datetime`` becomes two keys: :data:`UNDATED` ascending, then ``datetime``, so items
+    whose ``properties.datetime`` is null come last whichever the direction.
+    """
     if value is None or value == "" or value == []:
         return [("datetime", "desc")]
     out: list[tuple[str, str]] = []
@@ -290,6 +302,8 @@ def parse_sortby(value: str | Sequence[Any] | None) -> list[tuple[str, str]]:
             )
         if name in (f for f, _ in fields):
             raise BadQueryError(f"sortby names {name!r} twice")
+        if name == "datetime":
+            fields.append((UNDATED, "asc"))
         fields.append((name, direction))
     return fields
 

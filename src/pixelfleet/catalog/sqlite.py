@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -26,8 +27,9 @@ from pixelfleet.catalog.base import Catalog, check_item
 from pixelfleet.catalog.query import (
     iso,
     item_text,
+    parse_query,
 )
-from pixelfleet.catalog.sqlite_search import ROWID_MASK, SqliteSearch, fts_key
+from pixelfleet.catalog.sqlite_search import ROWID_MASK, SqliteSearch, fts_key, order_by
 from pixelfleet.catalog.values import item_bbox, item_interval
 from pixelfleet.errors import CatalogError, ItemNotFoundError
 from pixelfleet.urls import sqlite_path
@@ -54,6 +56,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items(collection, id);
 -- matches reads only the index (a 30-day window of 100,000 items: 0.30 -> 0.10 ms).
 CREATE INDEX IF NOT EXISTS items_when ON items(datetime, dt_start, dt_end);
 DROP INDEX IF EXISTS items_sort;
+-- sortby=datetime reads the items with a datetime, then those without, each in datetime
+-- order from this index (either direction); see SqliteSearch._dated_first.
+CREATE INDEX IF NOT EXISTS items_undated
+    ON items((json_type(content, '$.properties.datetime') IS NOT 'text'), datetime);
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_rtree USING rtree(id, minx, maxx, miny, maxy);
 """
@@ -68,6 +74,15 @@ CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
     content = '', columnsize = 0
 );
 """
+
+#: "Newest first": capture time, then datetime (``catalog.items.NEWEST_FIRST``; not
+#: imported, to keep the item builder out of the catalog's imports).
+NEWEST_FIRST = "-pixelfleet:captured,-datetime"
+# Read from an index of exactly the terms ``order_by`` writes for that sort (index
+# expressions name bare columns), instead of sorting every match: see docs/DESIGN.md.
+_NEWEST_INDEX = "CREATE INDEX items_newest ON items({})".format(
+    re.sub(r"\bitems\.", "", order_by(parse_query(sortby=NEWEST_FIRST).sort_keys()))
+)
 
 #: Bumped whenever what is indexed for text changes: the text index is then rebuilt, since
 #: removing an item's old words needs exactly the words it was indexed with.
@@ -114,10 +129,41 @@ class SqliteCatalog(SqliteSearch, Catalog):
             ):
                 self._db.execute(f"PRAGMA {pragma}")
             self._db.executescript(_SCHEMA)
+            self._check_newest_index()
             self._check_text_index()
+            self._refresh_statistics()
         except (sqlite3.Error, OSError) as exc:
             raise CatalogError(f"cannot open the catalog {url!r}: {exc}") from exc
         self._known: set[str] = set()
+
+    def _check_newest_index(self) -> None:
+        """Create the "newest first" index, or make it again when its sort changed (an
+        existing catalog gets it when opened)."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'items_newest'"
+        ).fetchone()
+        if row is None or row[0] != _NEWEST_INDEX:
+            self._db.execute("DROP INDEX IF EXISTS items_newest")
+            self._db.execute(_NEWEST_INDEX)
+
+    def _refresh_statistics(self) -> None:
+        """Give SQLite's planner row counts (``ANALYZE``) when it has none or the catalog
+        has doubled since; 62 ms at 100,000 items (measured), once.
+
+        Without them the planner takes any equality as selective: "newest first" within
+        a collection then read every item of the collection through ``items_key`` and
+        sorted them (83 ms at 20,000 items in one collection, measured) instead of
+        walking ``items_newest`` (0.33 ms).
+        """
+        db = self._db
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
+            row = db.execute("SELECT stat FROM sqlite_stat1 WHERE idx = 'items_key'").fetchone()
+            counted = int(row[0].split()[0]) if row and row[0] else 0
+        else:
+            counted = -1
+        (items,) = db.execute("SELECT count(*) FROM items").fetchone()
+        if counted < 0 or (items >= 1000 and items >= 2 * counted):
+            db.execute("ANALYZE")
 
     def _check_text_index(self) -> None:
         """Create the text index, or rebuild it when it was made by another TEXT_VERSION."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from pixelfleet.catalog.base import SearchPage
 from pixelfleet.catalog.cql2 import to_sqlite
-from pixelfleet.catalog.query import SearchQuery, compare, decode_token, encode_token
+from pixelfleet.catalog.query import UNDATED, SearchQuery, compare, decode_token, encode_token
 from pixelfleet.errors import CatalogError
 
 try:  # orjson (the server's and pgstac's dependency) decodes items about five times faster
@@ -61,7 +61,13 @@ class Conditions:
         self.params.extend(params)
 
 
-_COLUMN = {"datetime": "items.datetime", "id": "items.id", "collection": "items.collection"}
+#: Sort keys with a value on every item: columns, and whether the item has no datetime.
+_COLUMN = {
+    "datetime": "items.datetime",
+    "id": "items.id",
+    "collection": "items.collection",
+    UNDATED: "(json_type(items.content, '$.properties.datetime') IS NOT 'text')",
+}
 
 
 def sort_expr(name: str) -> str:
@@ -269,15 +275,6 @@ class SqliteSearch:
     ) -> SearchPage:
         """Searches driven by an index (text, R*Tree) or by the sort order, sorted by SQL."""
         source, conds, params = self._plan(found)
-        page_conds, page_params = list(conds), list(params)
-        if after is not None:
-            keyset, keyset_params = keyset_condition(keys, after)
-            page_conds.append(keyset)
-            page_params += keyset_params
-        sql = (
-            f"SELECT items.content, {', '.join(sort_expr(n) for n, _ in keys)} FROM {source}"
-            f" WHERE {' AND '.join(page_conds) or '1'} ORDER BY {order_by(keys)} LIMIT ?"
-        )
         steps = [0]
 
         def step() -> int:
@@ -286,7 +283,10 @@ class SqliteSearch:
 
         self._db.set_progress_handler(step, COUNT_STEP_OPS)
         try:
-            rows = self._db.execute(sql, [*page_params, query.limit + 1]).fetchall()
+            if keys[0][0] == UNDATED:
+                rows = self._dated_first(source, conds, params, keys, after, query.limit + 1)
+            else:
+                rows = self._sorted_rows(source, conds, params, keys, keys, after, query.limit + 1)
         finally:
             self._db.set_progress_handler(None, 0)
         more = len(rows) > query.limit
@@ -307,6 +307,52 @@ class SqliteSearch:
         else:
             matched = self._count(source, conds, params)
         return self._page(query, rows, more, matched)
+
+    def _sorted_rows(
+        self,
+        source: str,
+        conds: list[str],
+        params: list[Any],
+        keys: list[tuple[str, str]],
+        order: list[tuple[str, str]],
+        after: list[Any] | None,
+        limit: int,
+    ) -> list[Any]:
+        """Up to ``limit`` rows (the item and its ``keys`` values) in ``order``, after the
+        ``order`` values ``after``."""
+        if after is not None:
+            keyset, keyset_params = keyset_condition(order, after)
+            conds, params = [*conds, keyset], [*params, *keyset_params]
+        sql = (
+            f"SELECT items.content, {', '.join(sort_expr(n) for n, _ in keys)} FROM {source}"
+            f" WHERE {' AND '.join(conds) or '1'} ORDER BY {order_by(order)} LIMIT ?"
+        )
+        return self._db.execute(sql, [*params, limit]).fetchall()
+
+    def _dated_first(
+        self,
+        source: str,
+        conds: list[str],
+        params: list[Any],
+        keys: list[tuple[str, str]],
+        after: list[Any] | None,
+        limit: int,
+    ) -> list[Any]:
+        """Rows sorted by datetime (:data:`UNDATED` first): the items with a datetime, then
+        those without, each read in the order of the index on (undated, datetime), which
+        serves both directions; one ORDER BY would sort every matching item."""
+        rows: list[Any] = []
+        for flag in (0, 1):
+            if after is not None and after[0] > flag:
+                continue
+            rest = after[1:] if after is not None and after[0] == flag else None
+            rows += self._sorted_rows(
+                source, [*conds, f"{_COLUMN[UNDATED]} = ?"], [*params, flag],
+                keys, keys[1:], rest, limit - len(rows),
+            )  # fmt: skip
+            if len(rows) >= limit:
+                break
+        return rows
 
     def _page(
         self, query: SearchQuery, rows: list[Any], more: bool, matched: int | None

@@ -13,6 +13,9 @@ A worker ends when the run has no task pending or running (exit 0). It exits wit
 reached past the ledger's retries, or when it was told to stop (SIGTERM: a Spot
 reclaim) -- then it finishes what it can within ``drain`` seconds and gives the rest
 back to the queue, without counting the attempt.
+
+The command (``cli/worker.py``) marks its process as a dedicated worker, so the memory
+cap becomes its hard limit, as in every executor's workers (:mod:`pixelfleet.imagery.memory`).
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ from rasterio.windows import Window
 
 from pixelfleet.errors import CorruptInputError, InputError, UnsupportedFormatError
 from pixelfleet.imagery.bandmath import Expression, is_expression
-from pixelfleet.imagery.rasters import band_dtype
-from pixelfleet.models import one_line
+from pixelfleet.imagery.rasters import GDAL_OPTIONS, band_dtype
+from pixelfleet.imagery.reading import SNIFF_BYTES, raster_opener, sniff_labelled
+from pixelfleet.models import Entry, one_line
+from pixelfleet.storage.base import Storage
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -91,6 +93,28 @@ def open_band(band: BandFile, stack: contextlib.ExitStack) -> DatasetReader:
         )
     except (RasterioError, CPLE_BaseError) as exc:
         raise _corrupt(band, exc) from exc
+
+
+def band_count(band: BandFile) -> int:
+    """How many bands the file of ``band`` holds, from its header alone (what a dry run
+    checks a step's band numbers against)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(rasterio.Env(**GDAL_OPTIONS))
+        return int(open_band(band, stack).count)
+
+
+def stored_band_count(storage: Storage, entry: Entry) -> int | None:
+    """How many bands a stored GeoTIFF holds, from its header (None for a photo or
+    another format); a local object is opened by path, a remote one by ranged reads."""
+    label = storage.describe(entry.key)
+    if sniff_labelled(storage.read(entry.key, 0, SNIFF_BYTES), label) != "GTiff":
+        return None
+    path = storage.local_path(entry.key)
+    if path is not None:
+        return band_count(BandFile("1", label, path))
+    with storage.open(entry.key, entry.size) as remote:
+        fake_path, opener, _failures = raster_opener(remote)  # type: ignore[arg-type]
+        return band_count(BandFile("1", label, fake_path, opener))
 
 
 def _corrupt(band: BandFile, exc: BaseException) -> CorruptInputError:

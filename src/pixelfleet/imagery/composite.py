@@ -46,6 +46,7 @@ from pixelfleet.imagery.bands import (
     open_band,
 )
 from pixelfleet.imagery.cogs import write_outputs
+from pixelfleet.imagery.histograms import asset_bands
 from pixelfleet.imagery.pictures import too_large_message
 from pixelfleet.imagery.rasters import GDAL_OPTIONS
 from pixelfleet.imagery.stretch import Stretch, StretchMode, describe, fit_stretch
@@ -88,6 +89,9 @@ class CompositeResult:
     image: bytes | None
     histogram_png: bytes | None
     stats: dict[str, Any]
+    #: The picture's STAC ``raster:bands``: per channel, statistics and a 64-bucket
+    #: histogram of its values (:func:`~pixelfleet.imagery.histograms.asset_bands`).
+    bands: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_channels(channels: Sequence[str]) -> list[str]:
@@ -141,6 +145,7 @@ def make_composite(
 
         sample, valid_sample = reader.sample(spec.sample, stack)
         stretches = _fit(channels, sample, valid_sample, spec)
+        asset = asset_bands(channels, stretches, sample, valid_sample)
         stats: dict[str, Any] = {
             "scene": scene,
             "width": width,
@@ -186,7 +191,7 @@ def make_composite(
         from pixelfleet.imagery.histograms import plot_histograms
 
         histogram_png = plot_histograms(stats, title=spec.title or scene)
-    return CompositeResult(cog_path, image, histogram_png, stats)
+    return CompositeResult(cog_path, image, histogram_png, stats, asset)
 
 
 def _fit(

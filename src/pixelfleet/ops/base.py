@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import posixpath
 import urllib.parse
 from abc import ABC, abstractmethod
@@ -76,14 +77,16 @@ class OpContext:
         roles: Sequence[str] | None = None,
         title: str | None = None,
         asset: str | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> OutputRecord:
         """Write one output atomically, tagged with the provenance that makes it current.
 
-        ``roles``, ``title`` and ``asset`` describe the output as an asset of the
-        source's STAC item; they are stored with the object too, so an output found
-        current later describes itself the same way (:meth:`Op.current_record`).
+        ``roles``, ``title``, ``asset`` and ``fields`` (more asset fields, such as
+        ``raster:bands``) describe the output as an asset of the source's STAC item;
+        they are stored with the object too, so an output found current later
+        describes itself the same way (:meth:`Op.current_record`).
         """
-        record = _describe(op, key, content_type, roles, title, asset)
+        record = _describe(op, key, content_type, roles, title, asset, fields)
         _guard()
         written = self.output.write(key, data, _metadata(op, entry, record))
         record.size = written.size
@@ -100,12 +103,13 @@ class OpContext:
         roles: Sequence[str] | None = None,
         title: str | None = None,
         asset: str | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> OutputRecord:
         """Like :meth:`write`, from a local file, for outputs too big to hold in memory.
 
         The file is given up: local storage may move it into place.
         """
-        record = _describe(op, key, content_type, roles, title, asset)
+        record = _describe(op, key, content_type, roles, title, asset, fields)
         _guard()
         written = self.output.write_file(key, path, _metadata(op, entry, record), consume=True)
         record.size = written.size
@@ -131,6 +135,7 @@ def _describe(
     roles: Sequence[str] | None,
     title: str | None,
     asset: str | None,
+    fields: dict[str, Any] | None = None,
 ) -> OutputRecord:
     """The record of an output about to be written (its size filled in once written)."""
     chosen = list(roles) if roles is not None else op.asset_roles(key)
@@ -142,6 +147,7 @@ def _describe(
         roles=chosen or None,
         title=title,
         asset=asset,
+        fields=dict(fields or {}),
     )
 
 
@@ -156,6 +162,8 @@ def _metadata(op: Op, entry: Entry, record: OutputRecord) -> dict[str, str]:
         metadata["title"] = urllib.parse.quote(record.title)
     if record.asset:
         metadata["asset"] = record.asset
+    if record.fields:
+        metadata.update(op.pack_fields(record.fields))
     return metadata
 
 
@@ -284,6 +292,18 @@ class Op(ABC):
         """
         raise NotImplementedError(f"op {self.name!r} works on single objects (scope 'entry')")
 
+    def check_inputs(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> None:  # noqa: B027
+        """Check the step's settings against real inputs, from their headers only.
+
+        A dry run calls it on a sample (the first task, and the first object of each
+        file type), so that a setting no input can satisfy (``bands = [4, 3, 2]`` on
+        3-band files) fails before the run rather than in every task. ``entries`` are
+        the sampled objects (a task-scope op gets a whole task, ``group`` its group).
+        Raise a :class:`~pixelfleet.errors.ConfigError` naming the setting, the file and
+        the fix; leave problems of one object (a corrupt file) to the run. The default
+        checks nothing.
+        """
+
     def provenance(self, entry: Entry) -> dict[str, str]:
         """Metadata stored with every output: what made it, from which version of the source."""
         return {
@@ -320,7 +340,24 @@ class Op(ABC):
             roles=roles or None,
             title=urllib.parse.unquote(meta["title"]) if meta.get("title") else None,
             asset=meta.get("asset") or None,
+            fields=self.unpack_fields(meta),
         )
+
+    def pack_fields(self, fields: dict[str, Any]) -> dict[str, str]:
+        """An output's extra asset fields as object metadata (one compact JSON value).
+
+        S3 keeps 2 KB of metadata per object, all of it counted: an op whose fields
+        may be large overrides this and :meth:`unpack_fields` to store them compactly.
+        """
+        return {"fields": json.dumps(fields, separators=(",", ":"), sort_keys=True)}
+
+    def unpack_fields(self, metadata: dict[str, str]) -> dict[str, Any]:
+        """The extra asset fields :meth:`pack_fields` stored (none when absent or unreadable)."""
+        try:
+            fields = json.loads(metadata.get("fields") or "{}")
+        except ValueError:
+            return {}
+        return fields if isinstance(fields, dict) else {}
 
     def item_properties(
         self, ctx: OpContext, entry: Entry, outputs: Sequence[OutputRecord]

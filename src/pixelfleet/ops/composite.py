@@ -14,13 +14,13 @@ import json
 import posixpath
 import tempfile
 from collections.abc import Sequence
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from pydantic import Field, field_validator, model_validator
 
 from pixelfleet.errors import ConfigError, InputError, UnknownNameError, UnsupportedFormatError
 from pixelfleet.imagery.bandmath import is_expression
-from pixelfleet.imagery.bands import BandFile, normal_band
+from pixelfleet.imagery.bands import BandFile, Channel, band_sort, normal_band, stored_band_count
 from pixelfleet.imagery.composite import CompositeSpec, make_composite, parse_channels
 from pixelfleet.imagery.pictures import CONTENT_TYPES
 from pixelfleet.imagery.reading import raster_opener, sniff_format
@@ -221,6 +221,69 @@ class CompositeOp(Op):
             keys += [plot, plot[: -len(".png")] + ".json"]
         return keys
 
+    def check_inputs(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> None:
+        """Check that every band the channels read is in the scene: a band file the
+        scene pattern names, or a band number within a multi-band file's band count
+        (read from its header). A dry run calls it on the first scenes."""
+        group = scene_id(group, entries)
+        if not entries or not self.applies_to(group):
+            return
+        needed = parse_channels(self.options.channels)
+        pattern = ScenePattern(ctx.scene_pattern) if ctx.scene_pattern else None
+        named: dict[str, Entry] = {}
+        for entry in entries:
+            match = pattern.match(entry.key) if pattern else None
+            if match is not None and match.band is not None:
+                named.setdefault(normal_band(match.band), entry)
+        if named:
+            missing = next((b for b in needed if b not in named), None)
+            if missing is not None:
+                found = sorted(named, key=band_sort)
+                raise ConfigError(
+                    f"{self._asks_for(missing)}, but scene {scene_name(group)!r} has no file "
+                    f"for it (its bands: {', '.join(found)}, such as "
+                    f"{ctx.source.describe(named[found[0]].key)}); choose bands or a recipe "
+                    "it has, or fix partition.pattern"
+                )
+            return
+        if len(entries) != 1:
+            return  # no band names and several files: the run says how to group them
+        label = ctx.source.describe(entries[0].key)
+        for band in needed:
+            if not band.isdigit():
+                raise ConfigError(
+                    f"{self._asks_for(band)}, but {label} is one multi-band file, whose bands "
+                    "have numbers, not names: use band numbers (1 is the first band)"
+                )
+        try:
+            count = stored_band_count(ctx.source, entries[0])
+        except InputError:
+            return  # not a GeoTIFF, or corrupt: that object fails on its own in the run
+        if count is None:
+            return
+        over = next((b for b in needed if int(b) > count), None)
+        if over is not None:
+            example = "[1, 2, 3]" if count >= 3 else "[1]"
+            has = f"{count} band{'s' * (count != 1)}"
+            raise ConfigError(
+                f"{self._asks_for(over)}, but {label} has {has}; use band numbers from 1 to "
+                f"{count} (e.g. bands = {example})"
+            )
+
+    def _asks_for(self, band: str) -> str:
+        """Which setting asks for ``band``: ``recipe 'true-color' (bands 4, 3, 2) asks
+        for band 4``, naming the expression when the band is read inside one."""
+        o = self.options
+        if o.bands is None:
+            setting = f"recipe {o.recipe or 'true-color'!r} (bands {', '.join(o.channels)})"
+        else:
+            setting = f"bands = {json.dumps(list(o.bands))}"
+        inside = next(
+            (c for c in o.channels if is_expression(c) and band in Channel(c).bands), None
+        )
+        where = f" (in {inside!r})" if inside is not None else ""
+        return f"{setting} asks for band {band}{where}"
+
     def output_keys(self, entry: Entry) -> list[str]:
         """A single multi-band file as a scene of its own (named by its stem)."""
         return self.output_keys_group(scene_id(entry.key, [entry]), [entry])
@@ -271,6 +334,8 @@ class CompositeOp(Op):
             result = make_composite(bands, spec, workdir, ctx.settings, scene=group)
             out: list[OutputRecord] = []
             keys_iter = iter(keys)
+            # As read back from the objects' metadata, so a rerun describes them alike.
+            fields = self.unpack_fields(self.pack_fields({"raster:bands": result.bands}))
             if o.key and result.cog_path:
                 out.append(
                     ctx.write_file(
@@ -281,6 +346,7 @@ class CompositeOp(Op):
                         COG_MEDIA_TYPE,
                         roles=["visual"],
                         asset=f"{o.recipe_name}-cog",
+                        fields=fields,
                     )
                 )
             if o.image_key and result.image is not None:
@@ -293,6 +359,7 @@ class CompositeOp(Op):
                         CONTENT_TYPES[image_format],
                         roles=["overview", "thumbnail"],
                         asset=f"{o.recipe_name}-image",
+                        fields=fields,
                     )
                 )
             if o.histogram_key and result.histogram_png is not None:
@@ -321,6 +388,74 @@ class CompositeOp(Op):
                     )
                 )
         return out
+
+    def pack_fields(self, fields: dict[str, Any]) -> dict[str, str]:
+        """``raster:bands`` as one compact metadata value: per channel its name,
+        description, statistics and histogram buckets in base 36. S3 keeps 2 KB of
+        metadata per object, so buckets are merged in pairs until the value fits in
+        :data:`FIELDS_BUDGET` characters (see docs/DESIGN.md for measured sizes)."""
+        bands = fields.get("raster:bands")
+        if not bands:
+            return {}
+        rows = [
+            [
+                b.get("name"),
+                b.get("description"),
+                [b["statistics"][k] for k in _STATISTICS] if b.get("statistics") else None,
+                list((b.get("histogram") or {}).get("buckets") or []),
+            ]
+            for b in bands
+        ]
+        while True:
+            packed = json.dumps(
+                [[*row[:3], ".".join(_base36(c) for c in row[3])] for row in rows],
+                separators=(",", ":"),
+            )
+            if len(packed) <= FIELDS_BUDGET or len(rows[0][3]) <= 8:
+                return {"raster-bands": packed}
+            for row in rows:
+                row[3] = [a + b for a, b in zip(row[3][::2], row[3][1::2], strict=True)]
+
+    def unpack_fields(self, metadata: dict[str, str]) -> dict[str, Any]:
+        """The ``raster:bands`` :meth:`pack_fields` stored (none if absent or unreadable)."""
+        try:
+            rows = json.loads(metadata.get("raster-bands") or "[]")
+            bands = []
+            for name, description, statistics, buckets in rows:
+                band: dict[str, Any] = {
+                    "name": name,
+                    "description": description,
+                    "data_type": "uint8",
+                }
+                if statistics:
+                    band["statistics"] = dict(zip(_STATISTICS, statistics, strict=True))
+                counts = [int(c, 36) for c in buckets.split(".")] if buckets else []
+                if counts:
+                    band["histogram"] = {
+                        "count": len(counts),
+                        "min": -0.5,
+                        "max": 255.5,
+                        "buckets": counts,
+                    }
+                bands.append(band)
+        except (ValueError, TypeError, AttributeError):
+            return {}
+        return {"raster:bands": bands} if bands else {}
+
+
+#: Most characters of a picture's ``raster:bands`` in its object's metadata.
+FIELDS_BUDGET = 1400
+_STATISTICS = ("minimum", "maximum", "mean", "stddev", "valid_percent")
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(int(n), 36)
+        out = digits[r] + out
+        if not n:
+            return out
 
 
 def scene_key(template: str, group: str, recipe: str) -> str:

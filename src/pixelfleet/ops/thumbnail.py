@@ -7,10 +7,12 @@ pipeline); this module holds the step's settings and wires them to storage.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from typing import Literal, cast
 
 from pydantic import Field, field_validator, model_validator
 
+from pixelfleet.errors import ConfigError, InputError
 from pixelfleet.imagery.pictures import CONTENT_TYPES, ThumbnailOptions
 from pixelfleet.imagery.thumbnails import render_object
 from pixelfleet.models import Entry, OutputRecord
@@ -142,6 +144,29 @@ class ThumbnailOp(Op):
     def output_keys(self, entry: Entry) -> list[str]:
         """The one thumbnail key for ``entry``."""
         return [render_key(self.options.key, entry.key)]
+
+    def check_inputs(self, ctx: OpContext, group: str, entries: Sequence[Entry]) -> None:
+        """Check ``bands`` against the band count of each sampled GeoTIFF (read from its
+        header; photos have no band numbers to check). A dry run calls it."""
+        bands = self.options.bands
+        if not bands:
+            return
+        from pixelfleet.imagery.bands import stored_band_count  # rasterio: only when needed
+
+        for entry in entries:
+            try:
+                count = stored_band_count(ctx.source, entry)
+            except InputError:
+                continue  # not an image, or corrupt: that object fails on its own in the run
+            over = next((b for b in bands if count is not None and b > count), None)
+            if count is not None and over is not None:
+                example = "[1, 2, 3]" if count >= 3 else "[1]"
+                raise ConfigError(
+                    f"bands = {list(bands)} asks for band {over}, but "
+                    f"{ctx.source.describe(entry.key)} has {count} band{'s' * (count != 1)}; "
+                    f"use band numbers from 1 to {count} (e.g. bands = {example}), or leave "
+                    "bands out to show the file's colour bands"
+                )
 
     def asset_roles(self, key: str) -> list[str]:
         """Thumbnails are STAC ``thumbnail`` assets."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pixelfleet.catalog import Catalog, SearchQuery
-from pixelfleet.catalog.query import ITEM_FIELDS, MAX_LIMIT
+from pixelfleet.catalog.query import ITEM_FIELDS, MAX_LIMIT, UNDATED
 from pixelfleet.catalog.values import RFC3339_EXAMPLE, rfc3339_epoch
 from pixelfleet.errors import BadQueryError
 
@@ -189,7 +189,7 @@ class Profiles:
 
     def check_sortable(self, catalog: Catalog, query: SearchQuery) -> None:
         """Refuse sort keys no item has (a mistyped name would otherwise sort nothing)."""
-        wanted = [name for name, _ in query.sortby if name not in ITEM_FIELDS]
+        wanted = [name for name, _ in query.sortby if name not in (*ITEM_FIELDS, UNDATED)]
         if not wanted:
             return
         collections = query.collections or [c["id"] for c in catalog.collections()]

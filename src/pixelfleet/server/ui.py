@@ -26,6 +26,7 @@ from pixelfleet import __version__
 from pixelfleet.catalog import parse_query
 from pixelfleet.errors import BadQueryError, ItemNotFoundError, LedgerError, PixelfleetError
 from pixelfleet.humanize import human_bytes, human_seconds
+from pixelfleet.server.composites import composites_of
 from pixelfleet.server.present import present_item
 from pixelfleet.server.stac import asset_url, base_url, catalog_of, is_local_href
 
@@ -314,7 +315,8 @@ def pystac_snippet(base: str, collection_id: str, item_id: str) -> str:
 
 @router.get("/items/{collection_id}/{item_id:path}", response_class=HTMLResponse)
 def item_page(collection_id: str, item_id: str, request: Request) -> Response:
-    """One item: a map with its footprint and thumbnail, labels, assets and properties."""
+    """One item: a map with its footprint and thumbnail, labels, composites with their
+    histograms, assets and properties."""
     try:
         found = catalog_of(request).get_item(collection_id, item_id)
     except ItemNotFoundError as exc:
@@ -355,6 +357,7 @@ def item_page(collection_id: str, item_id: str, request: Request) -> Response:
         if isinstance(lab, dict)
     ]
     title = props.get("title") or item_id
+    links = {a["name"]: a["link"] for a in assets}
     api_href = next(
         (lk["href"] for lk in shown.get("links") or [] if lk.get("rel") == "self"), base
     )
@@ -368,6 +371,7 @@ def item_page(collection_id: str, item_id: str, request: Request) -> Response:
             "when": when_of(shown),
             "when_label": when_label(shown),
             "labels": labels,
+            "composites": composites_of(shown, links.get, str(title)),
             "assets": assets,
             "properties": [
                 (k, readable(v)) for k, v in sorted(props.items()) if k not in ("labels",)
