@@ -131,7 +131,6 @@ class SqliteCatalog(SqliteSearch, Catalog):
             self._db.executescript(_SCHEMA)
             self._check_newest_index()
             self._check_text_index()
-            self._refresh_statistics()
         except (sqlite3.Error, OSError) as exc:
             raise CatalogError(f"cannot open the catalog {url!r}: {exc}") from exc
         self._known: set[str] = set()
@@ -145,25 +144,6 @@ class SqliteCatalog(SqliteSearch, Catalog):
         if row is None or row[0] != _NEWEST_INDEX:
             self._db.execute("DROP INDEX IF EXISTS items_newest")
             self._db.execute(_NEWEST_INDEX)
-
-    def _refresh_statistics(self) -> None:
-        """Give SQLite's planner row counts (``ANALYZE``) when it has none or the catalog
-        has doubled since; 62 ms at 100,000 items (measured), once.
-
-        Without them the planner takes any equality as selective: "newest first" within
-        a collection then read every item of the collection through ``items_key`` and
-        sorted them (83 ms at 20,000 items in one collection, measured) instead of
-        walking ``items_newest`` (0.33 ms).
-        """
-        db = self._db
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
-            row = db.execute("SELECT stat FROM sqlite_stat1 WHERE idx = 'items_key'").fetchone()
-            counted = int(row[0].split()[0]) if row and row[0] else 0
-        else:
-            counted = -1
-        (items,) = db.execute("SELECT count(*) FROM items").fetchone()
-        if counted < 0 or (items >= 1000 and items >= 2 * counted):
-            db.execute("ANALYZE")
 
     def _check_text_index(self) -> None:
         """Create the text index, or rebuild it when it was made by another TEXT_VERSION."""

@@ -154,7 +154,13 @@ class SqliteSearch:
                 e, w, n, s,
             )  # fmt: skip
         if query.collections is not None:
-            found.add(f"items.collection IN ({', '.join('?' * len(query.collections))})",
+            # Unary +: not through the (collection, id) key, which SQLite (it keeps no row
+            # counts) would take for any collection and then sort the whole collection
+            # (61 ms a page at 100,000 items in one collection, measured; 346 ms newest
+            # first): the sort's own index is walked and the collection checked per row
+            # (0.2 ms). ids are still found through the key (below).
+            plus = "+" if query.ids is None else ""
+            found.add(f"{plus}items.collection IN ({', '.join('?' * len(query.collections))})",
                       *query.collections)  # fmt: skip
         if query.ids is not None:
             found.add(f"items.id IN ({', '.join('?' * len(query.ids))})", *query.ids)
