@@ -12,6 +12,7 @@ offset points at one compressed tile), which libtiff and GDAL accept.
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -251,3 +252,21 @@ def vrt_to(source: str, relative: bool = False) -> str:
         f'<SourceFilename relativeToVRT="{int(relative)}">{source}</SourceFilename>'
         "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>\n"
     )
+
+
+def make_nested(root: Path, names: list[str], leaf: str, data: bytes) -> str:
+    """Folders ``names`` one inside the other (through descriptors: the whole path may be
+    longer than the system's limit) and the file ``leaf`` in the last; its key."""
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        out = os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+    finally:
+        os.close(fd)
+    return "/".join([*names, leaf])

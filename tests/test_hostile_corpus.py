@@ -36,6 +36,7 @@ from bomb_helpers import (
     DTYPE_BOMBS,
     ISSUE_BOMBS,
     itxt,
+    make_nested,
     text,
     vrt_to,
     write_bmp_header,
@@ -114,24 +115,6 @@ def closed_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
-
-
-def make_nested(root: Path, names: list[str], leaf: str, data: bytes) -> str:
-    """Folders ``names`` one inside the other (through descriptors: the whole path may be
-    longer than the system's limit) and the file ``leaf`` in the last; its key."""
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        for name in names:
-            os.mkdir(name, dir_fd=fd)
-            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        out = os.open(leaf, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(out, data)
-        os.close(out)
-    finally:
-        os.close(fd)
-    return "/".join([*names, leaf])
 
 
 def small_geotiff(path: Path) -> None:

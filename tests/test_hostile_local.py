@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bomb_helpers import make_nested
 from fleet_helpers import make_fleet_bucket
 from pixelfleet.cli.main import cli
 from pixelfleet.errors import ObjectNotFoundError, UnsafeKeyError
@@ -254,25 +255,10 @@ def test_listing_source_passes_odd_names_on_for_the_runner_to_report(bucket: Pat
     assert listed == [("bad\\xff.png", False), ("link.png", True)]  # the first fails its task
 
 
-def make_deep(root: Path, names: list[str], leaf: bytes) -> None:
-    """Folders ``names`` nested in ``root``, made one below the other through descriptors
-    (their whole path may be longer than the system's limit), and ``leaf.jpg`` in the last."""
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        for name in names:
-            os.mkdir(name, dir_fd=fd)
-            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        out = os.open("leaf.jpg", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(out, leaf)
-        os.close(out)
-    finally:
-        os.close(fd)
-
-
 def test_a_bucket_thousands_of_folders_deep_is_listed(tmp_path: Path) -> None:
-    make_deep(tmp_path, ["d"] * 1900, b"x")  # once a RecursionError that ended the run
+    make_nested(
+        tmp_path, ["d"] * 1900, "leaf.jpg", b"x"
+    )  # once a RecursionError that ended the run
     (entry,) = open_storage(str(tmp_path)).scan()
     assert entry.key == "d/" * 1900 + "leaf.jpg" and entry.skip is None
 
@@ -281,7 +267,7 @@ def test_a_folder_whose_path_is_too_long_is_one_skipped_entry(tmp_path: Path) ->
     bucket = tmp_path / "bucket"
     bucket.mkdir()
     shutil.copy(FLOWER, bucket / "a.jpg")
-    make_deep(bucket, [f"{i:02d}" + "x" * 98 for i in range(60)], b"x")  # > PATH_MAX
+    make_nested(bucket, [f"{i:02d}" + "x" * 98 for i in range(60)], "leaf.jpg", b"x")  # > PATH_MAX
     listed = list(ListingSource(str(bucket), ["**/*.jpg"]).entries())  # once an OSError
     folder, good = listed
     assert good.key == "a.jpg" and good.skip is None
