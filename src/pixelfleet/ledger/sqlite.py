@@ -210,15 +210,18 @@ class SqliteLedger(FleetLedger, EventLog):
         found: set[str] = set()
         ids = list(task_ids)
         with self._lock:
+            # Plain tuples: a sqlite3.Row per id was a fifth of a rerun's time.
+            cursor = self._db.cursor()
+            cursor.row_factory = None
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" for _ in chunk)
-                rows = self._db.execute(
+                cursor.execute(
                     "SELECT task_id FROM tasks"  # no DISTINCT: the set drops repeats
                     f" WHERE state = 'done' AND task_id IN ({marks})",
                     chunk,
-                ).fetchall()
-                found.update(r[0] for r in rows)
+                )
+                found.update(r[0] for r in cursor.fetchall())
         return found
 
     @override

@@ -44,6 +44,7 @@ def create_app(
     from pixelfleet.server import live, metrics, openapi, stac, ui
     from pixelfleet.server.errors import add_handlers
     from pixelfleet.server.queryables import Profiles
+    from pixelfleet.server.shortcut import SearchShortcut
 
     settings = settings or get_settings()
     owned = catalog is None
@@ -86,4 +87,5 @@ def create_app(
         events.install(app, events_pipeline, app.state.ledger_url, settings)  # POST /events
     app.include_router(openapi.router)  # last: its OPTIONS route answers for every path
     ui.mount_static(app)
+    app.add_middleware(SearchShortcut)  # GET /stac/search on SQLite without the routing
     return app

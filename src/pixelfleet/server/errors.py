@@ -80,15 +80,22 @@ def error_response(
     )
 
 
+def answer_error(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to a pixelfleet error (4xx) or an unexpected one (500, logged)."""
+    status = status_of(exc) if isinstance(exc, PixelfleetError) else 500
+    if status >= 500:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    if not isinstance(exc, PixelfleetError):
+        return error_response(500, "internal error; see the server log")
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, str(exc), headers)
+
+
 def add_handlers(app: FastAPI) -> None:
     """Install the handlers on an app."""
 
     async def pixelfleet_error(request: Request, exc: Exception) -> JSONResponse:
-        status = status_of(exc)
-        if status >= 500:
-            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return error_response(status, str(exc), headers)
+        return answer_error(request, exc)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -112,8 +119,7 @@ def add_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, description, headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal error; see the server log")
+        return answer_error(request, exc)
 
     app.add_exception_handler(PixelfleetError, pixelfleet_error)
     app.add_exception_handler(RequestValidationError, validation_error)
