@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,11 +257,17 @@ def test_listing_source_passes_odd_names_on_for_the_runner_to_report(bucket: Pat
 
 
 def test_a_bucket_thousands_of_folders_deep_is_listed(tmp_path: Path) -> None:
-    make_nested(
-        tmp_path, ["d"] * 1900, "leaf.jpg", b"x"
-    )  # once a RecursionError that ended the run
-    (entry,) = open_storage(str(tmp_path)).scan()
-    assert entry.key == "d/" * 1900 + "leaf.jpg" and entry.skip is None
+    bucket = tmp_path / "deep"
+    bucket.mkdir()
+    make_nested(bucket, ["d"] * 1900, "leaf.jpg", b"x")  # once a RecursionError ended the run
+    try:
+        (entry,) = open_storage(str(bucket)).scan()
+        assert entry.key == "d/" * 1900 + "leaf.jpg" and entry.skip is None
+    finally:
+        # shutil.rmtree recurses once per level (a RecursionError at 1,900), and pytest's
+        # clean-up of old temp folders then failed later tests at random (its unclosed
+        # scandir iterator, under filterwarnings = error): rm removes it without recursing.
+        subprocess.run(["rm", "-rf", str(bucket)], check=True)
 
 
 def test_a_folder_whose_path_is_too_long_is_one_skipped_entry(tmp_path: Path) -> None:
