@@ -34,8 +34,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@$(BIN)/python -m pixelfleet.cli.demo
 
+# A temp folder of its own per run, removed after it (rm, which needs no recursion for deep
+# trees): pytest's clean-up of earlier runs' folders then never has to remove what a test
+# made, or a killed run left, there.
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@tmp=$$(mktemp -d); $(BIN)/python -m pytest --basetemp="$$tmp/pytest" $(PYTEST_ARGS); \
+	  status=$$?; rm -rf "$$tmp"; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
