@@ -145,3 +145,20 @@ def test_other_buckets_and_unselected_keys_are_ignored(tmp_path: Path) -> None:
         wait_for(lambda: queue.pending() == 0)
     assert watcher.counts() == {"ignored": 4}
     assert len(queue.acked) == 4
+
+
+def test_a_symbolic_link_is_not_read_and_not_retried(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """As a backfill skips it: acknowledged as ignored with the reason, nothing made, no
+    retry and no dead letter (it was retried as a bucket failure before)."""
+    src, out, catalog, queue, watcher, ledger = setup
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(photo())
+    (src / "link.png").symlink_to(outside)
+    with Background(watcher):
+        queue.put(s3_event("created", "", "link.png"))
+        wait_for(lambda: queue.pending() == 0 and watcher.counts().get("ignored") == 1)
+    assert keys_under(out) == set() and item_ids(catalog) == set()
+    assert len(queue.acked) == 1 and not queue.dead
+    (event,) = ledger.events(watcher.summary.run_id)
+    assert event.action == "ignored" and "symbolic link" in event.detail
+    assert watcher.counts().get("failed") is None

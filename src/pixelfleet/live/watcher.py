@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pixelfleet import metrics
 from pixelfleet.catalog import Catalog, open_catalog
-from pixelfleet.errors import ItemNotFoundError, PixelfleetError
+from pixelfleet.errors import ItemNotFoundError, PixelfleetError, UnsafeKeyError
 from pixelfleet.events import BucketEvent, EventQueue, MemoryQueue, Message, compare_sequencers
 from pixelfleet.events.parse import MalformedEventError, parse_message
 from pixelfleet.ledger import Ledger, RunRecord
@@ -383,6 +383,10 @@ class Watcher:
                 self._tasks.put(make_task(group, entries, self.pipeline.settings_hash))
             else:
                 self._tasks.put(entries[0])
+        except UnsafeKeyError as exc:
+            # A symbolic link (or a FIFO...) in a local bucket: never read, as a backfill
+            # skips it; reported with the reason, not retried, not a dead letter.
+            self._finish(unit, "ignored", f"not read: {one_line(str(exc))}")
         except Exception as exc:  # noqa: BLE001 - the bucket or catalog failed: retry later
             self._finish(unit, "failed", f"{type(exc).__name__}: {one_line(str(exc))}", retry=True)
 
