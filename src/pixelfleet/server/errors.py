@@ -82,7 +82,7 @@ def error_response(
 
 def answer_error(request: Request, exc: Exception) -> JSONResponse:
     """The answer to a pixelfleet error (4xx) or an unexpected one (500, logged)."""
-    status = status_of(exc) if isinstance(exc, PixelfleetError) else 500
+    status = status_of(exc)
     if status >= 500:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     if not isinstance(exc, PixelfleetError):
