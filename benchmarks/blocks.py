@@ -360,18 +360,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def stop_fork_server() -> None:
-    """Stop and wait for multiprocessing's fork server, if this process started one (the
-    ``local`` executor forks its workers from it): waiting for it is what adds its CPU
-    time and its workers' (which it waited for) to this process's children's."""
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    stop = getattr(server, "_stop", None)
-    if stop is not None:
-        stop()
-
-
 def child(method: str, task: str, paths_json: str, out: str) -> None:
     """Run one method and print its wall and CPU time and peak memory as JSON."""
     run, workers = METHODS[method]
@@ -390,7 +378,11 @@ def child(method: str, task: str, paths_json: str, out: str) -> None:
     started, before = time.perf_counter(), os.times()
     result = run(task, paths, Path(out), workers)
     seconds = time.perf_counter() - started
-    stop_fork_server()
+    if not method.startswith("rios"):  # RIOS runs under the system Python, without pixelfleet
+        # Waiting for the fork server adds its CPU time and its workers' to this process's.
+        from pixelfleet.executors.local import stop_fork_server
+
+        stop_fork_server()
     after = os.times()
     cpu = sum(after[:4]) - sum(before[:4])  # this process and its (waited-for) workers
     workers_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -42,6 +42,7 @@ from typing import Any
 
 from pixelfleet.executors import open_executor
 from pixelfleet.executors.base import Executor, Job
+from pixelfleet.executors.local import stop_fork_server
 from pixelfleet.models import Entry, OutputRecord, Task, TaskResult
 from pixelfleet.ops import Op, OpConfig, OpContext
 from pixelfleet.pipeline import pipeline_from_dict
@@ -147,7 +148,12 @@ def cpu_seconds() -> float:
 
 
 def cpu_split() -> tuple[float, float]:
-    """CPU time (user + system) of this process, and of its children that were reaped."""
+    """CPU time (user + system) of this process, and of its children that were reaped.
+
+    The local executor forks its workers from a fork server, which waits for them: the
+    server is stopped (and waited for) first, so that its CPU and theirs count.
+    """
+    stop_fork_server()
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
@@ -320,7 +326,8 @@ def _print_split(name: str, before: tuple[float, float], system: float) -> None:
 
 
 def children_system() -> float:
-    """System CPU time of the reaped children of this process."""
+    """System CPU time of the reaped children of this process (the fork server's too)."""
+    stop_fork_server()
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
 
 

@@ -18,6 +18,7 @@ import psutil
 
 from pixelfleet.models import Entry, OutputRecord
 from pixelfleet.ops import Op, OpConfig, OpContext, render_key
+from process_helpers import is_worker
 
 LIMIT_PROBE_OP = "memory_helpers:LimitProbeOp"
 
@@ -72,6 +73,8 @@ class PeakRss:
     def __init__(self) -> None:
         self.peaks: dict[int, int] = {}
         self.names: dict[int, str] = {}
+        #: The worker processes among them (:func:`process_helpers.is_worker`).
+        self.workers: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -83,6 +86,8 @@ class PeakRss:
                     peak = status_bytes("VmHWM", child.pid)
                     if child.pid not in self.names:
                         self.names[child.pid] = " ".join(child.cmdline()[:4])
+                        if is_worker(child):
+                            self.workers.add(child.pid)
                 except (OSError, LookupError, psutil.Error):
                     continue  # gone, or a zombie
                 self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), peak)

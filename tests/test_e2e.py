@@ -18,6 +18,7 @@ from pixelfleet.ledger import open_ledger
 from pixelfleet.pipeline import pipeline_from_dict
 from pixelfleet.runner import Runner
 from pixelfleet.storage import open_storage
+from process_helpers import is_worker
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "demo" / "bucket"
@@ -125,11 +126,11 @@ def test_hostile_keys_never_write_outside_the_output(tmp_path: Path) -> None:
 
 
 def _workers() -> list[psutil.Process]:
-    """The local executor's worker processes (spawned; not multiprocessing's resource tracker)."""
+    """The local executor's worker processes (not multiprocessing's helpers)."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "spawn_main" in " ".join(child.cmdline()):
+            if is_worker(child):
                 found.append(child)
         except psutil.Error:
             continue

@@ -290,8 +290,8 @@ collection = "hostile"
     output = (tmp_path / "stdout").read_text()
     assert code == 1, output + (tmp_path / "stderr").read_text()  # 1: some objects failed
 
-    # Each process's peak, by pid: the runner, its two workers, multiprocessing's tracker.
-    workers = {p: peak for p, peak in rss.peaks.items() if "spawn_main" in rss.names[p]}
+    # Each process's peak, by pid: the runner, its two workers, multiprocessing's helpers.
+    workers = {p: peak for p, peak in rss.peaks.items() if p in rss.workers}
     shown = ", ".join(f"{rss.peaks[p] / MIB:.0f} MiB" for p in sorted(workers))
     print(
         f"{len(expect)} objects in {took:.1f} s; peak RSS per worker: {shown};"

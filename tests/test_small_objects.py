@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ from pixelfleet.runner import Runner
 from pixelfleet.storage import open_storage
 from pixelfleet.storage.local import XATTR
 from s3_server import S3Env
-from test_small_objects_probe import PROBE
+from test_small_objects_probe import ENVIRONMENT_PROBE, PROBE, PROBED
 
 TESTS = Path(__file__).resolve().parent
 
@@ -558,6 +559,51 @@ def test_a_worker_started_under_pytest_does_not_import_pytest(tmp_path: Path) ->
         assert Runner(pipeline, ledger).run().counts.objects_written == 1
     _assert_lean(_worker_modules(out))
     _assert_no_gdal(_worker_modules(out))
+
+
+def test_a_worker_sees_the_environment_the_parent_has_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers forked from the fork server (started by the first run, or earlier) get
+    the parent's environment as it is when they start, not the server's."""
+    src = tmp_path / "src"
+    make_photos(src, 1, folders=1)
+    monkeypatch.delenv(PROBED, raising=False)
+    for value in ("", "first", "second"):
+        if value:
+            monkeypatch.setenv(PROBED, value)
+        out = tmp_path / f"out-{value or 'unset'}"
+        pipeline = pipeline_from_dict(
+            {
+                "source": {"url": str(src)},
+                "output": {"url": str(out)},
+                "steps": [{"op": ENVIRONMENT_PROBE}],
+                "run": {"executor": "local", "workers": 1},
+            }
+        )
+        with open_ledger("memory://") as ledger:
+            assert Runner(pipeline, ledger).run().counts.objects_written == 1
+        (found,) = list(out.rglob("*.env.txt"))
+        assert found.read_text() == value
+
+
+def test_workers_are_spawned_when_the_fork_server_preloads_something_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fork server is one per process: one started by the blocks pool (rasterio
+    preloaded) is not used, so a photo worker never carries GDAL."""
+    from multiprocessing import forkserver
+
+    from pixelfleet.executors.local import PRELOAD, start_context
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this system: workers are always spawned")
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    monkeypatch.setattr(server, "_forkserver_pid", server._forkserver_pid or 2**22)
+    monkeypatch.setattr(server, "_preload_modules", ["pixelfleet.blocks.preload"])
+    assert start_context().get_start_method() == "spawn"
+    monkeypatch.setattr(server, "_preload_modules", list(PRELOAD))
+    assert start_context().get_start_method() == "forkserver"
 
 
 def test_a_rerun_with_every_task_done_starts_no_worker(

@@ -31,3 +31,27 @@ class ModulesProbe(Op):
         (key,) = self.output_keys(entry)
         names = json.dumps(sorted(sys.modules)).encode()
         return [ctx.write(self, entry, key, names, "application/json")]
+
+
+ENVIRONMENT_PROBE = "test_small_objects_probe:EnvironmentProbe"
+#: The variable :class:`EnvironmentProbe` reports.
+PROBED = "PIXELFLEET_TEST_PROBE"
+
+
+class EnvironmentProbe(Op):
+    """Writes ``{stem}.env.txt``: the worker's value of :data:`PROBED` (empty if unset)."""
+
+    name = "environment-probe"
+    Config = OpConfig
+
+    def output_keys(self, entry: Entry) -> list[str]:
+        """One text file per source object."""
+        return [render_key("{stem}.env.txt", entry.key)]
+
+    def run(self, ctx: OpContext, entry: Entry) -> list[OutputRecord]:
+        """Write what this process's environment says."""
+        import os
+
+        (key,) = self.output_keys(entry)
+        value = os.environ.get(PROBED, "").encode()
+        return [ctx.write(self, entry, key, value, "text/plain")]

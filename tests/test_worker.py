@@ -117,8 +117,12 @@ def test_result_json_is_the_result_as_a_dict() -> None:
         worker="host:1",
         permanent=True,
     )
-    assert result_json(result) == json.dumps(result.to_dict())
+    assert json.loads(result_json(result)) == result.to_dict()
     assert TaskResult.from_dict(json.loads(result_json(result))) == result
+    # What orjson refuses (a lone surrogate; an integer over 64 bits) is written by json.
+    result.entries[1].error = "bad \udcff name"
+    result.entries[0].outputs[0].properties = {"big": 2**70}
+    assert json.loads(result_json(result)) == result.to_dict()
 
 
 _LAZY_RASTERIO = """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from importlib.metadata import entry_points
 from typing import Any
 
 from pixelfleet.errors import ConfigError, MissingExtraError, UnknownNameError
@@ -48,6 +47,10 @@ class Registry:
         if self._loaded_entry_points:
             return
         self._loaded_entry_points = True
+        # Imported here: importlib.metadata (and the email package it brings) is a
+        # fifth of a worker's imports, and a built-in name never needs it.
+        from importlib.metadata import entry_points
+
         for ep in entry_points(group=self.group):
             self._refs.setdefault(ep.name, ep.value)
 
@@ -68,8 +71,10 @@ class Registry:
         :class:`UnknownNameError` listing the valid names; a missing optional
         dependency raises :class:`MissingExtraError` naming the extra.
         """
-        self._load_entry_points()
-        ref = self._refs.get(name)
+        ref = self._refs.get(name)  # a built-in name wins over an entry point's
+        if ref is None:
+            self._load_entry_points()
+            ref = self._refs.get(name)
         if ref is None and ":" in name:
             ref = name
         if ref is None:

@@ -21,18 +21,19 @@ from executor_helpers import Bucket, run_jobs
 from pixelfleet.errors import MissingExtraError
 from pixelfleet.executors import Executor, open_executor
 from pixelfleet.models import TaskResult
+from process_helpers import is_helper
 
 
 def children() -> set[int]:
     """Pids of this process's descendants, zombies included: they were not reaped.
 
-    Left out: the helper ``multiprocessing`` starts once per interpreter, with the
-    first spawned process, and keeps until exit.
+    Left out: the helpers ``multiprocessing`` starts once per interpreter (its resource
+    tracker, and the fork server local workers are forked from) and keeps until exit.
     """
     pids = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            helper = "multiprocessing.resource_tracker" in " ".join(child.cmdline())
+            helper = is_helper(child)
         except psutil.Error:  # a zombie, or gone
             helper = False
         if not helper:
@@ -205,3 +206,15 @@ def test_dask_missing_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'pixelfleet\[dask\]'"):
         open_executor("dask")
+
+
+def test_a_result_orjson_refuses_is_read_by_json() -> None:
+    """Results are decoded by orjson when installed; NaN (which the json module writes)
+    and lone surrogates, which orjson refuses, are read all the same."""
+    import math
+
+    from pixelfleet.executors.local import _loads
+
+    assert _loads('{"a": [1, "b"]}') == {"a": [1, "b"]}
+    assert math.isnan(_loads('{"a": NaN}')["a"])
+    assert _loads('{"a": "bad \\udcff"}') == {"a": "bad \udcff"}
