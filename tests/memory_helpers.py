@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import sys
 import threading
 
 import psutil
@@ -102,9 +103,26 @@ class PeakRss:
         self._thread.join(5)
 
 
-def wait_peak(pid: int) -> tuple[int, int]:
-    """Wait for child ``pid`` to end; its exit status and the peak resident size (bytes)
-    of it and every descendant it waited for (``wait4``'s ``ru_maxrss``: the kernel's
-    exact figure, for the largest of them)."""
-    _, status, usage = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
+#: Runs a command as its child and writes the peak resident size (bytes) of it and of
+#: every descendant it waited for (``wait4``'s ``ru_maxrss``) to a file. The figure must
+#: come from a small parent: a process forked from pytest starts with pytest's resident
+#: pages as its high-water mark, which Linux carries across ``exec`` into ``ru_maxrss``
+#: (pytest holds 800+ MiB late in a full run), so pytest's own ``wait4`` would report
+#: pytest's size rather than the command's.
+_MEASURED = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
+def measured(command: list[str], peak_file: str | os.PathLike[str]) -> list[str]:
+    """``command`` (its program an absolute path) run by a small launcher that writes,
+    once it ends, the kernel's peak resident size of it and its descendants to
+    ``peak_file``; the launcher exits with the command's status."""
+    return [sys.executable, "-c", _MEASURED, os.fspath(peak_file), *command]

@@ -47,7 +47,7 @@ from bomb_helpers import (
     write_zero_tiff,
     ztxt,
 )
-from memory_helpers import PeakRss, wait_peak
+from memory_helpers import PeakRss, measured
 from pixelfleet.cli.display import printable
 from pixelfleet.cli.main import cli
 from pixelfleet.ledger import open_ledger
@@ -265,7 +265,8 @@ collection = "hostile"
 """
     )
     written_by_run = {out, tmp_path / "ledger.db", tmp_path / "catalog.db"}
-    written_by_run |= {tmp_path / "stdout", tmp_path / "stderr"}
+    peak = tmp_path / "peak"
+    written_by_run |= {tmp_path / "stdout", tmp_path / "stderr", peak}
     before = snapshot(tmp_path, written_by_run, outside)
     env = {
         **os.environ,
@@ -283,9 +284,10 @@ collection = "hostile"
         open(tmp_path / "stdout", "w") as stdout,
         open(tmp_path / "stderr", "w") as stderr,
     ):
-        run = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
-        code, tree_peak = wait_peak(run.pid)  # the kernel's figure: runner and workers
-        run.returncode = code
+        # The kernel's figure for the runner and its workers, from a small launcher.
+        run = subprocess.Popen(measured(command, peak), env=env, stdout=stdout, stderr=stderr)
+        code = run.wait()
+        tree_peak = int(peak.read_text())
     took = time.monotonic() - started
     output = (tmp_path / "stdout").read_text()
     assert code == 1, output + (tmp_path / "stderr").read_text()  # 1: some objects failed
