@@ -357,6 +357,21 @@ def test_an_item_round_trips(catalog: Catalog) -> None:
     assert catalog.upsert([]) == 0
 
 
+def test_an_item_with_a_null_datetime_keeps_the_field(catalog: Catalog) -> None:
+    """STAC requires ``properties.datetime``, null when the item has a range instead;
+    pgstac drops null properties when it stores an item, so they must come back."""
+    name = fresh()
+    catalog.save_collection(new_collection(name))
+    span = {"start_datetime": "2014-01-01T00:00:00Z", "end_datetime": "2014-12-31T23:59:59Z"}
+    item = make_item(3, name, datetime=None, **span)
+    catalog.upsert([item])
+    assert catalog.get_item(name, "i0003") == item
+    (found,) = catalog.search(parse_query(collections=[name])).items
+    assert found["properties"]["datetime"] is None
+    (found,) = catalog.search(parse_query(collections=[name], sortby="-datetime")).items
+    assert found["properties"]["datetime"] is None
+
+
 def test_rerun_updates_in_place(filled: tuple[Catalog, str, MemoryCatalog]) -> None:
     catalog, name, _ = filled
     changed = make_item(5, name, title="scene five renamed glacier")

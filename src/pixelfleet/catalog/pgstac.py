@@ -310,6 +310,12 @@ def _storable(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _readable(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as stored, from what pgstac gives back: no geometry where it had none, and
+    ``properties.datetime`` (which STAC requires, null for an item with a date range)
+    where pgstac, which drops null properties when it stores an item, left it out."""
+    properties = item.get("properties")
+    if isinstance(properties, dict):
+        properties.setdefault("datetime", None)
     geometry = item.get("geometry")
     empty = isinstance(geometry, dict) and geometry.get("type") == "GeometryCollection"
     if empty and not geometry.get("geometries"):  # type: ignore[union-attr]
