@@ -321,6 +321,50 @@ def test_intervals_meet_windows(catalog: Catalog, window: str) -> None:
     assert got == ids(reference, collections=[name], datetime=window, limit=50)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("start_datetime >= TIMESTAMP('2014-06-01T00:00:00Z')", ["i0001", "i0002"]),
+        ("start_datetime = TIMESTAMP('2014-01-01T00:00:00Z')", ["i0000"]),
+        ("end_datetime <= TIMESTAMP('2014-12-31T23:59:59Z')", ["i0000", "i0003"]),
+        ("seen > TIMESTAMP('2014-03-01T00:00:00Z')", ["i0001"]),
+        ("seen <= TIMESTAMP('2014-03-01T00:00:00Z')", ["i0002", "i0003"]),
+        ("TIMESTAMP('2014-03-01T00:00:00Z') < seen", ["i0001"]),
+        ("seen = TIMESTAMP('2014-05-01T12:00:00Z')", ["i0001"]),
+        ("seen <> TIMESTAMP('2014-05-01T12:00:00Z')", ["i0002", "i0003"]),
+        # 2013-12-31T23:00:00-02:00 is 2014-01-01T01:00:00Z: after the end
+        ("seen BETWEEN TIMESTAMP('2013-01-01T00:00:00Z') AND TIMESTAMP('2014-01-01T00:00:00Z')",
+         ["i0003"]),
+        ("seen IN (TIMESTAMP('2013-02-01T00:00:00Z'), TIMESTAMP('2014-05-01T12:00:00Z'))",
+         ["i0001", "i0003"]),
+        ("seen > DATE('2014-03-01')", ["i0001"]),
+    ],
+)  # fmt: skip
+def test_properties_compare_with_timestamps_as_instants(
+    catalog: Catalog, text: str, expected: list[str]
+) -> None:
+    """A timestamp compares with the item's start and end (its datetime when it has no
+    range, as pgstac's columns hold them) and with any property holding a date-time, as
+    instants: not as text against a number (every string was "greater" than any
+    timestamp in SQLite) nor refused (pgstac: no operator for text and a timestamp)."""
+    name = fresh()
+    reference = MemoryCatalog()
+    spans = [
+        {"datetime": None, "start_datetime": "2014-01-01T00:00:00Z",
+         "end_datetime": "2014-12-31T23:59:59Z"},
+        {"datetime": "2015-06-01T00:00:00Z", "seen": "2014-05-01T12:00:00Z"},
+        {"datetime": "2016-06-01T00:00:00Z", "seen": "2013-12-31T23:00:00-02:00"},
+        {"datetime": "2013-06-01T00:00:00Z", "seen": "2013-02-01T00:00:00Z"},
+    ]  # fmt: skip
+    items = [make_item(n, name, **props) for n, props in enumerate(spans)]
+    for cat in (catalog, reference):
+        cat.save_collection(new_collection(name))
+        cat.upsert(items)
+    query = {"collections": [name], "filter": text, "filter_lang": "cql2-text", "limit": 50}
+    assert sorted(ids(reference, **query)) == expected
+    assert sorted(ids(catalog, **query)) == expected
+
+
 def test_counts_and_missing_things(filled: tuple[Catalog, str, MemoryCatalog]) -> None:
     catalog, name, _ = filled
     assert catalog.search(parse_query(collections=[name], q="glacier")).matched == N // 8 + (

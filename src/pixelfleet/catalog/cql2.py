@@ -287,22 +287,54 @@ def evaluate(expr: dict[str, Any], item: dict[str, Any]) -> bool:
     return _eval(expr, item) is True
 
 
-def _value(node: Any, item: dict[str, Any]) -> Any:
+#: The item's instants a filter reads as epoch seconds: its sort datetime, and the start
+#: and end of its interval (an item with one datetime starts and ends then), as pgstac
+#: reads them (from its columns).
+INSTANTS = {"datetime": 0, "start_datetime": 1, "end_datetime": 2}
+
+
+def is_instant_literal(node: Any) -> bool:
+    """A ``{"timestamp": ...}`` or ``{"date": ...}`` operand."""
+    return isinstance(node, dict) and ("timestamp" in node or "date" in node)
+
+
+def _value(node: Any, item: dict[str, Any], instants: bool = False) -> Any:
+    """An operand's value for ``item``; with ``instants`` (a timestamp is compared), a
+    property holding a date-time string is read as epoch seconds, to the millisecond
+    (as the SQLite backend reads it), and a string that is not one as unknown."""
     if isinstance(node, dict) and "property" in node:
         name = _prop(node)
         if name == "id":
             return item.get("id")
         if name == "collection":
             return item.get("collection")
-        if name == "datetime":
-            return item_interval(item)[0]
+        if name in INSTANTS:
+            return item_interval(item)[INSTANTS[name]]
         value = (item.get("properties") or {}).get(name)
         if isinstance(value, dict | list):
             return None
+        if instants:
+            return _property_instant(value)
         return value
     if isinstance(node, dict):
         return timestamp(node)
     return node
+
+
+def _property_instant(value: Any) -> float | None:
+    """A property's date-time string as epoch seconds rounded to the millisecond."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return round(to_epoch(value, what="property"), 3)
+    except BadQueryError:
+        return None
+
+
+def _values(args: list[Any], item: dict[str, Any]) -> list[Any]:
+    """The operands' values; when one is a timestamp, properties are read as instants."""
+    instants = any(is_instant_literal(a) for a in args)
+    return [_value(a, item, instants) for a in args]
 
 
 def _compare(op: str, a: Any, b: Any) -> bool | None:
@@ -361,26 +393,23 @@ def _eval(node: dict[str, Any], item: dict[str, Any]) -> bool | None:
         inner = _eval(args[0], item)
         return None if inner is None else not inner
     if op in COMPARISON:
-        return _compare(op, _value(args[0], item), _value(args[1], item))
+        return _compare(op, *_values(args, item))
     if op == "like":
         value = _value(args[0], item)
         if not isinstance(value, str):
             return None
         return like_regex(args[1]).fullmatch(value) is not None
     if op == "in":
-        value = _value(args[0], item)
+        value, *values = _values([args[0], *args[1]], item)
         if value is None:
             return None
-        results = [_compare("=", value, _value(v, item)) for v in args[1]]
+        results = [_compare("=", value, v) for v in values]
         if any(r is True for r in results):
             return True
         return None if any(r is None for r in results) else False
     if op == "between":
-        value = _value(args[0], item)
-        low, high = (
-            _compare(">=", value, _value(args[1], item)),
-            _compare("<=", value, _value(args[2], item)),
-        )
+        value, first, last = _values(args, item)
+        low, high = _compare(">=", value, first), _compare("<=", value, last)
         if low is False or high is False:
             return False
         return None if low is None or high is None else True
@@ -413,21 +442,24 @@ def to_sqlite(expr: dict[str, Any], params: list[Any]) -> str:
     if op == "not":
         return f"(NOT {to_sqlite(args[0], params)})"
     if op in COMPARISON:
-        left = _sql_value(args[0], params)
-        right = _sql_value(args[1], params)
+        instants = any(is_instant_literal(a) for a in args)
+        left = _sql_value(args[0], params, instants)
+        right = _sql_value(args[1], params, instants)
         return f"({left} {'!=' if op == '<>' else op} {right})"
     if op == "like":
         left = _sql_value(args[0], params)
         params.append(args[1])
         return f"({left} LIKE ? ESCAPE '\\')"
     if op == "in":
-        left = _sql_value(args[0], params)
-        values = [_sql_value(v, params) for v in args[1]]
+        instants = any(is_instant_literal(a) for a in args[1])
+        left = _sql_value(args[0], params, instants)
+        values = [_sql_value(v, params, instants) for v in args[1]]
         return f"({left} IN ({', '.join(values)}))" if values else "(0)"
     if op == "between":
-        value = _sql_value(args[0], params)
-        low = _sql_value(args[1], params)
-        high = _sql_value(args[2], params)
+        instants = any(is_instant_literal(a) for a in args)
+        value = _sql_value(args[0], params, instants)
+        low = _sql_value(args[1], params, instants)
+        high = _sql_value(args[2], params, instants)
         return f"({value} BETWEEN {low} AND {high})"
     if op == "isNull":
         return f"({_sql_value(args[0], params)} IS NULL)"
@@ -450,13 +482,34 @@ def _finite(value: float) -> float:
     return max(-1e18, min(1e18, value))
 
 
-def _sql_value(node: Any, params: list[Any]) -> str:
+#: The columns of ``items`` a filter reads for the item's own fields and instants.
+_COLUMNS = {
+    "id": "items.id",
+    "collection": "items.collection",
+    "datetime": "items.datetime",
+    "start_datetime": "items.dt_start",
+    "end_datetime": "items.dt_end",
+}
+
+
+def _sql_value(node: Any, params: list[Any], instants: bool = False) -> str:
+    """SQL for an operand; with ``instants`` (a timestamp is compared), a property holding
+    text is read as epoch seconds to the millisecond (``julianday``: NULL when the text
+    is no date), as the memory reference reads it."""
     if isinstance(node, dict) and "property" in node:
         name = _prop(node)
-        if name in ("id", "collection", "datetime"):
-            return f"items.{name}"
+        if name in _COLUMNS:
+            return _COLUMNS[name]
         # The name was checked against _PROPERTY, so it cannot close the quotes.
-        params.append(f'$.properties."{name}"')
+        path = f'$.properties."{name}"'
+        if instants:
+            params.extend([path, path])
+            return (
+                "(CASE WHEN json_type(items.content, ?) = 'text' THEN"
+                " round((julianday(json_extract(items.content, ?)) - 2440587.5) * 86400.0, 3)"
+                " END)"
+            )
+        params.append(path)
         return "json_extract(items.content, ?)"
     if isinstance(node, dict):
         params.append(timestamp(node))

@@ -16,6 +16,7 @@ from typing import Any
 from typing_extensions import override
 
 from pixelfleet.catalog.base import Catalog, SearchPage, check_item
+from pixelfleet.catalog.cql2 import INSTANTS, is_instant_literal
 from pixelfleet.catalog.pgstac_sort import COUNT_CAP, count_sql, last_values, page_sql, sorts_here
 from pixelfleet.catalog.query import SearchQuery, decode_token, encode_token, iso
 from pixelfleet.catalog.values import item_interval
@@ -36,9 +37,79 @@ _migrate_lock = threading.Lock()
 POOL_SIZE = 8
 
 
+#: A comparison of a property with a timestamp, as pgstac's temporal operators say it
+#: (``NOT`` of the opposite where there is none: unknown stays unknown).
+_AS_TEMPORAL = {
+    "=": (False, "t_equals"),
+    "<>": (True, "t_equals"),
+    "<": (False, "t_before"),
+    ">": (False, "t_after"),
+    "<=": (True, "t_after"),
+    ">=": (True, "t_before"),
+}
+#: The operator that says the same with its operands swapped.
+_SWAPPED = {"=": "=", "<>": "<>", "<": ">", ">": "<", "<=": ">=", ">=": "<="}
+
+
+def _temporal(op: str, prop: Any, stamp: Any) -> dict[str, Any]:
+    negate, name = _AS_TEMPORAL[op]
+    node = {"op": name, "args": [pgstac_filter(prop), stamp]}
+    return {"op": "not", "args": [node]} if negate else node
+
+
+def _timestamp_comparison(node: dict[str, Any]) -> dict[str, Any] | None:
+    """A comparison (``=``, ``<`` ..., ``between``, ``in``) of a property pgstac keeps in
+    its JSON (not one of its columns) with timestamps, in temporal operators: pgstac
+    compares such a property as text, which a timestamp is not (PostgreSQL: "operator
+    does not exist: text >= timestamp with time zone"), but reads it as a timestamp in a
+    temporal operator. None when ``node`` is no such comparison."""
+    op, args = node.get("op"), node.get("args")
+    if not isinstance(args, list) or not args:
+        return None
+
+    def stored(a: Any) -> bool:
+        return (
+            isinstance(a, dict)
+            and "property" in a
+            and str(a["property"]).removeprefix("properties.")
+            not in ("id", "collection", *INSTANTS)
+        )
+
+    if op in _AS_TEMPORAL and len(args) == 2:
+        left, right = args
+        if stored(left) and is_instant_literal(right):
+            return _temporal(op, left, right)
+        if stored(right) and is_instant_literal(left):
+            return _temporal(_SWAPPED[op], right, left)
+        return None
+    if (
+        op == "between"
+        and len(args) == 3
+        and stored(args[0])
+        and all(is_instant_literal(a) for a in args[1:])
+    ):
+        low, high = _temporal(">=", args[0], args[1]), _temporal("<=", args[0], args[2])
+        return {"op": "and", "args": [low, high]}
+    values = args[1] if len(args) == 2 else None
+    if (
+        op == "in"
+        and stored(args[0])
+        and isinstance(values, list)
+        and values
+        and all(is_instant_literal(v) for v in values)
+    ):
+        return {"op": "or", "args": [_temporal("=", args[0], v) for v in values]}
+    return None
+
+
 def pgstac_filter(node: Any) -> Any:
-    """Our CQL2-JSON as pgstac takes it: ``{"bbox": [...]}`` operands become polygons."""
+    """Our CQL2-JSON as pgstac takes it: ``{"bbox": [...]}`` operands become polygons, and
+    comparisons of a property with timestamps temporal operators
+    (:func:`_timestamp_comparison`)."""
     if isinstance(node, dict):
+        temporal = _timestamp_comparison(node)
+        if temporal is not None:
+            return temporal
         if set(node) == {"bbox"}:
             w, s, e, n = (
                 node["bbox"][:4]

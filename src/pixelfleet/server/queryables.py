@@ -46,6 +46,18 @@ ITEM_QUERYABLES: dict[str, dict[str, Any]] = {
         "type": "string",
         "format": "date-time",
     },
+    "start_datetime": {
+        "title": "Start",
+        "description": "The start of the item's time range; its datetime when it has none",
+        "type": "string",
+        "format": "date-time",
+    },
+    "end_datetime": {
+        "title": "End",
+        "description": "The end of the item's time range; its datetime when it has none",
+        "type": "string",
+        "format": "date-time",
+    },
     "geometry": {
         "title": "Footprint",
         "description": "Compared by bounding boxes (s_intersects)",
