@@ -365,6 +365,36 @@ def test_properties_compare_with_timestamps_as_instants(
     assert sorted(ids(catalog, **query)) == expected
 
 
+MIXED = [
+    "title = 5", "title <> 5", "title >= 5", "title < TRUE", "cloud >= TRUE", "cloud < ''",
+    "cloud >= ''", "cloud <> 'x'", "NOT (title = 5)", "NOT (cloud > 'a')", "cloud LIKE '1%'",
+    "title LIKE 'scene%'", "datetime < 'abc'", "id <> 5", "collection >= 0", "id LIKE 'i%'",
+    "datetime LIKE '2%'", "cloud IN ('1', 2, TRUE)", "title IN (1, 'x')",
+    "cloud BETWEEN 'a' AND 5", "cloud BETWEEN 2 AND 4", "kind BETWEEN 'a' AND 'q'",
+    "ok = TRUE", "ok = 1", "ok <> 'true'", "NOT (ok < 2) OR title = 7",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", MIXED)
+@pytest.mark.parametrize("make", CATALOGS[1:2])
+def test_values_of_another_type_compare_as_unknown(
+    make: MakeCatalog, request: pytest.FixtureRequest, tmp_path: Path, text: str
+) -> None:
+    """A property compared with a value of another JSON type (text with a number, a
+    date column with text) is unknown, as in the reference: no match, under NOT too.
+    SQLite would order any text after any number. (pgstac has its own rules here: it
+    refuses some such comparisons with a 400 and orders others; docs/DESIGN.md.)"""
+    name = fresh()
+    reference = MemoryCatalog()
+    items = [make_item(n, name, ok=n % 2 == 0) for n in range(12)]
+    with make(request, tmp_path) as catalog:
+        for cat in (catalog, reference):
+            cat.save_collection(new_collection(name))
+            cat.upsert(items)
+        query = {"collections": [name], "filter": text, "filter_lang": "cql2-text", "limit": 50}
+        assert sorted(ids(catalog, **query)) == sorted(ids(reference, **query))
+
+
 def test_counts_and_missing_things(filled: tuple[Catalog, str, MemoryCatalog]) -> None:
     catalog, name, _ = filled
     assert catalog.search(parse_query(collections=[name], q="glacier")).matched == N // 8 + (

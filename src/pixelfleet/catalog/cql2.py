@@ -91,6 +91,8 @@ def _check(node: Any, depth: int, counter: list[int], boolean: bool = False) -> 
             return
         if len(args) != arity:
             raise BadQueryError(f"filter: {op!r} needs {arity} args, got {len(args)}")
+        if op in COMPARISON or op in ("between", "in"):
+            _check_text_fields(op, args)
         if op == "not":
             _check(args[0], depth + 1, counter, boolean=True)
             return
@@ -157,6 +159,21 @@ def _check_literal(value: Any) -> None:
 def is_property_name(name: Any) -> bool:
     """Whether ``name`` may name a property (letters, digits, ``_ : . -``; at most 64)."""
     return isinstance(name, str) and _PROPERTY.match(name) is not None
+
+
+def _check_text_fields(op: str, args: list[Any]) -> None:
+    """``id`` and ``collection`` are text: a timestamp compared with one is a mistake
+    (every backend would answer it differently), refused naming both."""
+    operands = [*args[:1], *(args[1] if op == "in" and isinstance(args[1], list) else args[1:])]
+    fields = [a["property"] for a in operands if isinstance(a, dict) and a.get("property") in
+              ("id", "collection")]  # fmt: skip
+    stamps = [a for a in operands if is_instant_literal(a)]
+    if fields and stamps:
+        raise BadQueryError(
+            f"filter: {fields[0]} is text and cannot be compared with {_short(stamps[0])};"
+            f" compare it with a string, e.g. {{'op': '=', 'args': [{{'property': '{fields[0]}'}},"
+            " 'x']}, or compare a timestamp with datetime, start_datetime or end_datetime"
+        )
 
 
 def _prop(node: Any) -> str:
@@ -442,25 +459,21 @@ def to_sqlite(expr: dict[str, Any], params: list[Any]) -> str:
     if op == "not":
         return f"(NOT {to_sqlite(args[0], params)})"
     if op in COMPARISON:
-        instants = any(is_instant_literal(a) for a in args)
-        left = _sql_value(args[0], params, instants)
-        right = _sql_value(args[1], params, instants)
-        return f"({left} {'!=' if op == '<>' else op} {right})"
+        return _compare_sql(op, args[0], args[1], params, _has_instant(args))
     if op == "like":
+        guard = _type_guard(args[0], args[1], params)
         left = _sql_value(args[0], params)
         params.append(args[1])
-        return f"({left} LIKE ? ESCAPE '\\')"
+        return _guarded(guard, f"({left} LIKE ? ESCAPE '\\')")
     if op == "in":
-        instants = any(is_instant_literal(a) for a in args[1])
-        left = _sql_value(args[0], params, instants)
-        values = [_sql_value(v, params, instants) for v in args[1]]
-        return f"({left} IN ({', '.join(values)}))" if values else "(0)"
+        instants = _has_instant(args[1])
+        parts = [_compare_sql("=", args[0], v, params, instants) for v in args[1]]
+        return "(" + " OR ".join(parts) + ")" if parts else "(0)"
     if op == "between":
-        instants = any(is_instant_literal(a) for a in args)
-        value = _sql_value(args[0], params, instants)
-        low = _sql_value(args[1], params, instants)
-        high = _sql_value(args[2], params, instants)
-        return f"({value} BETWEEN {low} AND {high})"
+        instants = _has_instant(args)
+        low = _compare_sql(">=", args[0], args[1], params, instants)
+        high = _compare_sql("<=", args[0], args[2], params, instants)
+        return f"({low} AND {high})"
     if op == "isNull":
         return f"({_sql_value(args[0], params)} IS NULL)"
     if op == "s_intersects":
@@ -476,6 +489,43 @@ def to_sqlite(expr: dict[str, Any], params: list[Any]) -> str:
         params.extend([_finite(last), _finite(first)])
         return "(items.dt_start <= ? AND items.dt_end >= ?)"
     raise BadQueryError(f"filter: operator {op!r} is not supported")  # pragma: no cover
+
+
+def _has_instant(args: list[Any]) -> bool:
+    return any(is_instant_literal(a) for a in args)
+
+
+def _compare_sql(op: str, a: Any, b: Any, params: list[Any], instants: bool) -> str:
+    """``a op b`` in SQL, unknown (NULL) where their types differ, as the reference has it
+    (SQLite would otherwise order any text after any number)."""
+    guard = None if instants else (_type_guard(a, b, params) or _type_guard(b, a, params))
+    left = _sql_value(a, params, instants)
+    right = _sql_value(b, params, instants)
+    return _guarded(guard, f"({left} {'!=' if op == '<>' else op} {right})")
+
+
+def _guarded(guard: str | None, sql: str) -> str:
+    return sql if guard is None else f"(CASE WHEN {guard} THEN {sql} END)"
+
+
+#: The JSON types a literal compares with: text with text, numbers and booleans with
+#: numbers and booleans (the reference counts a boolean as 0 or 1).
+_JSON_TYPES = {"text": "('text')", "number": "('integer', 'real', 'true', 'false')"}
+#: What each column holds: the ids are text, the instants epoch seconds.
+_COLUMN_KINDS = {"id": "text", "collection": "text"}
+
+
+def _type_guard(prop: Any, literal: Any, params: list[Any]) -> str | None:
+    """SQL that is true where property ``prop`` holds a value of ``literal``'s type (None:
+    no condition needed, or ``prop``/``literal`` is not a property and a literal)."""
+    if not (isinstance(prop, dict) and "property" in prop) or isinstance(literal, dict):
+        return None
+    kind = "text" if isinstance(literal, str) else "number"
+    name = _prop(prop)
+    if name in _COLUMNS:
+        return None if _COLUMN_KINDS.get(name, "number") == kind else "0"
+    params.append(f'$.properties."{name}"')
+    return f"json_type(items.content, ?) IN {_JSON_TYPES[kind]}"
 
 
 def _finite(value: float) -> float:

@@ -330,7 +330,9 @@ class PgstacCatalog(Catalog):
             result = row[0] if row else None
         except psycopg.errors.RaiseException as exc:
             raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
-        except psycopg.errors.DataError as exc:
+        except (psycopg.errors.DataError, psycopg.errors.UndefinedFunction) as exc:
+            # A value of the wrong type for what it is compared with ("operator does not
+            # exist: text < integer"): the query's, not the server's, to fix.
             raise BadQueryError(f"pgstac refused the search: {exc.diag.message_primary}") from exc
         except psycopg.Error as exc:
             raise CatalogError(f"pgstac search failed: {exc}") from exc
