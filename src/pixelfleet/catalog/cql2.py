@@ -350,7 +350,7 @@ def _property_instant(value: Any) -> float | None:
 
 def _values(args: list[Any], item: dict[str, Any]) -> list[Any]:
     """The operands' values; when one is a timestamp, properties are read as instants."""
-    instants = any(is_instant_literal(a) for a in args)
+    instants = _has_instant(args)
     return [_value(a, item, instants) for a in args]
 
 
