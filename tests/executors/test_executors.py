@@ -206,15 +206,3 @@ def test_dask_missing_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'pixelfleet\[dask\]'"):
         open_executor("dask")
-
-
-def test_a_result_orjson_refuses_is_read_by_json() -> None:
-    """Results are decoded by orjson when installed; NaN (which the json module writes)
-    and lone surrogates, which orjson refuses, are read all the same."""
-    import math
-
-    from pixelfleet.executors.local import _loads
-
-    assert _loads('{"a": [1, "b"]}') == {"a": [1, "b"]}
-    assert math.isnan(_loads('{"a": NaN}')["a"])
-    assert _loads('{"a": "bad \\udcff"}') == {"a": "bad \udcff"}

@@ -23,6 +23,7 @@ from typing import Any
 
 from typing_extensions import override
 
+from pixelfleet import jsontext
 from pixelfleet.catalog.base import Catalog, check_item
 from pixelfleet.catalog.query import (
     iso,
@@ -87,19 +88,6 @@ _NEWEST_INDEX = "CREATE INDEX items_newest ON items({})".format(
 #: Bumped whenever what is indexed for text changes: the text index is then rebuilt, since
 #: removing an item's old words needs exactly the words it was indexed with.
 TEXT_VERSION = 2
-
-try:  # orjson (a pypgstac dependency) encodes items about five times faster
-    import orjson
-
-    def dumps(item: dict[str, Any]) -> str:
-        """An item as compact JSON text."""
-        return orjson.dumps(item).decode()
-
-except ModuleNotFoundError:  # pragma: no cover - depends on the extras installed
-
-    def dumps(item: dict[str, Any]) -> str:
-        """An item as compact JSON text."""
-        return json.dumps(item, separators=(",", ":"))
 
 
 class SqliteCatalog(SqliteSearch, Catalog):
@@ -283,7 +271,8 @@ class SqliteCatalog(SqliteSearch, Catalog):
                     raise CatalogError(f"{self.url} holds over 2**31 items: split it")
             assigned[key] = rowid
             minx, miny, maxx, maxy = box if box else (None, None, None, None)
-            item_rows[rowid] = (rowid, *key, dt, start, end, minx, miny, maxx, maxy, dumps(item))
+            content = jsontext.dumps(item)
+            item_rows[rowid] = (rowid, *key, dt, start, end, minx, miny, maxx, maxy, content)
             fts_rows[rowid] = (
                 fts_key(dt, rowid),
                 text["title"],

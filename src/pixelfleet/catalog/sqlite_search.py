@@ -17,11 +17,7 @@ from pixelfleet.catalog.base import SearchPage
 from pixelfleet.catalog.cql2 import to_sqlite
 from pixelfleet.catalog.query import UNDATED, SearchQuery, compare, decode_token, encode_token
 from pixelfleet.errors import CatalogError
-
-try:  # orjson (the server's and pgstac's dependency) decodes items about five times faster
-    from orjson import loads
-except ModuleNotFoundError:  # pragma: no cover - depends on the extras installed
-    from json import loads  # type: ignore[assignment]
+from pixelfleet.jsontext import loads
 
 #: Searches count matches up to this many; beyond it ``matched`` is None ("more than").
 COUNT_CAP = 1000
