@@ -16,6 +16,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from fleet_helpers import make_fleet_bucket, worker_env
 from pixelfleet.ledger import open_ledger
 from pixelfleet.pipeline import pipeline_from_dict
 from pixelfleet.runner import Runner
@@ -214,49 +215,27 @@ def test_sigkill_the_fork_server_mid_run(tmp_path: Path) -> None:
     new workers come from a new server, every object still gets its one output, the
     run ends done, and no worker is left behind. In a `pixelfleet run` process of its own,
     whose fork server is its own."""
-    src, out = tmp_path / "src", tmp_path / "out"
-    for i in range(40):
-        path = src / f"d{i % 2}" / f"f{i:02d}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("SLEEP 0.05")
-    pipeline = tmp_path / "p.toml"
-    pipeline.write_text(
-        f"""
-[source]
-url = "{src}"
-partition = {{ by = "object" }}
-[output]
-url = "{out}"
-[[steps]]
-op = "ops_for_tests:ProbeOp"
-[run]
-executor = "local"
-workers = 2
-attempts = 3
-"""
-    )
+    bucket = make_fleet_bucket(tmp_path, 40, words="SLEEP 0.05")
     ledger_url = f"sqlite:///{tmp_path / 'l.db'}"
-    command = [sys.executable, "-m", "pixelfleet.cli.main", "run", str(pipeline),
-               "--no-progress", "--ledger", ledger_url]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    with open(tmp_path / "log", "w") as log:
-        run = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "pixelfleet.cli.main", "run", str(bucket.pipeline)]
+    command += ["-e", "local", "--workers", "2", "--no-progress", "--ledger", ledger_url]
+    with open(tmp_path / "run.log", "w") as log:
+        run = subprocess.Popen(command, env=worker_env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         server, workers = None, []
         while time.monotonic() < deadline and run.poll() is None:
             servers = [c for c in psutil.Process(run.pid).children() if is_helper(c)]
             servers = [c for c in servers if "forkserver" in " ".join(c.cmdline())]
-            busy = len(list(out.rglob("*.out"))) if out.exists() else 0
-            if servers and busy >= 4:
+            if servers and len(bucket.writes()) >= 4:
                 server = servers[0]
                 workers = server.children()
                 server.kill()
                 break
             time.sleep(0.01)
         assert server is not None and workers, "the run ended before the fork server was killed"
-        assert run.wait(timeout=120) == 0, (tmp_path / "log").read_text()
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.out")) == sorted(
-        p.relative_to(src).with_suffix(".out").as_posix() for p in src.rglob("*.txt")
+        assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
+    assert sorted(p.name for p in bucket.out.glob("*.out")) == sorted(
+        key.replace(".txt", ".out") for key in bucket.keys
     )
     with open_ledger(ledger_url) as ledger:
         record = ledger.get_run()

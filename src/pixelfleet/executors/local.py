@@ -472,13 +472,9 @@ def start_context() -> Any:
         return spawn
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
-    if not _stop_at_exit:
-        _stop_at_exit.append(True)
-        atexit.register(stop_fork_server)
+    atexit.unregister(stop_fork_server)  # once, however many executors start
+    atexit.register(stop_fork_server)
     return context
-
-
-_stop_at_exit: list[bool] = []
 
 
 def stop_fork_server() -> None:

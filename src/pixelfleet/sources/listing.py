@@ -102,12 +102,11 @@ def select(
     wanted = compile_globs(include, ignore_case)
     unwanted = compile_globs(exclude, ignore_case)
     for entry in storage.scan(literal_prefix(include, ignore_case)):
-        key = entry.key
-        if (wanted(key) or (entry.skip is not None and key.endswith("/"))) and not unwanted(key):
+        if (wanted(entry.key) or _unlisted_folder(entry)) and not unwanted(entry.key):
             yield entry
 
 
-def _unlisted(entry: Entry) -> bool:
+def _unlisted_folder(entry: Entry) -> bool:
     """A folder the storage could not list (its files might have been wanted)."""
     return entry.skip is not None and entry.key.endswith("/")
 
@@ -118,7 +117,9 @@ def with_extensions(entries: Iterator[Entry], content_types: Sequence[str]) -> I
         return entries
     extensions = extensions_for(content_types)
     return (
-        e for e in entries if posixpath.splitext(e.key)[1].lower() in extensions or _unlisted(e)
+        e
+        for e in entries
+        if posixpath.splitext(e.key)[1].lower() in extensions or _unlisted_folder(e)
     )
 
 
