@@ -34,7 +34,7 @@ def dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
 
 def loads(text: str | bytes) -> Any:
     """The value of JSON text; what orjson refuses (``NaN``, a lone surrogate) is read by
-    ``json``."""
+    ``json``. orjson reads an integer over 64 bits as a float (``json`` as an int)."""
     if _orjson is not None:
         try:
             return _orjson.loads(text)
